@@ -1,0 +1,147 @@
+#include "models/nsa_model.h"
+
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/common/status.h"
+#include "kernels/reference/nsa_attention.h"
+#include "kernels/reference/ops.h"
+
+namespace nsa {
+
+NsaModel::NsaModel(ModelConfig config, ModelWeights weights) : config_(std::move(config)), weights_(std::move(weights)) {}
+
+absl::StatusOr<std::unique_ptr<NsaModel>> NsaModel::Load(const std::string& dir, bool progress) {
+  ASSIGN_OR_RETURN(ModelConfig config, ModelConfig::FromFile(dir + "/config.json"));
+  ASSIGN_OR_RETURN(ModelWeights weights, LoadWeights(dir, config, progress));
+  return std::make_unique<NsaModel>(std::move(config), std::move(weights));
+}
+
+namespace {
+
+float* Grow(std::vector<float>& v, int64_t extra) {
+  const size_t old = v.size();
+  v.resize(old + extra);
+  return v.data() + old;
+}
+
+void RopeRows(float* x, int rows, int heads, int dim, int64_t first_position, double theta) {
+  for (int r = 0; r < rows; ++r) ref::ApplyRope(x + int64_t{r} * heads * dim, heads, dim, first_position + r, theta);
+}
+
+}  // namespace
+
+void NsaModel::Attention(int layer, const float* h, int n, KvCache& cache, float* out) const {
+  const ModelConfig& c = config_;
+  const LayerWeights& W = weights_.layers[layer];
+  const NsaParams& p = c.nsa;
+  const int H = c.hidden_size, nh = c.num_heads, kvh = c.num_kv_heads, hd = c.head_dim, vhd = c.v_head_dim;
+  const int64_t t0 = cache.num_tokens();
+  const bool per_branch = p.kv_sharing == KvSharing::kPerBranch;
+  const bool linear = p.compress_fn == CompressFn::kLinear;
+  LayerCache& L = cache.layer(layer);
+
+  auto bias = [](const std::vector<float>& b) { return b.empty() ? nullptr : b.data(); };
+  std::vector<float> q(int64_t{n} * nh * hd), gates(int64_t{n} * 3 * nh);
+  ref::Linear(h, n, H, W.q_proj.data(), nh * hd, bias(W.q_bias), q.data());
+  ref::Linear(h, n, H, W.g_proj.data(), 3 * nh, nullptr, gates.data());
+  for (float& g : gates) g = 1.0f / (1.0f + std::exp(-g));
+  RopeRows(q.data(), n, nh, hd, t0, c.rope_theta);
+
+  // Selection keys/values (and, shared, window and compression inputs).
+  float* k = Grow(L.sel_k, int64_t{n} * kvh * hd);
+  ref::Linear(h, n, H, W.k_proj.data(), kvh * hd, bias(W.k_bias), k);
+  ref::Linear(h, n, H, W.v_proj.data(), kvh * vhd, bias(W.v_bias), Grow(L.sel_v, int64_t{n} * kvh * vhd));
+  if (per_branch) {
+    float* kw = Grow(L.win_k, int64_t{n} * kvh * hd);
+    ref::Linear(h, n, H, W.k_win_proj.data(), kvh * hd, nullptr, kw);
+    ref::Linear(h, n, H, W.v_win_proj.data(), kvh * vhd, nullptr, Grow(L.win_v, int64_t{n} * kvh * vhd));
+    RopeRows(kw, n, kvh, hd, t0, c.rope_theta);
+    float* kc = Grow(L.src_k, int64_t{n} * kvh * hd);
+    ref::Linear(h, n, H, W.k_cmp_proj.data(), kvh * hd, nullptr, kc);
+    ref::Linear(h, n, H, W.v_cmp_proj.data(), kvh * vhd, nullptr, Grow(L.src_v, int64_t{n} * kvh * vhd));
+    if (!linear) RopeRows(kc, n, kvh, hd, t0, c.rope_theta);
+  } else if (linear) {
+    // Linear compression reads the keys before RoPE.
+    float* src = Grow(L.src_k, int64_t{n} * kvh * hd);
+    std::copy(k, k + int64_t{n} * kvh * hd, src);
+  }
+  RopeRows(k, n, kvh, hd, t0, c.rope_theta);
+
+  // Summaries of every compressed block that completes within this chunk.
+  const int64_t have = p.NumCompressed(t0), want = p.NumCompressed(t0 + n);
+  float* ck = Grow(L.cmp_k, (want - have) * kvh * hd);
+  float* cv = Grow(L.cmp_v, (want - have) * kvh * vhd);
+  for (int64_t i = have; i < want; ++i) {
+    for (int g = 0; g < kvh; ++g) {
+      float* dk = ck + ((i - have) * kvh + g) * hd;
+      float* dv = cv + ((i - have) * kvh + g) * vhd;
+      const int64_t first = i * p.compress_stride;
+      if (linear) {
+        const int64_t lk = int64_t{p.compress_block} * hd * hd, lv = int64_t{p.compress_block} * vhd * vhd;
+        ref::CompressLinear(cache.CompressionKeys(layer, g), first, p.compress_block, hd,
+                            W.intra_block_pe.data() + int64_t{g} * p.compress_block * hd, W.compress_key.data() + g * lk,
+                            hd, dk);
+        ref::CompressLinear(cache.CompressionValues(layer, g), first, p.compress_block, vhd, nullptr,
+                            W.compress_value.data() + g * lv, vhd, dv);
+        ref::ApplyRope(dk, 1, hd, first, c.rope_theta);
+      } else {
+        ref::CompressMean(cache.CompressionKeys(layer, g), first, p.compress_block, hd, dk);
+        ref::CompressMean(cache.CompressionValues(layer, g), first, p.compress_block, vhd, dv);
+      }
+    }
+  }
+
+  // Attention of each new query, one KV group at a time; query i sees positions <= t0 + i.
+  const int G = c.group_size();
+  const ref::NsaDims dims{G, hd, vhd, 1.0f / std::sqrt(static_cast<float>(hd))};
+#pragma omp parallel for collapse(2) schedule(dynamic) if (n >= 8)
+  for (int i = 0; i < n; ++i) {
+    for (int g = 0; g < kvh; ++g) {
+      const int64_t head0 = int64_t{i} * nh + int64_t{g} * G;
+      ref::NsaAttendGroup(p, dims, q.data() + head0 * hd, gates.data() + head0 * 3, t0 + i, cache.Head(layer, g),
+                          out + head0 * vhd);
+    }
+  }
+}
+
+std::vector<float> NsaModel::Forward(std::span<const int> tokens, KvCache& cache, std::vector<float>* all_logits) const {
+  const ModelConfig& c = config_;
+  const int n = static_cast<int>(tokens.size());
+  const int H = c.hidden_size, M = c.intermediate_size, V = c.vocab_size;
+  std::vector<float> x(int64_t{n} * H), h(int64_t{n} * H);
+  for (int i = 0; i < n; ++i) {
+    const float* e = weights_.embeddings.data() + int64_t{tokens[i]} * H;
+    std::copy(e, e + H, x.data() + int64_t{i} * H);
+  }
+  std::vector<float> attn(int64_t{n} * c.num_heads * c.v_head_dim), proj(int64_t{n} * H);
+  std::vector<float> gate(int64_t{n} * M), up(int64_t{n} * M);
+  for (int layer = 0; layer < c.num_layers; ++layer) {
+    const LayerWeights& W = weights_.layers[layer];
+    ref::RmsNorm(x.data(), n, H, W.attn_norm.data(), c.norm_eps, h.data());
+    Attention(layer, h.data(), n, cache, attn.data());
+    ref::Linear(attn.data(), n, c.num_heads * c.v_head_dim, W.o_proj.data(), H, nullptr, proj.data());
+    for (size_t j = 0; j < x.size(); ++j) x[j] += proj[j];
+
+    ref::RmsNorm(x.data(), n, H, W.mlp_norm.data(), c.norm_eps, h.data());
+    ref::Linear(h.data(), n, H, W.gate_proj.data(), M, nullptr, gate.data());
+    ref::Linear(h.data(), n, H, W.up_proj.data(), M, nullptr, up.data());
+    ref::SiluMul(gate.data(), up.data(), int64_t{n} * M, gate.data());
+    ref::Linear(gate.data(), n, M, W.down_proj.data(), H, nullptr, proj.data());
+    for (size_t j = 0; j < x.size(); ++j) x[j] += proj[j];
+  }
+  cache.Commit(n);
+
+  ref::RmsNorm(x.data(), n, H, weights_.norm.data(), c.norm_eps, h.data());
+  const float* out_w = weights_.output_matrix().data();
+  if (all_logits != nullptr) {
+    all_logits->resize(int64_t{n} * V);
+    ref::Linear(h.data(), n, H, out_w, V, nullptr, all_logits->data());
+    return std::vector<float>(all_logits->end() - V, all_logits->end());
+  }
+  std::vector<float> logits(V);
+  ref::Linear(h.data() + int64_t{n - 1} * H, 1, H, out_w, V, nullptr, logits.data());
+  return logits;
+}
+
+}  // namespace nsa

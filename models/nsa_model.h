@@ -1,0 +1,43 @@
+// The NSA transformer on the CPU in float32: the readable reference every faster path is tested
+// against, and the CPU backend's model. One forward pass runs a chunk of new tokens of one
+// sequence (a whole prompt, a prefill chunk, or one decode token) over its KvCache.
+//
+// Per layer (nsa-spec.md section 4):
+//   h = RMSNorm(x); q, k, v, gates = projections of h; RoPE on q and k
+//   append k, v (and per-branch K/V) to the cache; write the summaries of blocks that complete
+//   o = NSA attention per query and KV group; x += o_proj(o)
+//   x += down(silu(gate(RMSNorm(x))) * up(RMSNorm(x)))
+// Thread safety: const methods may run concurrently on different caches.
+#pragma once
+
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "models/config.h"
+#include "models/kv_cache.h"
+#include "models/weights.h"
+
+namespace nsa {
+
+class NsaModel {
+ public:
+  NsaModel(ModelConfig config, ModelWeights weights);
+  static absl::StatusOr<std::unique_ptr<NsaModel>> Load(const std::string& dir, bool progress);
+
+  const ModelConfig& config() const { return config_; }
+  KvCache NewCache() const { return KvCache(config_); }
+
+  // Appends `tokens` at positions cache.num_tokens() onwards and returns the logits of the
+  // last one ([vocab]); with all_logits, the logits of every new token ([tokens][vocab]).
+  std::vector<float> Forward(std::span<const int> tokens, KvCache& cache, std::vector<float>* all_logits = nullptr) const;
+
+ private:
+  void Attention(int layer, const float* h, int num_new, KvCache& cache, float* out) const;
+  ModelConfig config_;
+  ModelWeights weights_;
+};
+
+}  // namespace nsa
