@@ -219,6 +219,9 @@ absl::Status ModelConfig::Validate() const {
     return absl::InvalidArgumentError(absl::StrCat("keys \"init_blocks\" + \"local_blocks\" (", nsa.init_blocks + nsa.local_blocks,
                                                    ") exceed \"block_counts\" (", nsa.num_selected, ")"));
   }
+  if (qkv_bias && nsa.kv_sharing == KvSharing::kPerBranch) {
+    return absl::InvalidArgumentError("key \"qkv_bias\" is not supported together with \"kv_sharing\": \"per_branch\"");
+  }
   if (bos_token_id < 0 || bos_token_id >= vocab_size) {
     return absl::InvalidArgumentError(absl::StrCat("key \"bos_token_id\" (", bos_token_id, ") is outside the vocabulary of ", vocab_size));
   }

@@ -106,6 +106,19 @@ absl::StatusOr<ModelWeights> LoadWeights(const std::string& dir, const ModelConf
     }
     total_bytes += e.info->end - e.info->begin;
   }
+  // A tensor the config does not use means config and checkpoint disagree (biases with
+  // qkv_bias false, per-branch K/V with kv_sharing shared, ...): refuse rather than ignore it.
+  std::map<std::string, bool> expected;
+  for (const TensorSpec& s : specs) expected[s.name] = true;
+  for (const std::string& name : set.Names()) {
+    const bool rotary_buffer = name.size() >= 15 && name.compare(name.size() - 15, 15, "rotary.inv_freq") == 0;
+    const bool tied_head = name == "lm_head.weight" && config.tie_word_embeddings;
+    if (!expected.count(name) && !rotary_buffer && !tied_head) {
+      return absl::InvalidArgumentError(absl::StrCat(set.Find(name).file->path(), ": tensor \"", name,
+                                                     "\" is not used by this config (check qkv_bias, kv_sharing, "
+                                                     "compress_fn, tie_word_embeddings and num_hidden_layers)"));
+    }
+  }
   std::unique_ptr<Progress> bar;
   if (progress) bar = std::make_unique<Progress>("loading " + dir, total_bytes, Progress::Unit::kBytes);
   for (const TensorSpec& s : specs) {
