@@ -45,6 +45,8 @@ void Progress::Set(int64_t done) {
     if (now - last_draw_ >= std::chrono::milliseconds(100)) Draw(false);
     return;
   }
+  // Plain lines only for work long enough to wait on: after 2 s, at each 10% or every 5 s.
+  if (now - start_ < std::chrono::seconds(2)) return;
   const int decile = total_ > 0 ? static_cast<int>(10 * done_ / total_) : -1;
   if (decile != last_decile_ || now - last_draw_ >= std::chrono::seconds(5)) {
     last_decile_ = decile;

@@ -93,6 +93,7 @@ absl::Status Run() {
   }
   const auto end = Clock::now();
   std::fputs("\n", stdout);
+  std::fflush(stdout);
   if (!quiet) {
     const double prefill = std::chrono::duration<double>(first - start).count();
     const double decode = std::chrono::duration<double>(end - first).count();
