@@ -3,6 +3,9 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
 #include <cstdio>
 
 #include "absl/strings/str_format.h"
@@ -87,6 +90,49 @@ void Progress::Draw(bool final) {
     std::fprintf(stderr, "%s%s\n", line.c_str(), final ? " done" : "");
   }
   std::fflush(stderr);
+}
+
+struct Heartbeat::State {
+  std::string label;
+  bool tty = isatty(STDERR_FILENO) != 0;
+  std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  std::thread thread;
+
+  void Draw(bool final) {
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (tty) {
+      static const char kSpin[] = "|/-\\";
+      std::fprintf(stderr, "\r\033[K%s %c %.1fs%s", label.c_str(), final ? ' ' : kSpin[static_cast<int>(secs * 5) % 4],
+                   secs, final ? " done\n" : "");
+    } else {
+      std::fprintf(stderr, "%s: %.0fs%s\n", label.c_str(), secs, final ? " done" : "");
+    }
+    std::fflush(stderr);
+  }
+};
+
+Heartbeat::Heartbeat(std::string label) : state_(std::make_unique<State>()) {
+  state_->label = std::move(label);
+  if (!g_enabled) return;
+  state_->thread = std::thread([s = state_.get()] {
+    std::unique_lock<std::mutex> lock(s->mu);
+    const auto period = s->tty ? std::chrono::milliseconds(200) : std::chrono::milliseconds(5000);
+    while (!s->cv.wait_for(lock, period, [s] { return s->done; })) s->Draw(false);
+  });
+}
+
+Heartbeat::~Heartbeat() {
+  if (!state_->thread.joinable()) return;
+  {
+    std::lock_guard<std::mutex> lock(state_->mu);
+    state_->done = true;
+  }
+  state_->cv.notify_all();
+  state_->thread.join();
+  state_->Draw(true);
 }
 
 }  // namespace nsa

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <string>
 
 namespace nsa {
@@ -33,6 +34,20 @@ class Progress {
   bool finished_ = false;
   int last_decile_ = -1;
   std::chrono::steady_clock::time_point start_, last_draw_;
+};
+
+// For work that reports no progress of its own (sentencepiece training): a line that shows the
+// elapsed time while `work` runs on the calling thread, redrawn by a helper thread.
+class Heartbeat {
+ public:
+  explicit Heartbeat(std::string label);
+  ~Heartbeat();  // stops the helper thread and prints the final line
+  Heartbeat(const Heartbeat&) = delete;
+  Heartbeat& operator=(const Heartbeat&) = delete;
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
 };
 
 }  // namespace nsa

@@ -18,12 +18,10 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "models/dtype.h"
 
 namespace nsa {
 
-enum class DType { kF32, kF16, kBF16 };
-
-size_t DTypeSize(DType dtype);
 std::string_view DTypeName(DType dtype);  // "F32", "F16", "BF16"
 absl::StatusOr<DType> ParseDType(std::string_view name);
 
@@ -81,11 +79,6 @@ class SafetensorsSet {
   std::vector<std::unique_ptr<SafetensorsFile>> files_;
   std::map<std::string, Entry, std::less<>> entries_;
 };
-
-// Converts `count` elements of `dtype` at `src` to float32.
-void ConvertToFloat(DType dtype, const std::byte* src, size_t count, float* dst);
-// Converts float32 to `dtype` (bf16 and fp16 round to nearest even).
-void ConvertFromFloat(DType dtype, const float* src, size_t count, std::byte* dst);
 
 // Writes a model's weights. Declare every tensor first, then Write each one's bytes in any order.
 // Files above max_shard_bytes are split into model-0000i-of-0000n.safetensors plus the index.

@@ -57,20 +57,25 @@ absl::StatusOr<std::string> CollectCorpus(const std::string& out_path, int64_t m
   }
   std::sort(files.begin(), files.end());
   if (files.empty()) return absl::NotFoundError("no text found under /usr/share/common-licenses or /usr/share/doc");
-  std::ofstream out(out_path, std::ios::binary);
+  // Read first (a few MiB), so the bar's total is the text actually used.
+  std::vector<std::string> texts;
   std::set<size_t> seen;
   int64_t total = 0;
-  Progress bar("collecting corpus", max_bytes, Progress::Unit::kBytes);
   for (const fs::path& p : files) {
     std::ifstream in(p, std::ios::binary);
     std::stringstream ss;
     ss << in.rdbuf();
     std::string text = ss.str();
     if (!seen.insert(std::hash<std::string>{}(text)).second) continue;
-    if (total + static_cast<int64_t>(text.size()) > max_bytes) break;
+    if (total + static_cast<int64_t>(text.size()) + 1 > max_bytes) break;
+    total += static_cast<int64_t>(text.size()) + 1;
+    texts.push_back(std::move(text));
+  }
+  std::ofstream out(out_path, std::ios::binary);
+  Progress bar("writing corpus", total, Progress::Unit::kBytes);
+  for (const std::string& text : texts) {
     out << text << "\n";
-    total += text.size() + 1;
-    bar.Set(total);
+    bar.Add(static_cast<int64_t>(text.size()) + 1);
   }
   bar.Finish();
   if (!out) return absl::InternalError(absl::StrCat(out_path, ": write failed"));
@@ -81,6 +86,9 @@ absl::Status TrainTokenizer(const std::string& model_path, int vocab_size) {
   if (vocab_size < 300) {
     return absl::InvalidArgumentError(absl::StrCat("--tokenizer_vocab must be at least 300 (256 byte pieces + specials), got ", vocab_size));
   }
+  std::error_code ec;
+  if (fs::path parent = fs::path(model_path).parent_path(); !parent.empty()) fs::create_directories(parent, ec);
+  if (ec) return absl::InternalError(absl::StrCat("cannot create the directory of ", model_path, ": ", ec.message()));
   std::string prefix = model_path;
   if (prefix.size() > 6 && prefix.substr(prefix.size() - 6) == ".model") prefix.resize(prefix.size() - 6);
   std::vector<std::string> inputs;
@@ -99,7 +107,11 @@ absl::Status TrainTokenizer(const std::string& model_path, int vocab_size) {
   for (const std::string& f : inputs) bytes += static_cast<int64_t>(fs::file_size(f));
   std::fprintf(stderr, "training a %d-piece BPE tokenizer on %.1f MiB of text...\n", vocab_size, bytes / 1048576.0);
   const auto start = std::chrono::steady_clock::now();
-  const std::string error = Tokenizer::Train(inputs, prefix, vocab_size, 2);
+  std::string error;
+  {
+    Heartbeat beat(absl::StrCat("training tokenizer (", vocab_size, " pieces)"));
+    error = Tokenizer::Train(inputs, prefix, vocab_size, 2);
+  }
   if (!tmp.empty()) fs::remove(tmp);
   fs::remove(prefix + ".vocab");
   if (!error.empty()) return absl::InternalError(absl::StrCat("tokenizer training failed: ", error));
