@@ -41,7 +41,7 @@ void BM_Decode(benchmark::State& state, const std::string& preset) {
   const NsaModel& model = Model(preset);
   const int context = static_cast<int>(state.range(0));
   const std::vector<int> ids = Tokens(context + 4096, model.config().vocab_size);
-  KvCache cache = model.NewCache();
+  ContiguousKvStore cache = model.NewCache();
   model.Forward(std::span<const int>(ids.data(), context), cache);
   int pos = context;
   for (auto _ : state) {
@@ -61,7 +61,7 @@ void BM_Prefill(benchmark::State& state, const std::string& preset) {
   const NsaModel& model = Model(preset);
   const std::vector<int> ids = Tokens(static_cast<int>(state.range(0)), model.config().vocab_size);
   for (auto _ : state) {
-    KvCache cache = model.NewCache();
+    ContiguousKvStore cache = model.NewCache();
     benchmark::DoNotOptimize(model.Forward(ids, cache));
   }
   state.counters["tok/s"] =

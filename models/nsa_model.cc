@@ -19,75 +19,84 @@ absl::StatusOr<std::unique_ptr<NsaModel>> NsaModel::Load(const std::string& dir,
 
 namespace {
 
-float* Grow(std::vector<float>& v, int64_t extra) {
-  const size_t old = v.size();
-  v.resize(old + extra);
-  return v.data() + old;
-}
-
 void RopeRows(float* x, int rows, int heads, int dim, int64_t first_position, double theta) {
   for (int r = 0; r < rows; ++r) ref::ApplyRope(x + int64_t{r} * heads * dim, heads, dim, first_position + r, theta);
 }
 
 }  // namespace
 
-void NsaModel::Attention(int layer, const float* h, int n, KvCache& cache, float* out) const {
+void NsaModel::Attention(int layer, const float* h, int n, KvStore& store, float* out) const {
   const ModelConfig& c = config_;
   const LayerWeights& W = weights_.layers[layer];
   const NsaParams& p = c.nsa;
   const int H = c.hidden_size, nh = c.num_heads, kvh = c.num_kv_heads, hd = c.head_dim, vhd = c.v_head_dim;
-  const int64_t t0 = cache.num_tokens();
+  const int64_t t0 = store.num_tokens();
   const bool per_branch = p.kv_sharing == KvSharing::kPerBranch;
   const bool linear = p.compress_fn == CompressFn::kLinear;
-  LayerCache& L = cache.layer(layer);
 
   auto bias = [](const std::vector<float>& b) { return b.empty() ? nullptr : b.data(); };
-  std::vector<float> q(int64_t{n} * nh * hd), gates(int64_t{n} * 3 * nh);
-  ref::Linear(h, n, H, W.q_proj.data(), nh * hd, bias(W.q_bias), q.data());
-  ref::Linear(h, n, H, W.g_proj.data(), 3 * nh, nullptr, gates.data());
+  auto project = [&](const std::vector<float>& w, const float* b, int out_dim) {
+    std::vector<float> y(int64_t{n} * out_dim);
+    ref::Linear(h, n, H, w.data(), out_dim, b, y.data());
+    return y;
+  };
+  std::vector<float> q = project(W.q_proj, bias(W.q_bias), nh * hd);
+  std::vector<float> gates = project(W.g_proj, nullptr, 3 * nh);
   for (float& g : gates) g = 1.0f / (1.0f + std::exp(-g));
   RopeRows(q.data(), n, nh, hd, t0, c.rope_theta);
 
-  // Selection keys/values (and, shared, window and compression inputs).
-  float* k = Grow(L.sel_k, int64_t{n} * kvh * hd);
-  ref::Linear(h, n, H, W.k_proj.data(), kvh * hd, bias(W.k_bias), k);
-  ref::Linear(h, n, H, W.v_proj.data(), kvh * vhd, bias(W.v_bias), Grow(L.sel_v, int64_t{n} * kvh * vhd));
+  // New rows of every plane, [n][kvh][dim], then scattered into the store.
+  std::vector<float> k = project(W.k_proj, bias(W.k_bias), kvh * hd);
+  std::vector<float> v = project(W.v_proj, bias(W.v_bias), kvh * vhd);
+  std::vector<float> k_win, v_win, k_src, v_src;
   if (per_branch) {
-    float* kw = Grow(L.win_k, int64_t{n} * kvh * hd);
-    ref::Linear(h, n, H, W.k_win_proj.data(), kvh * hd, nullptr, kw);
-    ref::Linear(h, n, H, W.v_win_proj.data(), kvh * vhd, nullptr, Grow(L.win_v, int64_t{n} * kvh * vhd));
-    RopeRows(kw, n, kvh, hd, t0, c.rope_theta);
-    float* kc = Grow(L.src_k, int64_t{n} * kvh * hd);
-    ref::Linear(h, n, H, W.k_cmp_proj.data(), kvh * hd, nullptr, kc);
-    ref::Linear(h, n, H, W.v_cmp_proj.data(), kvh * vhd, nullptr, Grow(L.src_v, int64_t{n} * kvh * vhd));
-    if (!linear) RopeRows(kc, n, kvh, hd, t0, c.rope_theta);
+    k_win = project(W.k_win_proj, nullptr, kvh * hd);
+    v_win = project(W.v_win_proj, nullptr, kvh * vhd);
+    RopeRows(k_win.data(), n, kvh, hd, t0, c.rope_theta);
+    k_src = project(W.k_cmp_proj, nullptr, kvh * hd);
+    v_src = project(W.v_cmp_proj, nullptr, kvh * vhd);
+    if (!linear) RopeRows(k_src.data(), n, kvh, hd, t0, c.rope_theta);
   } else if (linear) {
-    // Linear compression reads the keys before RoPE.
-    float* src = Grow(L.src_k, int64_t{n} * kvh * hd);
-    std::copy(k, k + int64_t{n} * kvh * hd, src);
+    k_src = k;  // linear compression reads the keys before RoPE
   }
-  RopeRows(k, n, kvh, hd, t0, c.rope_theta);
+  RopeRows(k.data(), n, kvh, hd, t0, c.rope_theta);
+
+  auto put = [&](KvPlane plane, bool value, const std::vector<float>& rows, int dim) {
+    for (int g = 0; g < kvh; ++g) {
+      const ref::RowSource dst = store.Rows(plane, layer, g, value);
+      for (int i = 0; i < n; ++i) {
+        const float* src = rows.data() + (int64_t{i} * kvh + g) * dim;
+        std::copy(src, src + dim, dst.Mutable(t0 + i));
+      }
+    }
+  };
+  put(KvPlane::kSel, false, k, hd);
+  put(KvPlane::kSel, true, v, vhd);
+  if (per_branch) {
+    put(KvPlane::kWin, false, k_win, hd);
+    put(KvPlane::kWin, true, v_win, vhd);
+    put(KvPlane::kSrc, true, v_src, vhd);
+  }
+  if (per_branch || linear) put(KvPlane::kSrc, false, k_src, hd);
 
   // Summaries of every compressed block that completes within this chunk.
   const int64_t have = p.NumCompressed(t0), want = p.NumCompressed(t0 + n);
-  float* ck = Grow(L.cmp_k, (want - have) * kvh * hd);
-  float* cv = Grow(L.cmp_v, (want - have) * kvh * vhd);
   for (int64_t i = have; i < want; ++i) {
+    const int64_t first = i * p.compress_stride;
     for (int g = 0; g < kvh; ++g) {
-      float* dk = ck + ((i - have) * kvh + g) * hd;
-      float* dv = cv + ((i - have) * kvh + g) * vhd;
-      const int64_t first = i * p.compress_stride;
+      float* dk = store.Rows(KvPlane::kCmp, layer, g, false).Mutable(i);
+      float* dv = store.Rows(KvPlane::kCmp, layer, g, true).Mutable(i);
+      const ref::RowSource src_k = CompressionInput(store, c, layer, g, false);
+      const ref::RowSource src_v = CompressionInput(store, c, layer, g, true);
       if (linear) {
         const int64_t lk = int64_t{p.compress_block} * hd * hd, lv = int64_t{p.compress_block} * vhd * vhd;
-        ref::CompressLinear(cache.CompressionKeys(layer, g), first, p.compress_block, hd,
-                            W.intra_block_pe.data() + int64_t{g} * p.compress_block * hd, W.compress_key.data() + g * lk,
-                            hd, dk);
-        ref::CompressLinear(cache.CompressionValues(layer, g), first, p.compress_block, vhd, nullptr,
-                            W.compress_value.data() + g * lv, vhd, dv);
+        ref::CompressLinear(src_k, first, p.compress_block, hd, W.intra_block_pe.data() + int64_t{g} * p.compress_block * hd,
+                            W.compress_key.data() + g * lk, hd, dk);
+        ref::CompressLinear(src_v, first, p.compress_block, vhd, nullptr, W.compress_value.data() + g * lv, vhd, dv);
         ref::ApplyRope(dk, 1, hd, first, c.rope_theta);
       } else {
-        ref::CompressMean(cache.CompressionKeys(layer, g), first, p.compress_block, hd, dk);
-        ref::CompressMean(cache.CompressionValues(layer, g), first, p.compress_block, vhd, dv);
+        ref::CompressMean(src_k, first, p.compress_block, hd, dk);
+        ref::CompressMean(src_v, first, p.compress_block, vhd, dv);
       }
     }
   }
@@ -99,16 +108,17 @@ void NsaModel::Attention(int layer, const float* h, int n, KvCache& cache, float
   for (int i = 0; i < n; ++i) {
     for (int g = 0; g < kvh; ++g) {
       const int64_t head0 = int64_t{i} * nh + int64_t{g} * G;
-      ref::NsaAttendGroup(p, dims, q.data() + head0 * hd, gates.data() + head0 * 3, t0 + i, cache.Head(layer, g),
+      ref::NsaAttendGroup(p, dims, q.data() + head0 * hd, gates.data() + head0 * 3, t0 + i, HeadView(store, c, layer, g),
                           out + head0 * vhd);
     }
   }
 }
 
-std::vector<float> NsaModel::Forward(std::span<const int> tokens, KvCache& cache, std::vector<float>* all_logits) const {
+std::vector<float> NsaModel::Forward(std::span<const int> tokens, KvStore& store, std::vector<float>* all_logits) const {
   const ModelConfig& c = config_;
   const int n = static_cast<int>(tokens.size());
   const int H = c.hidden_size, M = c.intermediate_size, V = c.vocab_size;
+  store.Prepare(n);
   std::vector<float> x(int64_t{n} * H), h(int64_t{n} * H);
   for (int i = 0; i < n; ++i) {
     const float* e = weights_.embeddings.data() + int64_t{tokens[i]} * H;
@@ -119,7 +129,7 @@ std::vector<float> NsaModel::Forward(std::span<const int> tokens, KvCache& cache
   for (int layer = 0; layer < c.num_layers; ++layer) {
     const LayerWeights& W = weights_.layers[layer];
     ref::RmsNorm(x.data(), n, H, W.attn_norm.data(), c.norm_eps, h.data());
-    Attention(layer, h.data(), n, cache, attn.data());
+    Attention(layer, h.data(), n, store, attn.data());
     ref::Linear(attn.data(), n, c.num_heads * c.v_head_dim, W.o_proj.data(), H, nullptr, proj.data());
     for (size_t j = 0; j < x.size(); ++j) x[j] += proj[j];
 
@@ -130,7 +140,7 @@ std::vector<float> NsaModel::Forward(std::span<const int> tokens, KvCache& cache
     ref::Linear(gate.data(), n, M, W.down_proj.data(), H, nullptr, proj.data());
     for (size_t j = 0; j < x.size(); ++j) x[j] += proj[j];
   }
-  cache.Commit(n);
+  store.Commit(n);
 
   ref::RmsNorm(x.data(), n, H, weights_.norm.data(), c.norm_eps, h.data());
   const float* out_w = weights_.output_matrix().data();

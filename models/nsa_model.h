@@ -1,6 +1,6 @@
 // The NSA transformer on the CPU in float32: the readable reference every faster path is tested
 // against, and the CPU backend's model. One forward pass runs a chunk of new tokens of one
-// sequence (a whole prompt, a prefill chunk, or one decode token) over its KvCache.
+// sequence (a whole prompt, a prefill chunk, or one decode token) over its KvStore (contiguous or paged).
 //
 // Per layer (nsa-spec.md section 4):
 //   h = RMSNorm(x); q, k, v, gates = projections of h; RoPE on q and k
@@ -17,7 +17,7 @@
 
 #include "absl/status/statusor.h"
 #include "models/config.h"
-#include "models/kv_cache.h"
+#include "models/kv_store.h"
 #include "models/weights.h"
 
 namespace nsa {
@@ -28,14 +28,14 @@ class NsaModel {
   static absl::StatusOr<std::unique_ptr<NsaModel>> Load(const std::string& dir, bool progress);
 
   const ModelConfig& config() const { return config_; }
-  KvCache NewCache() const { return KvCache(config_); }
+  ContiguousKvStore NewCache() const { return ContiguousKvStore(config_); }
 
-  // Appends `tokens` at positions cache.num_tokens() onwards and returns the logits of the
+  // Appends `tokens` at positions store.num_tokens() onwards and returns the logits of the
   // last one ([vocab]); with all_logits, the logits of every new token ([tokens][vocab]).
-  std::vector<float> Forward(std::span<const int> tokens, KvCache& cache, std::vector<float>* all_logits = nullptr) const;
+  std::vector<float> Forward(std::span<const int> tokens, KvStore& store, std::vector<float>* all_logits = nullptr) const;
 
  private:
-  void Attention(int layer, const float* h, int num_new, KvCache& cache, float* out) const;
+  void Attention(int layer, const float* h, int num_new, KvStore& store, float* out) const;
   ModelConfig config_;
   ModelWeights weights_;
 };

@@ -68,7 +68,7 @@ absl::Status Run() {
                                                    max_tokens));
   }
 
-  KvCache cache = model->NewCache();
+  ContiguousKvStore cache = model->NewCache();
   Sampler sampler(sampling.seed);
   IncrementalDetokenizer detok(*tokenizer, prompt);
   std::fputs(absl::GetFlag(FLAGS_prompt).c_str(), stdout);

@@ -61,14 +61,14 @@ TEST_P(DecodeEqualsPrefillTest, EveryPositionEveryChunking) {
   const int T = 150, V = (*model)->config().vocab_size;
   const std::vector<int> ids = RandomTokens(T, V, 42);
 
-  KvCache full_cache = (*model)->NewCache();
+  ContiguousKvStore full_cache = (*model)->NewCache();
   std::vector<float> full;
   (*model)->Forward(ids, full_cache, &full);
   ASSERT_EQ(full.size(), size_t(T) * V);
   for (float x : full) ASSERT_TRUE(std::isfinite(x));
 
   for (int chunk : {1, 5, 16, 33}) {
-    KvCache cache = (*model)->NewCache();
+    ContiguousKvStore cache = (*model)->NewCache();
     std::vector<float> part;
     for (int start = 0; start < T; start += chunk) {
       const int n = std::min(chunk, T - start);
@@ -93,7 +93,7 @@ std::vector<float> Logits(const std::string& dir, const std::vector<int>& ids) {
   auto model = NsaModel::Load(dir, false);
   EXPECT_TRUE(model.ok()) << model.status();
   if (!model.ok()) return {};
-  KvCache cache = (*model)->NewCache();
+  ContiguousKvStore cache = (*model)->NewCache();
   return (*model)->Forward(ids, cache);
 }
 

@@ -17,20 +17,24 @@
 
 namespace nsa::ref {
 
-// Row i of a matrix whose rows may live in pages:
-//   page_table == nullptr: base + i * row_stride
-//   otherwise:             base + page_table[i / page_rows] * page_stride + (i % page_rows) * row_stride
+// Row i of a matrix whose rows may live in pages (r = i + row_offset):
+//   page_table == nullptr: base + r * row_stride
+//   otherwise:             base + page_table[r / page_rows] * page_stride + (r % page_rows) * row_stride
+// Views over caches the model writes hand out rows through Mutable(); the storage is theirs.
 struct RowSource {
   const float* base = nullptr;
   int64_t row_stride = 0;
   const int32_t* page_table = nullptr;
   int64_t page_rows = 0;
   int64_t page_stride = 0;
+  int64_t row_offset = 0;
 
   const float* Row(int64_t i) const {
-    if (page_table == nullptr) return base + i * row_stride;
-    return base + page_table[i / page_rows] * page_stride + (i % page_rows) * row_stride;
+    const int64_t r = i + row_offset;
+    if (page_table == nullptr) return base + r * row_stride;
+    return base + page_table[r / page_rows] * page_stride + (r % page_rows) * row_stride;
   }
+  float* Mutable(int64_t i) const { return const_cast<float*>(Row(i)); }
 };
 
 // Keys and values of one KV head for the three branches. With shared K/V, sel and win are the same

@@ -43,7 +43,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   std::ofstream out(absl::GetFlag(FLAGS_out), std::ios::binary);
-  nsa::KvCache cache = model.NewCache();
+  nsa::ContiguousKvStore cache = model.NewCache();
   std::vector<float> logits = model.Forward(std::span<const int>(ids.data(), p), cache);
   out.write(reinterpret_cast<const char*>(logits.data()), logits.size() * sizeof(float));
   for (size_t i = p; i < ids.size(); ++i) {
