@@ -6,6 +6,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -23,7 +25,7 @@ namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 
 std::string TempModelDir(const std::string& name) {
-  const std::string dir = ::testing::TempDir() + "/model_test_" + name;
+  const std::string dir = ::testing::TempDir() + "/model_test_" + name + "_" + std::to_string(getpid());
   fs::remove_all(dir);
   return dir;
 }
