@@ -12,8 +12,11 @@
 #include "models/flags.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
+#include "engine/kv_cache/host_kv_pool.h"
+#include "engine/kv_cache/kv_cache_manager.h"
 #include "engine/output/detokenizer.h"
 #include "engine/sampler/sampler.h"
+#include "kernels/common/check.h"
 #include "kernels/common/status.h"
 #include "models/nsa_model.h"
 #include "models/tokenizer.h"
@@ -68,14 +71,33 @@ absl::Status Run() {
                                                    max_tokens));
   }
 
-  ContiguousKvStore cache = model->NewCache();
+  // One sequence through the paged cache, as the engine runs it: reserve pages, write, commit.
+  const int64_t context = static_cast<int64_t>(prompt.size()) + max_tokens;
+  KvCacheManager::Options cache_options;
+  cache_options.num_pages = static_cast<int32_t>((context + config.nsa.select_block - 1) / config.nsa.select_block);
+  cache_options.nsa = config.nsa;
+  KvCacheManager pages(cache_options);
+  HostKvPool pool(config, cache_options.num_pages);
+  constexpr SeqId kSeq = 0;
+  pages.AddSequence(kSeq, prompt);
+  auto forward = [&](std::span<const int> tokens) {
+    const int64_t t0 = pages.NumTokens(kSeq);
+    const std::optional<StepSlots> slots = pages.Reserve(kSeq, static_cast<int64_t>(tokens.size()));
+    NSA_CHECK(slots.has_value(), "the pool is sized for the whole context");
+    pool.ApplyCopies(slots->copies);
+    PagedKvStore store = pool.Store(pages.PageTable(kSeq), t0);
+    std::vector<float> logits = model->Forward(tokens, store);
+    pages.Commit(kSeq, tokens);
+    return logits;
+  };
+
   Sampler sampler(sampling.seed);
   IncrementalDetokenizer detok(*tokenizer, prompt);
   std::fputs(absl::GetFlag(FLAGS_prompt).c_str(), stdout);
   std::fflush(stdout);
 
   const auto start = Clock::now();
-  std::vector<float> logits = model->Forward(prompt, cache);
+  std::vector<float> logits = forward(prompt);
   const auto first = Clock::now();
   int generated = 0;
   while (true) {
@@ -89,7 +111,7 @@ absl::Status Run() {
     }
     if (generated >= max_tokens) break;
     const int next[1] = {token};
-    logits = model->Forward(next, cache);
+    logits = forward(next);
   }
   const auto end = Clock::now();
   std::fputs("\n", stdout);
