@@ -51,22 +51,26 @@ ref::RowSource ContiguousKvStore::Rows(KvPlane plane, int layer, int head, bool 
   return ref::RowSource{Array(layer, plane, value).data() + int64_t{head} * dim, int64_t{layout_.num_kv_heads} * dim};
 }
 
-PagedKvStore::PagedKvStore(float* storage, const KvLayout& layout, const std::vector<int32_t>* page_table,
-                           int64_t num_tokens)
-    : storage_(storage), layout_(&layout), page_table_(page_table), num_tokens_(num_tokens) {}
+PagedKvStore::PagedKvStore(float* storage, const KvLayout& layout, const std::vector<int32_t>* raw,
+                           const std::vector<int32_t>* win, const std::vector<int32_t>* src, int64_t num_tokens)
+    : storage_(storage), layout_(&layout), raw_(raw), win_(win), src_(src), num_tokens_(num_tokens) {}
 
 void PagedKvStore::Prepare(int64_t n) {
-  // Pages are the cache manager's to allocate; a table that falls short is a scheduling bug.
-  NSA_CHECK(num_tokens_ + n <= static_cast<int64_t>(page_table_->size()) * layout_->page_tokens,
-            "page table covers %zu pages, %lld tokens prepared", page_table_->size(),
+  // Pages are the cache manager's to allocate; tables that fall short are a scheduling bug.
+  const int64_t pages = (num_tokens_ + n + layout_->page_tokens - 1) / layout_->page_tokens;
+  NSA_CHECK(pages <= static_cast<int64_t>(raw_->size()), "raw table covers %zu pages, %lld tokens prepared", raw_->size(),
             static_cast<long long>(num_tokens_ + n));
+  NSA_CHECK(!layout_->has_win || static_cast<int64_t>(win_->size()) >= pages, "window ring falls short");
+  NSA_CHECK(!(layout_->has_src_k || layout_->has_src_v) || static_cast<int64_t>(src_->size()) >= pages,
+            "source ring falls short");
 }
 
 ref::RowSource PagedKvStore::Rows(KvPlane plane, int layer, int head, bool value) const {
+  const std::vector<int32_t>* table = plane == KvPlane::kWin ? win_ : plane == KvPlane::kSrc ? src_ : raw_;
   ref::RowSource r;
   r.base = storage_ + layout_->Offset(plane, layer, head, value);
   r.row_stride = Dim(*layout_, value);
-  r.page_table = page_table_->data();
+  r.page_table = table->data();
   r.page_rows = layout_->RowsPerPage(plane);
   r.page_stride = layout_->page_elems;
   r.row_offset = plane == KvPlane::kCmp ? layout_->summary_row_shift : 0;

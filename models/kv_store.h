@@ -60,9 +60,12 @@ class ContiguousKvStore : public KvStore {
 
 class PagedKvStore : public KvStore {
  public:
-  // `storage` holds the pool's pages (page_elems floats each); `page_table` maps the sequence's
-  // logical pages to pool pages and must cover every token Prepare is asked for.
-  PagedKvStore(float* storage, const KvLayout& layout, const std::vector<int32_t>* page_table, int64_t num_tokens);
+  // `storage` holds the pool's pages (page_elems floats each). The tables map the sequence's
+  // logical pages to pool pages: raw pages (selection K/V and summaries), and the window and
+  // source rings where the layout has them (-1 = released). The raw table must cover every
+  // token Prepare is asked for.
+  PagedKvStore(float* storage, const KvLayout& layout, const std::vector<int32_t>* raw, const std::vector<int32_t>* win,
+               const std::vector<int32_t>* src, int64_t num_tokens);
   int64_t num_tokens() const override { return num_tokens_; }
   void Prepare(int64_t n) override;
   void Commit(int64_t n) override { num_tokens_ += n; }
@@ -71,7 +74,9 @@ class PagedKvStore : public KvStore {
  private:
   float* storage_;
   const KvLayout* layout_;
-  const std::vector<int32_t>* page_table_;
+  const std::vector<int32_t>* raw_;
+  const std::vector<int32_t>* win_;
+  const std::vector<int32_t>* src_;
   int64_t num_tokens_;
 };
 

@@ -74,7 +74,8 @@ absl::Status Run() {
   // One sequence through the paged cache, as the engine runs it: reserve pages, write, commit.
   const int64_t context = static_cast<int64_t>(prompt.size()) + max_tokens;
   KvCacheManager::Options cache_options;
-  cache_options.num_pages = static_cast<int32_t>((context + config.nsa.select_block - 1) / config.nsa.select_block);
+  // Raw pages for the whole context, window and source rings for the per-branch variant.
+  cache_options.num_pages = static_cast<int32_t>(3 * ((context + config.nsa.select_block - 1) / config.nsa.select_block));
   cache_options.nsa = config.nsa;
   KvCacheManager pages(cache_options);
   HostKvPool pool(config, cache_options.num_pages);
@@ -85,7 +86,7 @@ absl::Status Run() {
     const std::optional<StepSlots> slots = pages.Reserve(kSeq, static_cast<int64_t>(tokens.size()));
     NSA_CHECK(slots.has_value(), "the pool is sized for the whole context");
     pool.ApplyCopies(slots->copies);
-    PagedKvStore store = pool.Store(pages.PageTable(kSeq), t0);
+    PagedKvStore store = pool.Store(pages.Tables(kSeq), t0);
     std::vector<float> logits = model->Forward(tokens, store);
     pages.Commit(kSeq, tokens);
     return logits;

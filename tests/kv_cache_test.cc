@@ -14,11 +14,15 @@ namespace {
 
 constexpr int kPage = 8;
 
-KvCacheManager::Options Opts(int32_t pages, bool prefix = true) {
+enum class Variant { kShared, kLinear, kPerBranch };
+
+KvCacheManager::Options Opts(int32_t pages, Variant variant = Variant::kShared) {
   KvCacheManager::Options o;
   o.num_pages = pages;
   o.nsa.compress_block = 4, o.nsa.compress_stride = 2, o.nsa.select_block = kPage;
-  o.prefix_caching = prefix;
+  o.nsa.window = 11;  // a ring of two or three window pages
+  if (variant == Variant::kLinear) o.nsa.compress_fn = CompressFn::kLinear;
+  if (variant == Variant::kPerBranch) o.nsa.kv_sharing = KvSharing::kPerBranch;
   o.model_key = 77;
   return o;
 }
@@ -42,11 +46,13 @@ class Shadow {
   std::vector<std::vector<int>> slots_;
 };
 
-TEST(KvCacheManagerTest, RandomisedStormKeepsEveryInvariant) {
+class StormTest : public ::testing::TestWithParam<Variant> {};
+
+TEST_P(StormTest, RandomisedStormKeepsEveryInvariant) {
   for (uint64_t seed : {1, 2, 3, 4}) {
     std::mt19937_64 rng(seed);
-    const int32_t num_pages = 48;
-    KvCacheManager m(Opts(num_pages));
+    const int32_t num_pages = 48 * (GetParam() == Variant::kShared ? 1 : 2);
+    KvCacheManager m(Opts(num_pages, GetParam()));
     Shadow shadow(num_pages);
     // Prompts share prefixes: a few stems, random tails.
     std::vector<std::vector<int>> stems;
@@ -118,6 +124,63 @@ TEST(KvCacheManagerTest, RandomisedStormKeepsEveryInvariant) {
     EXPECT_EQ(m.pool().num_used(), 0);
     EXPECT_EQ(m.Usage(), 0.0);
   }
+}
+
+INSTANTIATE_TEST_SUITE_P(Variants, StormTest, ::testing::Values(Variant::kShared, Variant::kLinear, Variant::kPerBranch),
+                         [](const auto& info) {
+                           return std::string(info.param == Variant::kShared   ? "shared"
+                                              : info.param == Variant::kLinear ? "linear"
+                                                                               : "per_branch");
+                         });
+
+TEST(KvCacheManagerTest, RingsHoldOnlyWhatTheNextStepReads) {
+  KvCacheManager m(Opts(64, Variant::kPerBranch));  // w = 11, l = 4, d = 2, l' = 8
+  std::vector<int> a(60);
+  for (int i = 0; i < 60; ++i) a[i] = i;
+  m.AddSequence(1, a);
+  ASSERT_TRUE(m.Reserve(1, 60));
+  m.Commit(1, a);
+  const PageTables& t = m.Tables(1);
+  // 60 tokens: the next query (t = 60) reads tokens 50..60, pages 6 and 7.
+  EXPECT_EQ(m.WindowRingStart(60), 6);
+  for (int j = 0; j < 8; ++j) EXPECT_EQ(t.win[j] >= 0, j >= 6) << j;
+  // The next summary is block 29 (tokens 58..61): page 7 only.
+  EXPECT_EQ(m.SourceRingStart(60), 7);
+  for (int j = 0; j < 8; ++j) EXPECT_EQ(t.src[j] >= 0, j >= 7) << j;
+  EXPECT_EQ(m.pool().num_used(), 8 + 2 + 1);
+  // A request sharing the first 7 pages gets raw pages 0..6 and the rings of a 56-token prefix.
+  std::vector<int> b(a.begin(), a.begin() + 57);
+  EXPECT_EQ(m.AddSequence(2, b), 56);
+  EXPECT_EQ(m.WindowRingStart(56), 5);  // the query at t = 56 reads tokens 46..56
+  EXPECT_EQ(m.Tables(2).win[4], -1);
+  EXPECT_GE(m.Tables(2).win[5], 0);
+  EXPECT_GE(m.Tables(2).win[6], 0);
+  EXPECT_GE(m.Tables(2).src[6], 0);  // the next summary (block 27, tokens 54..57) starts in page 6
+  m.CheckInvariants();
+}
+
+TEST(KvCacheManagerTest, EvictedRingPagesEndHitsOnCachedRawPages) {
+  KvCacheManager m(Opts(26, Variant::kPerBranch));
+  std::vector<int> a(64);
+  for (int i = 0; i < 64; ++i) a[i] = i;
+  m.AddSequence(1, a);
+  ASSERT_TRUE(m.Reserve(1, 64));
+  m.Commit(1, a);
+  // Sequence 1 stays: its raw pages are held; the ring pages it released (window pages 0..5,
+  // source pages 0..6) are cached and evictable.
+  EXPECT_EQ(m.pool().num_evictable(), 13);
+  std::vector<int> b(a.begin(), a.begin() + 50);
+  EXPECT_EQ(m.AddSequence(2, b), 48);
+  m.Free(2);
+  // Taking 15 pages evicts all 13 ring pages; the raw pages stay cached and held.
+  std::vector<int> c(200, 1000);
+  m.AddSequence(3, c);
+  ASSERT_TRUE(m.Reserve(3, 40));
+  EXPECT_EQ(m.pool().num_evictable(), 0);
+  EXPECT_TRUE(m.prefix_cache().Contains(m.PageTable(1)[0]));
+  // Without the window and source pages before token 48, no continuation can start there.
+  EXPECT_EQ(m.AddSequence(4, b), 0);
+  m.CheckInvariants();
 }
 
 TEST(KvCacheManagerTest, ExhaustionIsANormalResult) {

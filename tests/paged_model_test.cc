@@ -53,7 +53,7 @@ std::vector<float> Step(const NsaModel& model, KvCacheManager& m, HostKvPool& po
   EXPECT_TRUE(slots.has_value());
   if (!slots) return {};
   pool.ApplyCopies(slots->copies);
-  PagedKvStore store = pool.Store(m.PageTable(seq), t0);
+  PagedKvStore store = pool.Store(m.Tables(seq), t0);
   std::vector<float> all;
   const std::span<const int> tokens(ids.data() + t0, n);
   model.Forward(tokens, store, &all);
@@ -85,8 +85,8 @@ TEST_P(PagedModelTest, PagedEqualsContiguousAcrossPageBoundaries) {
   const std::vector<int> ids = Tokens(150, 1);
   const std::vector<float> full = Reference(*model, ids);
   for (int chunk : {1, 7, 16, 40}) {
-    KvCacheManager m(Options(c, 32));
-    HostKvPool pool(c, 32);
+    KvCacheManager m(Options(c, 64));
+    HostKvPool pool(c, 64);
     // Scramble which pool pages the sequence gets: hold every other page with a dummy sequence.
     std::vector<int> filler(16 * c.nsa.select_block, 9);
     m.AddSequence(100, filler);
@@ -158,7 +158,7 @@ TEST(PagedSummariesTest, EqualTheMeanOfTheirRawTokens) {
   m.AddSequence(1, ids);
   Step(*model, m, pool, 1, ids, 37);
   for (int i = 0; i < 63; ++i) Step(*model, m, pool, 1, ids, 1);
-  PagedKvStore store = pool.Store(m.PageTable(1), 100);
+  PagedKvStore store = pool.Store(m.Tables(1), 100);
   const int64_t n = c.nsa.NumCompressed(100);
   ASSERT_EQ(n, 6);
   for (int layer = 0; layer < c.num_layers; ++layer) {

@@ -23,9 +23,9 @@ class HostKvPool {
   int32_t num_pages() const { return num_pages_; }
   // Carries out a step's copy-on-write plan.
   void ApplyCopies(std::span<const PageCopy> copies);
-  // A store over one sequence's pages; valid while the table is.
-  PagedKvStore Store(const std::vector<int32_t>& page_table, int64_t num_tokens) {
-    return PagedKvStore(storage_.data(), layout_, &page_table, num_tokens);
+  // A store over one sequence's pages; valid while the tables are.
+  PagedKvStore Store(const PageTables& tables, int64_t num_tokens) {
+    return PagedKvStore(storage_.data(), layout_, &tables.raw, &tables.win, &tables.src, num_tokens);
   }
 
  private:

@@ -45,9 +45,18 @@ void PagePool::Release(int32_t page) {
   }
 }
 
-void PagePool::SetCached(int32_t page, bool cached) {
-  NSA_CHECK(ref_count_[page] > 0, "only a page in use changes its cache membership (page %d)", page);
-  cached_[page] = cached;
+void PagePool::SetCached(int32_t page) {
+  NSA_CHECK(ref_count_[page] > 0, "only a page in use joins the cache (page %d)", page);
+  cached_[page] = 1;
+}
+
+void PagePool::Uncache(int32_t page) {
+  if (!cached_[page]) return;
+  cached_[page] = 0;
+  if (ref_count_[page] == 0) {
+    UnlinkLru(page);
+    free_.push_back(page);
+  }
 }
 
 void PagePool::LinkLru(int32_t page) {

@@ -36,7 +36,9 @@ class PagePool {
   void Release(int32_t page);
 
   // Prefix-cache membership: a cached page goes to the LRU list, not the free list, at count 0.
-  void SetCached(int32_t page, bool cached);
+  // Marking a page in use as cached; Uncache also frees an unreferenced page.
+  void SetCached(int32_t page);
+  void Uncache(int32_t page);
   bool IsCached(int32_t page) const { return cached_[page]; }
   int32_t ref_count(int32_t page) const { return ref_count_[page]; }
   void SetEvictionHook(std::function<void(int32_t)> hook) { on_evict_ = std::move(hook); }

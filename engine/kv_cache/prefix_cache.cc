@@ -27,17 +27,30 @@ int32_t PrefixCache::Lookup(uint64_t hash, uint64_t parent, std::span<const int>
   return it->second;
 }
 
-bool PrefixCache::Insert(int32_t page, uint64_t hash, uint64_t parent, std::span<const int> tokens) {
+bool PrefixCache::Insert(int32_t page, uint64_t hash, uint64_t parent, std::span<const int> tokens,
+                         Companions companions) {
   if (!by_hash_.try_emplace(hash, page).second) return false;
-  by_page_[page] = Entry{hash, parent, std::vector<int>(tokens.begin(), tokens.end())};
+  by_page_[page] = Entry{hash, parent, std::vector<int>(tokens.begin(), tokens.end()), companions};
+  if (companions.win >= 0) companion_of_[companions.win] = page;
+  if (companions.src >= 0) companion_of_[companions.src] = page;
   return true;
 }
 
-void PrefixCache::Erase(int32_t page) {
+PrefixCache::Companions PrefixCache::Evict(int32_t page) {
+  if (auto c = companion_of_.find(page); c != companion_of_.end()) {
+    Companions& owner = by_page_.at(c->second).companions;
+    (owner.win == page ? owner.win : owner.src) = -1;
+    companion_of_.erase(c);
+    return {};
+  }
   auto it = by_page_.find(page);
-  if (it == by_page_.end()) return;
+  if (it == by_page_.end()) return {};
+  const Companions left = it->second.companions;
+  if (left.win >= 0) companion_of_.erase(left.win);
+  if (left.src >= 0) companion_of_.erase(left.src);
   by_hash_.erase(it->second.hash);
   by_page_.erase(it);
+  return left;
 }
 
 }  // namespace nsa
