@@ -48,7 +48,7 @@ absl::Status Run() {
   sampling.top_k = absl::GetFlag(FLAGS_top_k);
   sampling.min_p = absl::GetFlag(FLAGS_min_p);
   sampling.seed = absl::GetFlag(FLAGS_seed);
-  RETURN_IF_ERROR(Annotate(sampling.Validate(), "invalid sampling flag"));
+  
   const int max_tokens = absl::GetFlag(FLAGS_max_tokens);
   if (max_tokens < 1) return absl::InvalidArgumentError(absl::StrCat("--max_tokens must be >= 1, got ", max_tokens));
   const bool quiet = absl::GetFlag(FLAGS_quiet);
@@ -64,6 +64,7 @@ absl::Status Run() {
                                                    " pieces but the model's vocab_size is ", config.vocab_size));
   }
 
+  RETURN_IF_ERROR(Annotate(sampling.Validate(config.vocab_size), "invalid sampling flag"));
   const std::vector<int> prompt = tokenizer->Encode(absl::GetFlag(FLAGS_prompt), /*add_bos=*/true);
   if (static_cast<int64_t>(prompt.size()) + max_tokens > config.max_position_embeddings) {
     return absl::InvalidArgumentError(absl::StrCat("this model's maximum context length is ", config.max_position_embeddings,
@@ -102,7 +103,7 @@ absl::Status Run() {
   const auto first = Clock::now();
   int generated = 0;
   while (true) {
-    const int token = sampler.Sample(logits, sampling, tokenizer->vocab_size());
+    const int token = sampler.Sample(logits, sampling, tokenizer->vocab_size()).token;
     ++generated;
     if (token == config.eos_token_id && !absl::GetFlag(FLAGS_ignore_eos)) break;
     const std::string delta = detok.Add(token);
