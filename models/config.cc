@@ -231,6 +231,13 @@ absl::Status ModelConfig::Validate() const {
   return absl::OkStatus();
 }
 
+uint64_t ModelConfig::Fingerprint() const {
+  const std::string text = ToJson().dump();
+  uint64_t h = 1469598103934665603ull;  // FNV-1a
+  for (unsigned char ch : text) h = (h ^ ch) * 1099511628211ull;
+  return h;
+}
+
 json ModelConfig::ToJson() const {
   json j;
   j["model_type"] = model_type;

@@ -40,6 +40,8 @@ struct ModelConfig {
   // The config.json this struct reads back to an equal config (extension keys only when set).
   nlohmann::json ToJson() const;
   absl::Status Validate() const;
+  // A hash of every field: the prefix cache keys pages with it, so models never share pages.
+  uint64_t Fingerprint() const;
 };
 
 // fla's GatedMLP width when intermediate_size is absent: 2/3 of hidden * ratio, rounded up to 256.
