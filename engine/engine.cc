@@ -44,8 +44,6 @@ struct RequestState {
   }
 };
 
-int Sequence::request_n() const { return request->n; }
-
 // ---- RequestHandle --------------------------------------------------------------------------
 
 RequestHandle::RequestHandle(std::shared_ptr<RequestState> state) : state_(std::move(state)) {}
@@ -295,6 +293,7 @@ void Engine::Admit(Request request, std::shared_ptr<RequestState> state) {
   const int64_t max_tokens = request.stop.max_tokens.value_or(max_model_len_ - seq->num_prompt);
   seq->max_total_tokens = std::min<int64_t>(seq->num_prompt + max_tokens, max_model_len_);
   seq->priority = request.priority;
+  seq->n = request.n;
   seq->arrival = arrivals_++;
   seq->sampler = Sampler(SeedFor(request, 0));
   seq->history.AddPrompt(seq->tokens);

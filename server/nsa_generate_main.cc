@@ -12,11 +12,8 @@
 #include "models/flags.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
-#include "engine/kv_cache/host_kv_pool.h"
-#include "engine/kv_cache/kv_cache_manager.h"
-#include "engine/output/detokenizer.h"
-#include "engine/sampler/sampler.h"
-#include "kernels/common/check.h"
+#include "engine/engine.h"
+#include "engine/runner/cpu_runner.h"
 #include "kernels/common/status.h"
 #include "models/nsa_model.h"
 #include "models/tokenizer.h"
@@ -39,18 +36,20 @@ ABSL_FLAG(bool, quiet, false, "no progress or timing on stderr");
 namespace nsa {
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
 absl::Status Run() {
-  SamplingParams sampling;
-  sampling.temperature = absl::GetFlag(FLAGS_temperature);
-  sampling.top_p = absl::GetFlag(FLAGS_top_p);
-  sampling.top_k = absl::GetFlag(FLAGS_top_k);
-  sampling.min_p = absl::GetFlag(FLAGS_min_p);
-  sampling.seed = absl::GetFlag(FLAGS_seed);
-  
-  const int max_tokens = absl::GetFlag(FLAGS_max_tokens);
-  if (max_tokens < 1) return absl::InvalidArgumentError(absl::StrCat("--max_tokens must be >= 1, got ", max_tokens));
+  Request request;
+  request.text = absl::GetFlag(FLAGS_prompt);
+  request.sampling.temperature = absl::GetFlag(FLAGS_temperature);
+  request.sampling.top_p = absl::GetFlag(FLAGS_top_p);
+  request.sampling.top_k = absl::GetFlag(FLAGS_top_k);
+  request.sampling.min_p = absl::GetFlag(FLAGS_min_p);
+  request.sampling.seed = absl::GetFlag(FLAGS_seed);
+  request.has_seed = true;
+  request.stop.max_tokens = absl::GetFlag(FLAGS_max_tokens);
+  request.stop.ignore_eos = absl::GetFlag(FLAGS_ignore_eos);
+  if (*request.stop.max_tokens < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("--max_tokens must be >= 1, got ", *request.stop.max_tokens));
+  }
   const bool quiet = absl::GetFlag(FLAGS_quiet);
 
   const std::string dir = absl::GetFlag(FLAGS_model);
@@ -58,72 +57,39 @@ absl::Status Run() {
   std::string error;
   std::unique_ptr<Tokenizer> tokenizer = Tokenizer::Load(dir + "/tokenizer.model", &error);
   if (!tokenizer) return absl::InvalidArgumentError(error);
+  // One sequence through the same engine the servers use: pages for the whole context (raw,
+  // window and source kinds), one 4096-token budget per step.
   const ModelConfig& config = model->config();
-  if (tokenizer->vocab_size() > config.vocab_size) {
-    return absl::InvalidArgumentError(absl::StrCat(dir, "/tokenizer.model has ", tokenizer->vocab_size(),
-                                                   " pieces but the model's vocab_size is ", config.vocab_size));
-  }
+  const int32_t pages = 3 * ((config.max_position_embeddings + config.nsa.select_block - 1) / config.nsa.select_block);
+  EngineOptions options;
+  options.scheduler.max_num_seqs = 1;
+  options.scheduler.max_num_batched_tokens = 4096;
+  ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine,
+                   Engine::Create(options, std::make_unique<CpuRunner>(std::move(model), pages), std::move(tokenizer)));
+  ASSIGN_OR_RETURN(std::unique_ptr<RequestHandle> handle, engine->Submit(std::move(request)));
 
-  RETURN_IF_ERROR(Annotate(sampling.Validate(config.vocab_size), "invalid sampling flag"));
-  const std::vector<int> prompt = tokenizer->Encode(absl::GetFlag(FLAGS_prompt), /*add_bos=*/true);
-  if (static_cast<int64_t>(prompt.size()) + max_tokens > config.max_position_embeddings) {
-    return absl::InvalidArgumentError(absl::StrCat("this model's maximum context length is ", config.max_position_embeddings,
-                                                   " tokens; the prompt has ", prompt.size(), " and --max_tokens asks for ",
-                                                   max_tokens));
-  }
-
-  // One sequence through the paged cache, as the engine runs it: reserve pages, write, commit.
-  const int64_t context = static_cast<int64_t>(prompt.size()) + max_tokens;
-  KvCacheManager::Options cache_options;
-  // Raw pages for the whole context, window and source rings for the per-branch variant.
-  cache_options.num_pages = static_cast<int32_t>(3 * ((context + config.nsa.select_block - 1) / config.nsa.select_block));
-  cache_options.nsa = config.nsa;
-  KvCacheManager pages(cache_options);
-  HostKvPool pool(config, cache_options.num_pages);
-  constexpr SeqId kSeq = 0;
-  pages.AddSequence(kSeq, prompt);
-  auto forward = [&](std::span<const int> tokens) {
-    const int64_t t0 = pages.NumTokens(kSeq);
-    const std::optional<StepSlots> slots = pages.Reserve(kSeq, static_cast<int64_t>(tokens.size()));
-    NSA_CHECK(slots.has_value(), "the pool is sized for the whole context");
-    pool.ApplyCopies(slots->copies);
-    PagedKvStore store = pool.Store(pages.Tables(kSeq), t0);
-    std::vector<float> logits = model->Forward(tokens, store);
-    pages.Commit(kSeq, tokens);
-    return logits;
-  };
-
-  Sampler sampler(sampling.seed);
-  IncrementalDetokenizer detok(*tokenizer, prompt);
   std::fputs(absl::GetFlag(FLAGS_prompt).c_str(), stdout);
   std::fflush(stdout);
-
-  const auto start = Clock::now();
-  std::vector<float> logits = forward(prompt);
-  const auto first = Clock::now();
-  int generated = 0;
-  while (true) {
-    const int token = sampler.Sample(logits, sampling, tokenizer->vocab_size()).token;
-    ++generated;
-    if (token == config.eos_token_id && !absl::GetFlag(FLAGS_ignore_eos)) break;
-    const std::string delta = detok.Add(token);
-    if (!delta.empty()) {
-      std::fwrite(delta.data(), 1, delta.size(), stdout);
+  std::optional<Final> final;
+  while (std::optional<Event> event = handle->Next()) {
+    if (const Delta* d = std::get_if<Delta>(&*event)) {
+      std::fwrite(d->text.data(), 1, d->text.size(), stdout);
       std::fflush(stdout);
+    } else {
+      final = std::get<Final>(*event);
     }
-    if (generated >= max_tokens) break;
-    const int next[1] = {token};
-    logits = forward(next);
   }
-  const auto end = Clock::now();
   std::fputs("\n", stdout);
   std::fflush(stdout);
+  if (final->reason == FinishReason::kError) return absl::InternalError(final->error);
   if (!quiet) {
-    const double prefill = std::chrono::duration<double>(first - start).count();
-    const double decode = std::chrono::duration<double>(end - first).count();
-    std::fprintf(stderr, "prompt %zu tokens in %.1f ms (%.0f tok/s); generated %d tokens, %.1f tok/s decode\n",
-                 prompt.size(), 1e3 * prefill, prompt.size() / prefill, generated,
-                 generated > 1 ? (generated - 1) / decode : 0.0);
+    const Timings& t = final->timings;
+    const double prefill = std::chrono::duration<double>(t.first_token - t.scheduled).count();
+    const double decode = std::chrono::duration<double>(t.done - t.first_token).count();
+    const int64_t generated = final->usage.completion_tokens;
+    std::fprintf(stderr, "prompt %lld tokens, first token after %.1f ms; generated %lld tokens (%s), %.1f tok/s decode\n",
+                 static_cast<long long>(final->usage.prompt_tokens), 1e3 * prefill, static_cast<long long>(generated),
+                 FinishReasonName(final->reason), generated > 1 ? (generated - 1) / decode : 0.0);
   }
   return absl::OkStatus();
 }

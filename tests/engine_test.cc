@@ -128,7 +128,9 @@ TEST(EngineTest, SeededOutputIsIndependentOfBatchAndArrivalOrder) {
     }
     for (size_t i = 0; i < handles.size(); ++i) {
       auto out = Collect(*handles[i]);
-      if (i == target_at) EXPECT_EQ(out[0].tokens, alone.tokens) << "shuffle " << shuffle;
+      if (i == target_at) {
+        EXPECT_EQ(out[0].tokens, alone.tokens) << "shuffle " << shuffle;
+      }
     }
   }
 }

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <numeric>
 
@@ -27,6 +28,77 @@ absl::Status SamplingParams::Validate(int vocab_size) const {
     if (!(bias >= -100.0f && bias <= 100.0f)) return bad("logit_bias for token ", token, " must be in [-100, 100], got ", bias);
   }
   return absl::OkStatus();
+}
+
+int Sampler::Draw(std::span<const float> logits, const SamplingParams& params) {
+  const int n = static_cast<int>(logits.size());
+  const float top = *std::max_element(logits.begin(), logits.end());
+  // Candidates: every id, or the top-k sorted by logit (ties: lower id first).
+  auto by_logit = [&](int a, int b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); };
+  std::vector<int> ids;
+  if (params.top_k > 0 && params.top_k < n) {
+    ids.resize(n);
+    std::iota(ids.begin(), ids.end(), 0);
+    std::nth_element(ids.begin(), ids.begin() + params.top_k - 1, ids.end(), by_logit);
+    ids.resize(params.top_k);
+    std::sort(ids.begin(), ids.end(), by_logit);
+  } else {
+    ids.reserve(n);
+    for (int i = 0; i < n; ++i) ids.push_back(i);
+  }
+  // Weights relative to the most likely token (its weight is 1); min-p drops those below min_p.
+  const float inv_t = 1.0f / params.temperature;
+  std::vector<float> w(n, 0.0f);
+  double mass = 0;
+  size_t kept = 0;
+  for (int id : ids) {
+    const float x = std::exp((logits[id] - top) * inv_t);
+    if (x < params.min_p) continue;
+    w[id] = x;
+    mass += x;
+    ids[kept++] = id;
+  }
+  ids.resize(kept);
+  if (params.top_p < 1.0f) {
+    // The smallest set of most likely tokens whose share of the mass reaches top_p, in O(V):
+    // bucket the weights by their float exponent and top mantissa bits (monotone in the
+    // weight), find the bucket where the mass from the top crosses top_p, and sort only it.
+    const double target = params.top_p * mass;
+    constexpr uint32_t kOne = 0x3F800000u >> 20;  // key of weight 1.0
+    constexpr int kBuckets = 1024;
+    auto bucket = [&](float x) {
+      uint32_t bits;
+      std::memcpy(&bits, &x, sizeof(bits));
+      return std::min<int>(kBuckets - 1, static_cast<int>(kOne - (bits >> 20)));
+    };
+    std::vector<double> bucket_mass(kBuckets, 0.0);
+    for (int id : ids) bucket_mass[bucket(w[id])] += w[id];
+    double above = 0;
+    int edge = 0;
+    while (edge < kBuckets - 1 && above + bucket_mass[edge] < target) above += bucket_mass[edge++];
+    std::vector<int> keep, boundary;
+    for (int id : ids) {
+      const int b = bucket(w[id]);
+      if (b < edge) keep.push_back(id);
+      if (b == edge) boundary.push_back(id);
+    }
+    std::sort(boundary.begin(), boundary.end(), [&](int a, int b) { return w[a] > w[b] || (w[a] == w[b] && a < b); });
+    double cum = above;
+    for (int id : boundary) {
+      if (cum >= target) break;
+      cum += w[id];
+      keep.push_back(id);
+    }
+    ids = std::move(keep);
+    mass = cum;
+  }
+  const double u = std::uniform_real_distribution<double>(0.0, mass)(rng_);
+  double cum = 0;
+  for (int id : ids) {
+    cum += w[id];
+    if (u < cum) return id;
+  }
+  return ids.back();
 }
 
 SampleResult Sampler::Sample(std::span<const float> raw, const SamplingParams& params, int vocab_limit,
@@ -57,48 +129,11 @@ SampleResult Sampler::Sample(std::span<const float> raw, const SamplingParams& p
     }
   }
 
-  SampleResult result{0};
+  SampleResult result;
   if (params.temperature == 0.0f) {
     result.token = static_cast<int>(std::max_element(logits.begin(), logits.end()) - logits.begin());
   } else {
-    // Candidates by logit, descending; ties keep the lower id first.
-    std::vector<int> ids(n);
-    std::iota(ids.begin(), ids.end(), 0);
-    const int k = params.top_k > 0 ? std::min(params.top_k, n) : n;
-    auto by_logit = [&](int a, int b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); };
-    std::partial_sort(ids.begin(), ids.begin() + k, ids.end(), by_logit);
-    int keep = k;
-    std::vector<double> prob(keep);
-    const double top = logits[ids[0]];
-    for (int i = 0; i < keep; ++i) prob[i] = std::exp((logits[ids[i]] - top) / params.temperature);
-    if (params.min_p > 0.0f) {
-      // Relative to the most likely token, so it commutes with top-k.
-      int kept = 1;
-      while (kept < keep && prob[kept] >= params.min_p * prob[0]) ++kept;
-      keep = kept;
-    }
-    double mass = std::accumulate(prob.begin(), prob.begin() + keep, 0.0);
-    if (params.top_p < 1.0f) {
-      // Smallest prefix whose share of what is left reaches top_p.
-      double cum = 0;
-      int kept = 0;
-      while (kept < keep) {
-        cum += prob[kept++];
-        if (cum >= params.top_p * mass) break;
-      }
-      keep = kept;
-      mass = cum;
-    }
-    const double u = std::uniform_real_distribution<double>(0.0, mass)(rng_);
-    double cum = 0;
-    result.token = ids[keep - 1];
-    for (int i = 0; i < keep; ++i) {
-      cum += prob[i];
-      if (u < cum) {
-        result.token = ids[i];
-        break;
-      }
-    }
+    result.token = Draw(logits, params);
   }
 
   if (num_top >= 0) {

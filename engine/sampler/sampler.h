@@ -54,7 +54,7 @@ struct Logprob {
 };
 
 struct SampleResult {
-  int token;
+  int token = 0;
   float logprob = 0;  // of the chosen token, raw distribution
   std::vector<Logprob> top;  // the num_top most likely tokens, raw distribution
 };
@@ -68,6 +68,7 @@ class Sampler {
                       const TokenHistory* history = nullptr, std::span<const int> banned = {}, int num_top = -1);
 
  private:
+  int Draw(std::span<const float> logits, const SamplingParams& params);
   std::mt19937_64 rng_;
 };
 

@@ -69,7 +69,7 @@ SchedulerOutput Scheduler::Schedule() {
   // Then waiting prompts, unless this step had to preempt (the pool is under pressure).
   while (budget > 0 && out.preempted.empty() && !waiting_.empty()) {
     Sequence* s = *waiting_.begin();
-    const int n_completions = s->ever_scheduled ? 1 : std::max(1, s->request_n());
+    const int n_completions = s->ever_scheduled ? 1 : std::max(1, s->n);
     if (static_cast<int64_t>(running_.size()) + n_completions > options_.max_num_seqs) break;
     if (s->num_preemptions > options_.max_preemptions) {
       waiting_.erase(waiting_.begin());

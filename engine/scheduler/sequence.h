@@ -30,6 +30,7 @@ struct Sequence {
   int index = 0;  // which of the request's n completions
   std::shared_ptr<RequestState> request;
   std::shared_ptr<const Request> params;  // shared by the request's completions
+  int n = 1;  // the request's completions: admission reserves room in the batch for all
   bool forked = false;  // n > 1: the other completions have been forked off this one
 
   std::vector<int> tokens;
@@ -53,7 +54,6 @@ struct Sequence {
   Delta pending;  // accumulated this step, sent at its end
   Timings timings;
 
-  int request_n() const;  // engine.cc: the request's n
   int64_t num_output() const { return static_cast<int64_t>(tokens.size()) - num_prompt; }
   int64_t num_to_compute() const { return static_cast<int64_t>(tokens.size()) - num_computed; }
 };
