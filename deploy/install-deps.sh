@@ -11,7 +11,7 @@ packages=(
   libsentencepiece-dev sentencepiece prometheus-cpp-dev nlohmann-json3-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
-  python3-torch python3-numpy
+  python3-torch python3-numpy python3-grpcio python3-protobuf python3-yaml prometheus
 )
 
 missing=()

@@ -372,6 +372,11 @@ void Engine::Step() {
       const int64_t prompt_part = std::max<int64_t>(0, std::min(s->num_prompt, e.slots.first_token + e.slots.num_tokens) -
                                                            e.slots.first_token);
       stats.prompt_tokens += prompt_part;
+      // Query t reads min(n, t/l' + 1) selection blocks.
+      const NsaParams& p = config().nsa;
+      for (int64_t t = e.slots.first_token; t < e.slots.first_token + e.slots.num_tokens; ++t) {
+        stats.selected_blocks += std::min<int64_t>(p.num_selected, t / p.select_block + 1);
+      }
     }
     absl::StatusOr<std::vector<std::vector<float>>> logits = runner_->Execute(work);
     scheduler_->Commit(out);
@@ -398,6 +403,12 @@ void Engine::Step() {
   stats.num_preempted = static_cast<int>(out.preempted.size());
   stats.prefix_queries = cache_->prefix_queries();
   stats.prefix_hits = cache_->prefix_hits();
+  for (const auto& [id, seq] : seqs_) {
+    if (seq->running) stats.summary_entries += config().nsa.NumCompressed(seq->num_computed);
+  }
+  stats.pages_used = cache_->pool().num_used();
+  stats.pages_cached = cache_->pool().num_evictable();
+  stats.pages_free = cache_->pool().num_free();
   Publish();
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -458,12 +469,15 @@ void Engine::AppendToken(Sequence* seq, const SampleResult& result) {
   seq->pending.token_ids.push_back(token);
   if (r.logprobs >= 0) seq->pending.logprobs.push_back({token, result.logprob, result.top});
   const auto now = Clock::now();
-  const bool first = !seq->timings.first_token_set;
-  if (first) {
+  std::optional<Clock::time_point> previous;
+  if (!seq->timings.first_token_set) {
     seq->timings.first_token = now;
     seq->timings.first_token_set = true;
+  } else {
+    previous = seq->last_token_time;
   }
-  if (observer_) observer_->OnTokens(1, now, first);
+  seq->last_token_time = now;
+  if (observer_) observer_->OnToken(now, previous);
 
   if (token == config().eos_token_id && !r.stop.ignore_eos) return Finish(seq, FinishReason::kEos);
   if (std::find(r.stop.stop_token_ids.begin(), r.stop.stop_token_ids.end(), token) != r.stop.stop_token_ids.end()) {

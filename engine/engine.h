@@ -54,14 +54,20 @@ struct StepStats {
   int num_preempted = 0;
   Load load;
   int64_t prefix_queries = 0, prefix_hits = 0;  // cumulative, tokens
+  // NSA's own: selection blocks the step's queries read (per layer and KV head), summaries
+  // held by running sequences (per layer and KV head), and the page pool.
+  int64_t selected_blocks = 0;
+  int64_t summary_entries = 0;
+  int64_t pages_used = 0, pages_cached = 0, pages_free = 0;
 };
 
 class EngineObserver {
  public:
   virtual ~EngineObserver() = default;
   virtual void OnStep(const StepStats& stats) {}
-  // A completion produced new tokens at `when` (inter-token latency, time to first token).
-  virtual void OnTokens(int num_tokens, Clock::time_point when, bool first) {}
+  // A completion produced a token at `when`; `previous` is its last token's time (none for the
+  // first), for inter-token latency.
+  virtual void OnToken(Clock::time_point when, std::optional<Clock::time_point> previous) {}
   virtual void OnFinished(const Final& final) {}
   virtual void OnRejected(const std::string& reason) {}
 };

@@ -1,8 +1,9 @@
 // The model's sentencepiece tokenizer (tokenizer.model in the model directory).
 //
 // This header includes neither Abseil nor sentencepiece: Debian's sentencepiece_processor.h
-// declares its own absl::string_view and cannot share a translation unit with real Abseil, so
-// the library is confined to tokenizer.cc and errors travel as plain strings.
+// declares its own absl::string_view and cannot share a translation unit with real Abseil, and
+// its library carries a protobuf copy that clashes with libprotobuf, so sentencepiece is loaded
+// at run time as a module (sentencepiece_shim.cc) and errors travel as plain strings.
 #pragma once
 
 #include <memory>

@@ -53,6 +53,7 @@ struct Sequence {
   std::unique_ptr<StopChecker> stop_checker;
   Delta pending;  // accumulated this step, sent at its end
   Timings timings;
+  Clock::time_point last_token_time;
 
   int64_t num_output() const { return static_cast<int64_t>(tokens.size()) - num_prompt; }
   int64_t num_to_compute() const { return static_cast<int64_t>(tokens.size()) - num_computed; }

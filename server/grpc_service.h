@@ -1,0 +1,31 @@
+// The nsa.v1.Generation service over an Engine (synchronous gRPC API: one server thread per
+// call). Generate polls its handle and the call's cancellation every 20 ms, so a client that
+// cancels or disconnects aborts its request within a step or two and frees its pages.
+#pragma once
+
+#include <string>
+
+#include "engine/engine.h"
+#include "nsa/v1/generate.grpc.pb.h"
+
+namespace nsa {
+
+class GenerationService final : public v1::Generation::Service {
+ public:
+  GenerationService(Engine* engine, std::string model_name) : engine_(engine), model_name_(std::move(model_name)) {}
+
+  grpc::Status Generate(grpc::ServerContext* context, const v1::GenerateRequest* request,
+                        grpc::ServerWriter<v1::GenerateResponse>* writer) override;
+  grpc::Status Tokenize(grpc::ServerContext* context, const v1::TokenizeRequest* request,
+                        v1::TokenizeResponse* response) override;
+  grpc::Status GetModelInfo(grpc::ServerContext* context, const v1::GetModelInfoRequest* request,
+                            v1::ModelInfo* response) override;
+  grpc::Status GetLoad(grpc::ServerContext* context, const v1::GetLoadRequest* request, v1::Load* response) override;
+  grpc::Status Abort(grpc::ServerContext* context, const v1::AbortRequest* request, v1::AbortResponse* response) override;
+
+ private:
+  Engine* engine_;
+  std::string model_name_;
+};
+
+}  // namespace nsa

@@ -1,0 +1,181 @@
+// nsa-server: the engine behind gRPC (nsa.v1.Generation, grpc.health.v1.Health, reflection) with
+// Prometheus metrics on their own port.
+//
+//   nsa-server [--model DIR] [--host 0.0.0.0] [--grpc-port 50051] [--metrics-port 9400] ...
+//
+// Start-up: load, build the engine, expose metrics, start gRPC, run one warm-up token, then
+// report ready (health SERVING) and print
+//   nsa-server: grpc HOST:PORT metrics HOST:PORT ready
+// SIGTERM/SIGINT: readiness goes NOT_SERVING, new requests get UNAVAILABLE, in-flight ones finish
+// (up to --drain-timeout-s), then exit 0.
+#include <signal.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <thread>
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "engine/engine.h"
+#include "engine/runner/backend.h"
+#include "kernels/common/status.h"
+#include "models/flags.h"
+#include "models/tokenizer.h"
+#include "server/grpc_service.h"
+#include "server/metrics.h"
+
+#ifndef NSA_DEFAULT_MODEL_DIR
+#define NSA_DEFAULT_MODEL_DIR "models/tiny"
+#endif
+
+ABSL_FLAG(std::string, model, NSA_DEFAULT_MODEL_DIR, "model directory (config.json, safetensors, tokenizer.model)");
+ABSL_FLAG(std::string, model_name, "", "name served to clients and in metrics (default: the directory's name)");
+ABSL_FLAG(std::string, host, "0.0.0.0", "address to listen on");
+ABSL_FLAG(int, grpc_port, 50051, "gRPC port (0: pick a free one)");
+ABSL_FLAG(int, metrics_port, 9400, "Prometheus /metrics port (0: pick a free one)");
+ABSL_FLAG(std::string, backend, "auto", "auto, cpu or cuda");
+ABSL_FLAG(int64_t, kv_cache_mib, 512, "CPU backend: host memory for KV cache pages, MiB");
+ABSL_FLAG(int, max_model_len, 0, "longest prompt + completion (0: the model's, capped by the KV cache)");
+ABSL_FLAG(int, max_num_seqs, 256, "most sequences in one step");
+ABSL_FLAG(int64_t, max_num_batched_tokens, 2048, "token budget of one step (prefill chunks + decodes)");
+ABSL_FLAG(int, max_waiting_requests, 1024, "waiting requests before RESOURCE_EXHAUSTED");
+ABSL_FLAG(int64_t, max_queued_prompt_tokens, int64_t{1} << 22, "queued prompt tokens before RESOURCE_EXHAUSTED");
+ABSL_FLAG(bool, disable_prefix_caching, false, "turn off prefix caching");
+ABSL_FLAG(int, drain_timeout_s, 30, "on SIGTERM, how long in-flight requests may take");
+ABSL_FLAG(int, liveness_stall_s, 60, "liveness fails when the engine loop has work but no progress for this long");
+ABSL_FLAG(uint64_t, seed, 0, "seeds of unseeded requests derive from this (0: random)");
+
+namespace nsa {
+namespace {
+
+int Port(int flag, const char* name) {
+  if (flag < 0 || flag > 65535) {
+    std::fprintf(stderr, "nsa-server: --%s must be in [0, 65535], got %d\n", name, flag);
+    std::exit(2);
+  }
+  return flag;
+}
+
+absl::Status Serve() {
+  // Signals go to sigwait below, not to whichever thread happens to run.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  const std::string dir = absl::GetFlag(FLAGS_model);
+  std::string model_name = absl::GetFlag(FLAGS_model_name);
+  if (model_name.empty()) model_name = std::filesystem::path(dir).filename().string();
+  const int grpc_port = Port(absl::GetFlag(FLAGS_grpc_port), "grpc-port");
+  const int metrics_port = Port(absl::GetFlag(FLAGS_metrics_port), "metrics-port");
+  const std::string host = absl::GetFlag(FLAGS_host);
+  if (absl::GetFlag(FLAGS_kv_cache_mib) <= 0) return absl::InvalidArgumentError("--kv-cache-mib must be positive");
+
+  BackendOptions backend_options;
+  backend_options.backend = absl::GetFlag(FLAGS_backend);
+  backend_options.kv_cache_bytes = absl::GetFlag(FLAGS_kv_cache_mib) << 20;
+  ASSIGN_OR_RETURN(Backend backend, MakeBackend(dir, backend_options));
+  std::string error;
+  std::unique_ptr<Tokenizer> tokenizer = Tokenizer::Load(dir + "/tokenizer.model", &error);
+  if (!tokenizer) return absl::InvalidArgumentError(error);
+
+  EngineOptions options;
+  options.model_name = model_name;
+  options.max_model_len = absl::GetFlag(FLAGS_max_model_len);
+  options.scheduler.max_num_seqs = absl::GetFlag(FLAGS_max_num_seqs);
+  options.scheduler.max_num_batched_tokens = absl::GetFlag(FLAGS_max_num_batched_tokens);
+  options.max_waiting_requests = absl::GetFlag(FLAGS_max_waiting_requests);
+  options.max_queued_prompt_tokens = absl::GetFlag(FLAGS_max_queued_prompt_tokens);
+  options.prefix_caching = !absl::GetFlag(FLAGS_disable_prefix_caching);
+  options.seed = absl::GetFlag(FLAGS_seed);
+  ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine, Engine::Create(options, std::move(backend.runner), std::move(tokenizer)));
+  std::fprintf(stderr, "nsa-server: %s; %s; max_model_len %d\n", backend.note.c_str(), engine->DescribeBackend().c_str(),
+               engine->max_model_len());
+
+  Metrics metrics(model_name, engine->max_model_len());
+  try {
+    metrics.Expose(absl::StrCat(host, ":", metrics_port));
+  } catch (const std::exception& e) {
+    return absl::UnavailableError(absl::StrCat("cannot serve metrics on ", host, ":", metrics_port, ": ", e.what()));
+  }
+  engine->SetObserver(&metrics);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  GenerationService service(engine.get(), model_name);
+  grpc::ServerBuilder builder;
+  int bound_port = 0;
+  builder.AddListeningPort(absl::StrCat(host, ":", grpc_port), grpc::InsecureServerCredentials(), &bound_port);
+  builder.RegisterService(&service);
+  // A long non-streaming call sends no frames for a while: let clients keep the link alive.
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 5000);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (!server || bound_port == 0) return absl::UnavailableError(absl::StrCat("cannot listen on ", host, ":", grpc_port));
+  grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
+  health->SetServingStatus("", false);
+  health->SetServingStatus("nsa.v1.Generation", false);
+  health->SetServingStatus("liveness", true);
+
+  // Warm-up: one token through the whole path before reporting ready.
+  {
+    Request warm;
+    warm.tokens = {engine->config().bos_token_id};
+    warm.stop.max_tokens = 1;
+    warm.request_id = "warm-up";
+    ASSIGN_OR_RETURN(std::unique_ptr<RequestHandle> h, engine->Submit(warm));
+    while (h->Next()) {
+    }
+  }
+  health->SetServingStatus("", true);
+  health->SetServingStatus("nsa.v1.Generation", true);
+  std::printf("nsa-server: grpc %s:%d metrics %s:%d ready\n", host.c_str(), bound_port, host.c_str(), metrics.port());
+  std::fflush(stdout);
+
+  // Liveness: the loop made progress recently, or has nothing to do.
+  std::atomic<bool> stopping{false};
+  std::thread watchdog([&] {
+    const auto stall = std::chrono::seconds(absl::GetFlag(FLAGS_liveness_stall_s));
+    while (!stopping) {
+      const bool alive = engine->idle() || Clock::now() - engine->last_progress() < stall;
+      health->SetServingStatus("liveness", alive);
+      std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    }
+  });
+
+  int signal = 0;
+  sigwait(&signals, &signal);
+  std::fprintf(stderr, "nsa-server: %s: draining (up to %d s)\n", signal == SIGTERM ? "SIGTERM" : "SIGINT",
+               absl::GetFlag(FLAGS_drain_timeout_s));
+  health->SetServingStatus("", false);
+  health->SetServingStatus("nsa.v1.Generation", false);
+  const bool drained = engine->Drain(std::chrono::seconds(absl::GetFlag(FLAGS_drain_timeout_s)));
+  std::fprintf(stderr, "nsa-server: %s\n", drained ? "drained" : "drain timed out; cancelling what is left");
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  stopping = true;
+  watchdog.join();
+  return absl::OkStatus();
+}
+
+}  // namespace
+}  // namespace nsa
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage("nsa-server [--model DIR] [--grpc-port P] [--metrics-port M] ... (see --help)");
+  nsa::ParseFlags(argc, argv);
+  const absl::Status status = nsa::Serve();
+  if (!status.ok()) {
+    std::fprintf(stderr, "nsa-server: %s\n", std::string(status.message()).c_str());
+    return 1;
+  }
+  return 0;
+}
