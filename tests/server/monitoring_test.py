@@ -452,7 +452,7 @@ class ServerMonitoringTest(unittest.TestCase):
             poll(lambda: cls.prometheus.scalar('up{job="nsa-server"}') == 1, 60, "up == 1")
             poll(lambda: cls.prometheus.scalar("vllm:time_to_first_token_seconds_count") is not None, 60,
                  "the TTFT histogram's first scrape")
-            cls.results, cls.invalid = [], []
+            cls.results, cls.invalid, cls.accepted_invalid = [], [], []
         except BaseException:
             cls.tearDownClass()
             raise
@@ -526,23 +526,35 @@ class ServerMonitoringTest(unittest.TestCase):
         empty_no_bos.stop.max_tokens = 4
         negative = pb2.GenerateRequest(request_id="invalid-max-tokens", text="Hello")
         negative.stop.max_tokens = -1
-        invalid = {"empty text": empty, "empty text without BOS": empty_no_bos, "max_tokens -1": negative}
-        type(self).invalid = list(invalid)
+        prompt_logprobs = pb2.GenerateRequest(request_id="invalid-prompt-logprobs", text="Hello")
+        prompt_logprobs.stop.max_tokens = 4
+        prompt_logprobs.output.prompt_logprobs = 1  # "not supported yet: INVALID_ARGUMENT" (generate.proto)
+        invalid = {"empty text": empty, "empty text without BOS": empty_no_bos, "max_tokens -1": negative,
+                   "prompt_logprobs": prompt_logprobs}
         for what, req in invalid.items():
             with self.subTest(invalid=what):
-                with self.assertRaises(self.grpc.RpcError, msg=f"{what} was accepted") as cm:
-                    list(self.stub.Generate(req, timeout=30))
-                self.assertEqual(cm.exception.code(), self.grpc.StatusCode.INVALID_ARGUMENT,
-                                 cm.exception.details())
+                try:
+                    responses = list(self.stub.Generate(req, timeout=30))
+                except self.grpc.RpcError as e:
+                    self.assertEqual(e.code(), self.grpc.StatusCode.INVALID_ARGUMENT, f"{what}: {e.details()}")
+                    self.invalid.append(what)
+                    continue
+                # Accepted: count it where test_3 compares the metrics with the load, then fail.
+                finals = [x.final for x in responses if x.WhichOneof("event") == "final"]
+                tokens = [t for x in responses if x.WhichOneof("event") == "delta" for t in x.delta.token_ids]
+                self.accepted_invalid.append({"id": req.request_id, "ids": {req.request_id},
+                                              "token_ids": tokens, "finals": finals})
+                self.fail(f"{what} was accepted (want INVALID_ARGUMENT): {len(tokens)} tokens, final {finals}")
 
     def test_3_metrics_exposition(self):
         """The server's /metrics agrees with the load that was sent (direct scrape, polled because
         the counters may trail the streams by an engine step)."""
         self.require_running()
         self.assertTrue(self.results, "test_2_load did not run")
-        n = len(self.results)
-        completion = sum(r["finals"][0].usage.completion_tokens for r in self.results if r["finals"])
-        prompt = sum(r["finals"][0].usage.prompt_tokens for r in self.results if r["finals"])
+        done = self.results + self.accepted_invalid  # what the engine ran (test_2 reports the latter)
+        n = len(done)
+        completion = sum(r["finals"][0].usage.completion_tokens for r in done if r["finals"])
+        prompt = sum(r["finals"][0].usage.prompt_tokens for r in done if r["finals"])
 
         def total(samples, name, **labels):
             return sum(v for s, l, v in samples if s == name and all(l.get(k) == w for k, w in labels.items()))
@@ -600,7 +612,7 @@ class ServerMonitoringTest(unittest.TestCase):
         self.assertEqual(total(samples, "vllm:num_requests_waiting"), 0)
         usage = total(samples, "vllm:kv_cache_usage_perc")
         self.assertTrue(0 <= usage <= 1, f"vllm:kv_cache_usage_perc {usage}")
-        # Every request refused with INVALID_ARGUMENT is a rejection with reason="invalid".
+        # Every request refused with INVALID_ARGUMENT counts as a rejection with reason="invalid".
         self.assertGreaterEqual(total(samples, "nsa:requests_rejected_total", reason="invalid"), len(self.invalid),
                                 f"nsa:requests_rejected_total{{reason=\"invalid\"}} after {self.invalid}")
 
@@ -667,13 +679,57 @@ class ServerMonitoringTest(unittest.TestCase):
         self.assertFalse([a for a in active if a[0] in ("NsaServerDown", "NsaRequestErrors")], active)
 
     def test_7_sigterm_drains_and_exits_0(self):
+        """SIGTERM with a request in flight: the server stops admitting (UNAVAILABLE, readiness
+        NOT_SERVING, a "draining" rejection), finishes the request, and exits 0 within 30 s."""
         self.require_running()
+        pb2 = self.pb2
+        long = pb2.GenerateRequest(request_id="in-flight", text=PROMPTS[0])
+        long.stop.max_tokens = 1000
+        long.stop.ignore_eos = True
+        long.sampling.temperature = 0
+        stream = self.stub.Generate(long, timeout=60)
+        first = next(stream)  # the request is running
+        self.assertEqual(first.WhichOneof("event"), "delta")
+        collected = {"tokens": len(first.delta.token_ids), "finals": [], "error": None}
+
+        def consume():
+            try:
+                for resp in stream:
+                    if resp.WhichOneof("event") == "delta":
+                        collected["tokens"] += len(resp.delta.token_ids)
+                    else:
+                        collected["finals"].append(resp.final)
+            except self.grpc.RpcError as e:
+                collected["error"] = e
+        consumer = threading.Thread(target=consume, daemon=True)
+        consumer.start()
+
         self.server.proc.send_signal(signal.SIGTERM)
+        draining = poll(lambda: self.stub.GetLoad(pb2.GetLoadRequest(), timeout=5).draining, 20,
+                        "GetLoad().draining after SIGTERM")
+        if consumer.is_alive():  # still draining: new work is refused
+            refused = pb2.GenerateRequest(request_id="after-sigterm", text=PROMPTS[1])
+            refused.stop.max_tokens = 4
+            with self.assertRaises(self.grpc.RpcError, msg="a request was admitted while draining") as cm:
+                list(self.stub.Generate(refused, timeout=10))
+            self.assertEqual(cm.exception.code(), self.grpc.StatusCode.UNAVAILABLE, cm.exception.details())
+            self.assertEqual(health_check(self.channel, "nsa.v1.Generation"), 2, "readiness while draining")
+            _, samples = self.server.metrics()
+            rejected = sum(v for n, l, v in samples
+                           if n == "nsa:requests_rejected_total" and l.get("reason") == "draining")
+            self.assertGreaterEqual(rejected, 1, 'nsa:requests_rejected_total{reason="draining"}')
+        self.assertTrue(draining)
+
         try:
             rc = self.server.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.fail(f"nsa-server still running 30 s after SIGTERM:\n{tail(self.server.log)}")
+        consumer.join(timeout=10)
         self.assertEqual(rc, 0, f"exit status after SIGTERM; stderr:\n{tail(self.server.log)}")
+        self.assertIsNone(collected["error"], "the in-flight request failed during the drain")
+        self.assertEqual(len(collected["finals"]), 1, "the in-flight request got no Final")
+        self.assertEqual(collected["finals"][0].finish_reason, pb2.FINISH_REASON_LENGTH)
+        self.assertEqual(collected["tokens"], 1000, "the drain cut the in-flight request short")
 
 
 def main():
