@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # The first command for a new user: installs what is missing, builds, writes the embedded default
-# model (the `tiny` preset with a tokenizer trained on English text shipped with Debian) and
-# generates text with it. Extra arguments go to nsa-generate, e.g.
-#   deploy/setup.sh --prompt "The software is provided" --max-tokens 100 --temperature 0.7
+# model (the `tiny` preset with a tokenizer trained on English text shipped with Debian), streams
+# a sample completion, then serves the model: gRPC on :50051, Prometheus metrics on :9400.
+#
+#   deploy/setup.sh                       sample text, then serve (Ctrl-C or SIGTERM drains, exits)
+#   deploy/setup.sh serve [flags]         serve only (flags go to nsa-server)
+#   deploy/setup.sh generate [flags]      generate only (flags go to nsa-generate), e.g.
+#                                         deploy/setup.sh generate --prompt "Hello" --max-tokens 100
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,8 +17,20 @@ if [[ ! -f $model/tokenizer.model || ! -f $model/model.safetensors ]]; then
   build/models/nsa-model create --preset tiny --seed 0 --out "$model"
 fi
 
-if [[ $# -eq 0 ]]; then
-  set -- --prompt "Permission is hereby granted" --max-tokens 64
-fi
-echo "--- nsa-generate --model $model $* ---" >&2
-exec build/server/nsa-generate --model "$model" "$@"
+mode=${1:-demo}
+[[ $# -gt 0 ]] && shift
+case $mode in
+  generate)
+    exec build/server/nsa-generate --model "$model" "$@" ;;
+  serve)
+    exec build/server/nsa-server --model "$model" "$@" ;;
+  demo)
+    echo "--- sample: nsa-generate --prompt \"Permission is hereby granted\" --max-tokens 48 ---" >&2
+    build/server/nsa-generate --model "$model" --prompt "Permission is hereby granted" --max-tokens 48 --quiet
+    echo "--- serving: gRPC 0.0.0.0:50051 (nsa.v1.Generation), metrics http://0.0.0.0:9400/metrics ---" >&2
+    echo "--- try: /usr/bin/python3 deploy/client/python_client.py --prompt \"Hello\" ---" >&2
+    exec build/server/nsa-server --model "$model" ;;
+  *)
+    echo "usage: deploy/setup.sh [serve|generate] [flags]" >&2
+    exit 2 ;;
+esac
