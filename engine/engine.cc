@@ -154,6 +154,7 @@ absl::Status Engine::Validate(Request& r) const {
   const ModelConfig& c = config();
   auto bad = [](auto... parts) { return absl::InvalidArgumentError(absl::StrCat(parts...)); };
   if (r.text.has_value() && !r.tokens.empty()) return bad("give the prompt as text or as token ids, not both");
+  if (r.text.has_value() && r.text->empty()) return bad("the prompt is empty");
   if (r.text.has_value()) r.tokens = tokenizer_->Encode(*r.text, r.add_bos);
   if (r.tokens.empty()) return bad("the prompt is empty");
   for (int t : r.tokens) {

@@ -116,6 +116,10 @@ class Engine {
   bool idle() const;
 
   void SetObserver(EngineObserver* observer) { observer_ = observer; }  // before the first Submit
+  // A front end refused a request before it reached Submit (counted with the engine's own).
+  void ReportRejected(const std::string& reason) {
+    if (observer_) observer_->OnRejected(reason);
+  }
   const ModelConfig& config() const { return runner_->config(); }
   const Tokenizer& tokenizer() const { return *tokenizer_; }
   const EngineOptions& options() const { return options_; }

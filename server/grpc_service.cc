@@ -23,7 +23,10 @@ std::optional<Clock::time_point> EngineDeadline(const grpc::ServerContext& conte
 grpc::Status GenerationService::Generate(grpc::ServerContext* context, const v1::GenerateRequest* request,
                                          grpc::ServerWriter<v1::GenerateResponse>* writer) {
   Request r;
-  if (absl::Status s = FromProto(*request, EngineDeadline(*context), &r); !s.ok()) return ToGrpc(s);
+  if (absl::Status s = FromProto(*request, EngineDeadline(*context), &r); !s.ok()) {
+    engine_->ReportRejected("invalid");
+    return ToGrpc(s);
+  }
   const bool stream = !request->has_stream() || request->stream();
   absl::StatusOr<std::unique_ptr<RequestHandle>> handle = engine_->Submit(std::move(r));
   if (!handle.ok()) return ToGrpc(handle.status());

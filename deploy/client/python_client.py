@@ -58,7 +58,8 @@ def main():
             try:
                 return run(args, pb2, stub)
             except grpc.RpcError as e:
-                print(f"\nerror: {e.code().name}: {e.details()}", file=sys.stderr)
+                sys.stdout.flush()
+                print(f"error: {e.code().name}: {e.details()}", file=sys.stderr)
                 return 1
 
 
