@@ -8,11 +8,14 @@ packages=(
   cmake ninja-build g++ pkg-config
   # engine and server libraries
   libabsl-dev libprotobuf-dev protobuf-compiler libgrpc++-dev protobuf-compiler-grpc
-  libsentencepiece-dev sentencepiece prometheus-cpp-dev nlohmann-json3-dev
+  libsentencepiece-dev sentencepiece prometheus-cpp-dev nlohmann-json3-dev libcpp-httplib-dev libssl-dev zlib1g-dev libbrotli-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
-  python3-torch python3-numpy python3-grpcio python3-protobuf python3-yaml prometheus
+  python3-torch python3-numpy python3-grpcio python3-protobuf python3-yaml prometheus curl nodejs
 )
+
+# npm ships inside some nodejs builds (NodeSource's) and separately in Debian's.
+if ! command -v npm >/dev/null 2>&1; then packages+=(npm); fi
 
 missing=()
 for p in "${packages[@]}"; do

@@ -123,6 +123,11 @@ absl::Status WriteRandomModel(const ModelConfig& config, const std::string& dir,
                                                              {"eos_token", "</s>"},
                                                              {"unk_token", "<unk>"},
                                                              {"model_max_length", config.max_position_embeddings},
+                                                             // ChatML, so the chat API works on random models.
+                                                             {"chat_template",
+                                                              "{% for message in messages %}{{ '<|im_start|>' + message['role'] + "
+                                                              "'\\n' + message['content'] + '<|im_end|>\\n' }}{% endfor %}"
+                                                              "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"},
                                                              {"tokenizer_class", "LlamaTokenizer"}}));
 
   const std::vector<TensorSpec> specs = ExpectedTensors(config);

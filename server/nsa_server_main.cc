@@ -5,7 +5,7 @@
 //
 // Start-up: load, build the engine, expose metrics, start gRPC, run one warm-up token, then
 // report ready (health SERVING) and print
-//   nsa-server: grpc HOST:PORT metrics HOST:PORT ready
+//   nsa-server: grpc HOST:PORT metrics HOST:PORT http HOST:PORT ready
 // SIGTERM/SIGINT: readiness goes NOT_SERVING, new requests get UNAVAILABLE, in-flight ones finish
 // (up to --drain-timeout-s), then exit 0.
 #include <signal.h>
@@ -14,6 +14,8 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <thread>
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
@@ -21,6 +23,7 @@
 #include <grpcpp/health_check_service_interface.h>
 
 #include "absl/flags/flag.h"
+#include "server/http/chat_template.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "engine/engine.h"
@@ -29,6 +32,8 @@
 #include "models/flags.h"
 #include "models/tokenizer.h"
 #include "server/grpc_service.h"
+#include "server/http/local_backend.h"
+#include "server/http/openai_server.h"
 #include "server/metrics.h"
 
 #ifndef NSA_DEFAULT_MODEL_DIR
@@ -40,6 +45,11 @@ ABSL_FLAG(std::string, model_name, "", "name served to clients and in metrics (d
 ABSL_FLAG(std::string, host, "0.0.0.0", "address to listen on");
 ABSL_FLAG(int, grpc_port, 50051, "gRPC port (0: pick a free one)");
 ABSL_FLAG(int, metrics_port, 9400, "Prometheus /metrics port (0: pick a free one)");
+ABSL_FLAG(int, http_port, 8000, "OpenAI-compatible HTTP port (0: pick a free one, -1: off)");
+ABSL_FLAG(std::vector<std::string>, api_key, {}, "HTTP API keys, comma-separated (empty: no authentication)");
+ABSL_FLAG(int64_t, max_body_kib, 8192, "largest HTTP request body, KiB");
+ABSL_FLAG(int, max_connections, 2048, "HTTP worker threads: connections served at once (SSE streams included)");
+ABSL_FLAG(std::string, chat_template, "", "chat template: a built-in (chatml, llama2, plain) or a file; default: the checkpoint's");
 ABSL_FLAG(std::string, backend, "auto", "auto, cpu or cuda");
 ABSL_FLAG(int64_t, kv_cache_mib, 512, "CPU backend: host memory for KV cache pages, MiB");
 ABSL_FLAG(int, max_model_len, 0, "longest prompt + completion (0: the model's, capped by the KV cache)");
@@ -76,6 +86,19 @@ absl::Status Serve() {
   if (model_name.empty()) model_name = std::filesystem::path(dir).filename().string();
   const int grpc_port = Port(absl::GetFlag(FLAGS_grpc_port), "grpc-port");
   const int metrics_port = Port(absl::GetFlag(FLAGS_metrics_port), "metrics-port");
+  const int http_port = absl::GetFlag(FLAGS_http_port) == -1 ? -1 : Port(absl::GetFlag(FLAGS_http_port), "http-port");
+  if (absl::GetFlag(FLAGS_max_body_kib) <= 0 || absl::GetFlag(FLAGS_max_connections) <= 0) {
+    return absl::InvalidArgumentError("--max-body-kib and --max-connections must be positive");
+  }
+  std::string chat_template = absl::GetFlag(FLAGS_chat_template);
+  if (!chat_template.empty() && BuiltinChatTemplate(chat_template) == nullptr) {
+    std::ifstream in(chat_template);
+    if (!in) return absl::InvalidArgumentError(absl::StrCat("--chat-template: \"", chat_template,
+                                                            "\" is neither a built-in (chatml, llama2, plain) nor a readable file"));
+    std::stringstream text;
+    text << in.rdbuf();
+    chat_template = text.str();
+  }
   const std::string host = absl::GetFlag(FLAGS_host);
   if (absl::GetFlag(FLAGS_kv_cache_mib) <= 0) return absl::InvalidArgumentError("--kv-cache-mib must be positive");
 
@@ -136,18 +159,40 @@ absl::Status Serve() {
     while (h->Next()) {
     }
   }
+  // The OpenAI-compatible gateway in this process: same engine, no gRPC hop.
+  std::atomic<bool> ready{false};
+  const auto stall = std::chrono::seconds(absl::GetFlag(FLAGS_liveness_stall_s));
+  auto live = [&] { return engine->idle() || Clock::now() - engine->last_progress() < stall; };
+  BackendModelInfo info;
+  info.model_name = model_name;
+  info.max_model_len = engine->max_model_len();
+  info.vocab_size = engine->config().vocab_size;
+  ReadTokenizerConfig(dir, &info);
+  LocalBackend local(engine.get(), &metrics, info, [&] { return ready.load(); }, live);
+  OpenAIServerOptions http_options;
+  http_options.served_model_name = model_name;
+  http_options.api_keys = absl::GetFlag(FLAGS_api_key);
+  http_options.max_body_bytes = static_cast<size_t>(absl::GetFlag(FLAGS_max_body_kib)) << 10;
+  http_options.max_connections = absl::GetFlag(FLAGS_max_connections);
+  http_options.chat_template = chat_template;
+  OpenAIServer http(&local, http_options);
+  int bound_http = -1;
+  if (http_port >= 0) {
+    ASSIGN_OR_RETURN(bound_http, http.Start(host, http_port));
+  }
+
   health->SetServingStatus("", true);
   health->SetServingStatus("nsa.v1.Generation", true);
-  std::printf("nsa-server: grpc %s:%d metrics %s:%d ready\n", host.c_str(), bound_port, host.c_str(), metrics.port());
+  ready = true;
+  std::printf("nsa-server: grpc %s:%d metrics %s:%d http %s:%d ready\n", host.c_str(), bound_port, host.c_str(), metrics.port(),
+              host.c_str(), bound_http);
   std::fflush(stdout);
 
   // Liveness: the loop made progress recently, or has nothing to do.
   std::atomic<bool> stopping{false};
   std::thread watchdog([&] {
-    const auto stall = std::chrono::seconds(absl::GetFlag(FLAGS_liveness_stall_s));
     while (!stopping) {
-      const bool alive = engine->idle() || Clock::now() - engine->last_progress() < stall;
-      health->SetServingStatus("liveness", alive);
+      health->SetServingStatus("liveness", live());
       std::this_thread::sleep_for(std::chrono::milliseconds(500));
     }
   });
@@ -158,9 +203,11 @@ absl::Status Serve() {
                absl::GetFlag(FLAGS_drain_timeout_s));
   health->SetServingStatus("", false);
   health->SetServingStatus("nsa.v1.Generation", false);
+  ready = false;
   const bool drained = engine->Drain(std::chrono::seconds(absl::GetFlag(FLAGS_drain_timeout_s)));
   std::fprintf(stderr, "nsa-server: %s\n", drained ? "drained" : "drain timed out; cancelling what is left");
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  http.Stop();
   stopping = true;
   watchdog.join();
   return absl::OkStatus();

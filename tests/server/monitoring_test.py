@@ -64,7 +64,7 @@ ARGS = argparse.Namespace(
 )
 
 MODEL_NAME = "tiny-monitoring"
-READY_LINE = re.compile(r"^nsa-server: grpc 127\.0\.0\.1:(\d+) metrics 127\.0\.0\.1:(\d+) ready$")
+READY_LINE = re.compile(r"^nsa-server: grpc 127\.0\.0\.1:(\d+) metrics 127\.0\.0\.1:(\d+) http 127\.0\.0\.1:(-?\d+) ready$")
 PROMPTS = [
     "Permission is hereby granted, free of charge, to any person",
     "The software is provided as is, without warranty of any kind",
@@ -265,7 +265,7 @@ class Server:
         with open(self.log, "w") as err:
             self.proc = subprocess.Popen(
                 [ARGS.server, "--model", ARGS.model, "--host", "127.0.0.1", "--grpc-port", "0",
-                 "--metrics-port", "0", "--model-name", MODEL_NAME],
+                 "--metrics-port", "0", "--http-port", "0", "--model-name", MODEL_NAME],
                 stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL, text=True)
         self.stdout = []
         self.reader = threading.Thread(target=self._read, daemon=True)

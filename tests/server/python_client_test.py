@@ -35,7 +35,7 @@ class PythonClientTest(unittest.TestCase):
         from nsa.v1 import generate_pb2, generate_pb2_grpc
         cls.pb = generate_pb2
         cls.server = subprocess.Popen([ARGS.server, "--model", ARGS.model, "--host", "127.0.0.1", "--grpc-port", "0",
-                                       "--metrics-port", "0", "--seed", "9"], stdout=subprocess.PIPE, text=True)
+                                       "--metrics-port", "0", "--http-port", "0", "--seed", "9"], stdout=subprocess.PIPE, text=True)
         line = cls.server.stdout.readline()
         if "ready" not in line:
             raise RuntimeError(f"server did not start: {line!r}")

@@ -23,7 +23,7 @@ class ServerProcess {
       dup2(out[1], STDOUT_FILENO);
       close(out[0]);
       close(out[1]);
-      std::vector<std::string> all = {binary, "--host", "127.0.0.1", "--grpc-port", "0", "--metrics-port", "0"};
+      std::vector<std::string> all = {binary, "--host", "127.0.0.1", "--grpc-port", "0", "--metrics-port", "0", "--http-port", "0"};
       all.insert(all.end(), args.begin(), args.end());
       std::vector<char*> argv;
       for (std::string& a : all) argv.push_back(a.data());
@@ -35,10 +35,11 @@ class ServerProcess {
     stdout_ = fdopen(out[0], "r");
     char line[512];
     while (fgets(line, sizeof(line), stdout_)) {
-      int grpc = 0, metrics = 0;
-      if (sscanf(line, "nsa-server: grpc 127.0.0.1:%d metrics 127.0.0.1:%d ready", &grpc, &metrics) == 2) {
+      int grpc = 0, metrics = 0, http = 0;
+      if (sscanf(line, "nsa-server: grpc 127.0.0.1:%d metrics 127.0.0.1:%d http 127.0.0.1:%d ready", &grpc, &metrics, &http) == 3) {
         grpc_port_ = grpc;
         metrics_port_ = metrics;
+        http_port_ = http;
         return true;
       }
     }
@@ -67,11 +68,12 @@ class ServerProcess {
 
   std::string grpc_address() const { return "127.0.0.1:" + std::to_string(grpc_port_); }
   int metrics_port() const { return metrics_port_; }
+  int http_port() const { return http_port_; }
 
  private:
   pid_t pid_ = -1;
   FILE* stdout_ = nullptr;
-  int grpc_port_ = 0, metrics_port_ = 0;
+  int grpc_port_ = 0, metrics_port_ = 0, http_port_ = 0;
   int exit_status_ = -1;
 };
 
