@@ -97,9 +97,26 @@ grpc::Status GenerationService::Tokenize(grpc::ServerContext*, const v1::Tokeniz
   return grpc::Status::OK;
 }
 
+grpc::Status GenerationService::Detokenize(grpc::ServerContext*, const v1::DetokenizeRequest* request,
+                                           v1::DetokenizeResponse* response) {
+  const Tokenizer& tok = engine_->tokenizer();
+  std::vector<int> ids(request->token_ids().begin(), request->token_ids().end());
+  for (int id : ids) {
+    if (id < 0 || id >= tok.vocab_size()) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "token id " + std::to_string(id) + " is outside the vocabulary");
+    }
+    if (request->per_token()) response->add_token_texts(tok.Decode({id}));
+  }
+  response->set_text(tok.Decode(ids));
+  return grpc::Status::OK;
+}
+
 grpc::Status GenerationService::GetModelInfo(grpc::ServerContext*, const v1::GetModelInfoRequest*, v1::ModelInfo* out) {
   const ModelConfig& c = engine_->config();
-  out->set_model_name(model_name_);
+  out->set_model_name(info_.model_name);
+  out->set_chat_template(info_.chat_template);
+  out->set_bos_token(info_.bos_token);
+  out->set_eos_token(info_.eos_token);
   out->set_max_model_len(engine_->max_model_len());
   out->set_vocab_size(c.vocab_size);
   out->add_eos_token_ids(c.eos_token_id);

@@ -7,17 +7,22 @@
 
 #include "engine/engine.h"
 #include "nsa/v1/generate.grpc.pb.h"
+#include "server/http/generation_backend.h"
 
 namespace nsa {
 
 class GenerationService final : public v1::Generation::Service {
  public:
-  GenerationService(Engine* engine, std::string model_name) : engine_(engine), model_name_(std::move(model_name)) {}
+  // `info` carries what the engine does not know: the served name and the tokenizer_config.json
+  // chat template and special tokens (GetModelInfo passes them on to gateways).
+  GenerationService(Engine* engine, BackendModelInfo info) : engine_(engine), info_(std::move(info)) {}
 
   grpc::Status Generate(grpc::ServerContext* context, const v1::GenerateRequest* request,
                         grpc::ServerWriter<v1::GenerateResponse>* writer) override;
   grpc::Status Tokenize(grpc::ServerContext* context, const v1::TokenizeRequest* request,
                         v1::TokenizeResponse* response) override;
+  grpc::Status Detokenize(grpc::ServerContext* context, const v1::DetokenizeRequest* request,
+                          v1::DetokenizeResponse* response) override;
   grpc::Status GetModelInfo(grpc::ServerContext* context, const v1::GetModelInfoRequest* request,
                             v1::ModelInfo* response) override;
   grpc::Status GetLoad(grpc::ServerContext* context, const v1::GetLoadRequest* request, v1::Load* response) override;
@@ -25,7 +30,7 @@ class GenerationService final : public v1::Generation::Service {
 
  private:
   Engine* engine_;
-  std::string model_name_;
+  BackendModelInfo info_;
 };
 
 }  // namespace nsa

@@ -133,7 +133,12 @@ absl::Status Serve() {
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
-  GenerationService service(engine.get(), model_name);
+  BackendModelInfo info;
+  info.model_name = model_name;
+  info.max_model_len = engine->max_model_len();
+  info.vocab_size = engine->config().vocab_size;
+  ReadTokenizerConfig(dir, &info);
+  GenerationService service(engine.get(), info);
   grpc::ServerBuilder builder;
   int bound_port = 0;
   builder.AddListeningPort(absl::StrCat(host, ":", grpc_port), grpc::InsecureServerCredentials(), &bound_port);
@@ -163,11 +168,6 @@ absl::Status Serve() {
   std::atomic<bool> ready{false};
   const auto stall = std::chrono::seconds(absl::GetFlag(FLAGS_liveness_stall_s));
   auto live = [&] { return engine->idle() || Clock::now() - engine->last_progress() < stall; };
-  BackendModelInfo info;
-  info.model_name = model_name;
-  info.max_model_len = engine->max_model_len();
-  info.vocab_size = engine->config().vocab_size;
-  ReadTokenizerConfig(dir, &info);
   LocalBackend local(engine.get(), &metrics, info, [&] { return ready.load(); }, live);
   OpenAIServerOptions http_options;
   http_options.served_model_name = model_name;

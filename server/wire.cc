@@ -106,4 +106,85 @@ void ToProto(const Final& f, v1::Final* out) {
   out->mutable_timings()->set_total_seconds(seconds(t.done - t.arrival));
 }
 
+void ToProto(const Request& r, v1::GenerateRequest* out) {
+  out->set_request_id(r.request_id);
+  if (r.text.has_value()) {
+    out->set_text(*r.text);
+  } else {
+    for (int t : r.tokens) out->mutable_tokens()->add_ids(t);
+  }
+  out->set_add_special_tokens(r.add_bos);
+  v1::SamplingParams* s = out->mutable_sampling();
+  s->set_temperature(r.sampling.temperature);
+  s->set_top_p(r.sampling.top_p);
+  s->set_top_k(r.sampling.top_k);
+  s->set_min_p(r.sampling.min_p);
+  s->set_repetition_penalty(r.sampling.repetition_penalty);
+  s->set_presence_penalty(r.sampling.presence_penalty);
+  s->set_frequency_penalty(r.sampling.frequency_penalty);
+  if (r.has_seed) s->set_seed(r.sampling.seed);
+  for (const auto& [token, bias] : r.sampling.logit_bias) (*s->mutable_logit_bias())[token] = bias;
+  s->set_n(r.n);
+  v1::StopParams* st = out->mutable_stop();
+  if (r.stop.max_tokens) st->set_max_tokens(*r.stop.max_tokens);
+  st->set_min_tokens(r.stop.min_tokens);
+  for (const std::string& stop : r.stop.stop) st->add_stop(stop);
+  for (int t : r.stop.stop_token_ids) st->add_stop_token_ids(t);
+  st->set_ignore_eos(r.stop.ignore_eos);
+  st->set_include_stop_in_output(r.stop.include_stop_in_output);
+  if (r.logprobs >= 0) out->mutable_output()->set_logprobs(r.logprobs);
+  out->mutable_output()->set_skip_special_tokens(r.skip_special_tokens);
+  out->set_priority(r.priority);
+}
+
+Event FromProto(const v1::GenerateResponse& response) {
+  if (response.has_delta()) {
+    const v1::Delta& d = response.delta();
+    Delta out;
+    out.index = static_cast<int>(d.index());
+    out.token_ids.assign(d.token_ids().begin(), d.token_ids().end());
+    out.text = d.text();
+    for (const v1::TokenLogprobs& lp : d.logprobs()) {
+      TokenLogprobs t{lp.token_id(), lp.logprob(), {}};
+      for (const v1::Logprob& alt : lp.top()) t.top.push_back({alt.token_id(), alt.logprob()});
+      out.logprobs.push_back(std::move(t));
+    }
+    return out;
+  }
+  const v1::Final& f = response.final();
+  Final out;
+  out.index = static_cast<int>(f.index());
+  switch (f.finish_reason()) {
+    case v1::FINISH_REASON_EOS: out.reason = FinishReason::kEos; break;
+    case v1::FINISH_REASON_STOP_SEQUENCE: out.reason = FinishReason::kStopSequence; break;
+    case v1::FINISH_REASON_STOP_TOKEN: out.reason = FinishReason::kStopToken; break;
+    case v1::FINISH_REASON_CANCELLED: out.reason = FinishReason::kCancelled; break;
+    case v1::FINISH_REASON_TIME_LIMIT: out.reason = FinishReason::kTimeLimit; break;
+    case v1::FINISH_REASON_ERROR: out.reason = FinishReason::kError; break;
+    default: out.reason = FinishReason::kLength; break;
+  }
+  out.matched_stop = f.matched_stop();
+  out.error = f.error();
+  out.usage.prompt_tokens = f.usage().prompt_tokens();
+  out.usage.completion_tokens = f.usage().completion_tokens();
+  out.usage.cached_tokens = f.usage().cached_tokens();
+  return out;
+}
+
+absl::Status FromGrpc(const grpc::Status& s) {
+  if (s.ok()) return absl::OkStatus();
+  absl::StatusCode code = absl::StatusCode::kInternal;
+  switch (s.error_code()) {
+    case grpc::StatusCode::INVALID_ARGUMENT: code = absl::StatusCode::kInvalidArgument; break;
+    case grpc::StatusCode::RESOURCE_EXHAUSTED: code = absl::StatusCode::kResourceExhausted; break;
+    case grpc::StatusCode::UNAVAILABLE: code = absl::StatusCode::kUnavailable; break;
+    case grpc::StatusCode::DEADLINE_EXCEEDED: code = absl::StatusCode::kDeadlineExceeded; break;
+    case grpc::StatusCode::CANCELLED: code = absl::StatusCode::kCancelled; break;
+    case grpc::StatusCode::ALREADY_EXISTS: code = absl::StatusCode::kAlreadyExists; break;
+    case grpc::StatusCode::NOT_FOUND: code = absl::StatusCode::kNotFound; break;
+    default: break;
+  }
+  return absl::Status(code, s.error_message());
+}
+
 }  // namespace nsa

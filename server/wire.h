@@ -19,4 +19,9 @@ void ToProto(const Delta& delta, v1::Delta* out);
 void ToProto(const Final& final, v1::Final* out);
 v1::FinishReason ToProto(FinishReason reason);
 
+// The other direction, for the gateway that forwards to engine servers.
+void ToProto(const Request& request, v1::GenerateRequest* out);
+Event FromProto(const v1::GenerateResponse& response);
+absl::Status FromGrpc(const grpc::Status& status);
+
 }  // namespace nsa

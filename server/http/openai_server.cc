@@ -235,8 +235,18 @@ OpenAIServer::OpenAIServer(GenerationBackend* backend, OpenAIServerOptions optio
 OpenAIServer::~OpenAIServer() { Stop(); }
 
 absl::StatusOr<int> OpenAIServer::Start(const std::string& host, int port) {
+  // Debian's cpp-httplib is compiled with a listen backlog of 5: a burst of connections (1,000
+  // clients opening streams at once) overflows it and the kernel resets them. Keep the socket
+  // the library creates and widen its backlog after the bind (listen() may be called again).
+  int listen_fd = -1;
+  http_->set_socket_options([&listen_fd](socket_t sock) {
+    int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, reinterpret_cast<const char*>(&yes), sizeof(yes));
+    listen_fd = sock;
+  });
   const int bound = port == 0 ? http_->bind_to_any_port(host) : (http_->bind_to_port(host, port) ? port : -1);
   if (bound < 0) return absl::UnavailableError(absl::StrCat("cannot listen for HTTP on ", host, ":", port));
+  if (listen_fd >= 0) ::listen(listen_fd, 4096);
   thread_ = std::thread([this] { http_->listen_after_bind(); });
   return bound;
 }
