@@ -64,12 +64,17 @@ class HttpApiTest(unittest.TestCase):
         return None
 
     def test_sse_bytes_and_headers(self):
-        resp, data = self.request("POST", "/v1/completions",
-                                  {"model": "tiny", "prompt": "Hello", "max_tokens": 6, "temperature": 0, "stream": True})
-        self.assertEqual(resp.status, 200)
-        self.assertEqual(resp.getheader("Content-Type"), "text/event-stream")
-        self.assertEqual(resp.getheader("Cache-Control"), "no-cache")
-        text = data.decode()
+        # curl, as a user would: headers with -D, the body unbuffered with -N.
+        body = json.dumps({"model": "tiny", "prompt": "Hello", "max_tokens": 6, "temperature": 0, "stream": True})
+        r = subprocess.run(["curl", "-sN", "-D", "-", "-H", "Authorization: Bearer k1", "-H",
+                            "Content-Type: application/json", "-d", body,
+                            f"http://127.0.0.1:{self.port}/v1/completions"], capture_output=True, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        head, _, text = r.stdout.decode().partition("\r\n\r\n")
+        headers = {k.lower(): v.strip() for k, _, v in (h.partition(":") for h in head.split("\r\n")[1:])}
+        self.assertTrue(head.startswith("HTTP/1.1 200"), head)
+        self.assertEqual(headers["content-type"], "text/event-stream")
+        self.assertEqual(headers["cache-control"], "no-cache")
         self.assertTrue(text.endswith("data: [DONE]\n\n"), text[-80:])
         events = text.split("\n\n")[:-1]
         for e in events:
