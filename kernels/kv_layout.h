@@ -25,6 +25,8 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "kernels/common/host_device.h"
+
 #include "kernels/nsa_params.h"
 
 namespace nsa {
@@ -72,7 +74,7 @@ struct KvLayout {
   // Offset of the K rows (value = false) or V rows (value = true) of (plane, layer, head) in
   // page 0 of the plane's kind; add page * page_elems for another page. Rows within a page are
   // consecutive.
-  int64_t Offset(KvPlane plane, int layer, int head, bool value) const {
+  NSA_HOST_DEVICE int64_t Offset(KvPlane plane, int layer, int head, bool value) const {
     const int64_t base = int64_t{layer} * layer_elems;
     switch (plane) {
       case KvPlane::kSel:
@@ -86,7 +88,7 @@ struct KvLayout {
     return 0;
   }
   // Rows per page of a plane: tokens, or summaries for kCmp.
-  int RowsPerPage(KvPlane plane) const { return plane == KvPlane::kCmp ? summaries_per_page : page_tokens; }
+  NSA_HOST_DEVICE int RowsPerPage(KvPlane plane) const { return plane == KvPlane::kCmp ? summaries_per_page : page_tokens; }
 };
 
 }  // namespace nsa

@@ -1,0 +1,159 @@
+// NSA decode attention on the GPU: time, bytes NSA must read, GB/s and percent of the copy
+// ceiling measured in the same run, for the `7b` attention shape and the `paper` shape at
+// batch 1, 8, 32 and contexts 8k-128k. Validation is the job of tests/gpu/nsa_decode_test.
+//   nsa_decode_bench [--quick]            (prints a markdown table)
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <vector>
+
+#include "kernels/cuda/nsa_decode.h"
+
+#define CHECK(expr)                                                                          \
+  do {                                                                                       \
+    cudaError_t e = (expr);                                                                  \
+    if (e != cudaSuccess) {                                                                  \
+      std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(e)); \
+      std::exit(1);                                                                          \
+    }                                                                                        \
+  } while (0)
+
+namespace {
+
+__global__ void FillKernel(__nv_bfloat16* p, size_t n, uint32_t seed) {
+  for (size_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += static_cast<size_t>(gridDim.x) * blockDim.x) {
+    uint32_t x = static_cast<uint32_t>(i) * 2654435761u ^ seed;
+    x ^= x >> 16;
+    x *= 2246822519u;
+    x ^= x >> 13;
+    p[i] = __float2bfloat16((x & 0xFFFF) / 32768.f - 1.f);
+  }
+}
+
+float Median(std::vector<float> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+// Device-to-device copy of 2 GiB: bytes read + written per second (gpu.md's ceiling).
+double CopyCeiling() {
+  const size_t bytes = size_t{1} << 31;
+  void *a, *b;
+  CHECK(cudaMalloc(&a, bytes));
+  CHECK(cudaMalloc(&b, bytes));
+  cudaEvent_t s, e;
+  cudaEventCreate(&s);
+  cudaEventCreate(&e);
+  std::vector<float> ms;
+  for (int i = 0; i < 12; ++i) {
+    cudaEventRecord(s);
+    CHECK(cudaMemcpy(b, a, bytes, cudaMemcpyDeviceToDevice));
+    cudaEventRecord(e);
+    cudaEventSynchronize(e);
+    float t;
+    cudaEventElapsedTime(&t, s, e);
+    if (i >= 2) ms.push_back(t);
+  }
+  cudaFree(a);
+  cudaFree(b);
+  return 2.0 * bytes / (Median(ms) * 1e-3);
+}
+
+struct Shape {
+  const char* name;
+  int heads, kv_heads, hd, vhd, l, d, lp, n, w;
+  bool per_branch;
+};
+
+}  // namespace
+
+using namespace nsa;
+
+int main(int argc, char** argv) {
+  const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
+  cudaDeviceProp prop;
+  CHECK(cudaGetDeviceProperties(&prop, 0));
+  const double ceiling = CopyCeiling();
+  std::printf("device: %s, %d SMs; copy ceiling %.2f TB/s\n\n", prop.name, prop.multiProcessorCount, ceiling / 1e12);
+  std::printf("| shape | batch | context | time (us) | NSA bytes (MB) | GB/s | %% of copy ceiling |\n|---|---|---|---|---|---|---|\n");
+  const Shape shapes[] = {{"7b", 64, 4, 128, 128, 64, 64, 64, 16, 512, false},
+                          {"paper", 64, 4, 192, 128, 32, 16, 64, 16, 512, true}};
+  for (const Shape& sh : shapes) {
+    for (int batch : {1, 8, 32}) {
+      for (int64_t context : {8192, 16384, 32768, 65536, 131072}) {
+        if (quick && context != 65536) continue;
+        NsaParams p;
+        p.compress_block = sh.l, p.compress_stride = sh.d, p.select_block = sh.lp, p.num_selected = sh.n, p.window = sh.w;
+        p.score_map = sh.l == sh.lp ? ScoreMap::kIdentity : ScoreMap::kGeometric;
+        p.kv_sharing = sh.per_branch ? KvSharing::kPerBranch : KvSharing::kShared;
+        const KvLayout L = KvLayout::Make(1, sh.kv_heads, sh.hd, sh.vhd, p);
+        const int pages_per_seq = static_cast<int>(context / sh.lp);
+        const int kinds = sh.per_branch ? 2 : 1;
+        const size_t num_pages = static_cast<size_t>(batch) * pages_per_seq * kinds;
+        const size_t pool_elems = num_pages * L.page_elems;
+        __nv_bfloat16 *pool, *q;
+        float *gates, *out;
+        int32_t *raw, *win;
+        int64_t* pos;
+        void* ws;
+        if (cudaMalloc(&pool, pool_elems * 2) != cudaSuccess) {
+          std::printf("| %s | %d | %lld | (does not fit) | | | |\n", sh.name, batch, static_cast<long long>(context));
+          cudaGetLastError();
+          continue;
+        }
+        FillKernel<<<1024, 256>>>(pool, pool_elems, 7);
+        std::vector<int32_t> raw_h(static_cast<size_t>(batch) * pages_per_seq), win_h(raw_h.size());
+        for (size_t i = 0; i < raw_h.size(); ++i) raw_h[i] = static_cast<int32_t>(i * kinds), win_h[i] = static_cast<int32_t>(i * kinds + kinds - 1);
+        std::vector<int64_t> pos_h(batch, context - 1);
+        std::vector<float> gates_h(static_cast<size_t>(batch) * sh.heads * 3, 0.33f);
+        CHECK(cudaMalloc(&q, static_cast<size_t>(batch) * sh.heads * sh.hd * 2));
+        CHECK(cudaMalloc(&gates, gates_h.size() * 4));
+        CHECK(cudaMalloc(&out, static_cast<size_t>(batch) * sh.heads * sh.vhd * 4));
+        CHECK(cudaMalloc(&raw, raw_h.size() * 4));
+        CHECK(cudaMalloc(&win, win_h.size() * 4));
+        CHECK(cudaMalloc(&pos, batch * 8));
+        FillKernel<<<64, 256>>>(q, static_cast<size_t>(batch) * sh.heads * sh.hd, 9);
+        CHECK(cudaMemcpy(gates, gates_h.data(), gates_h.size() * 4, cudaMemcpyHostToDevice));
+        CHECK(cudaMemcpy(raw, raw_h.data(), raw_h.size() * 4, cudaMemcpyHostToDevice));
+        CHECK(cudaMemcpy(win, win_h.data(), win_h.size() * 4, cudaMemcpyHostToDevice));
+        CHECK(cudaMemcpy(pos, pos_h.data(), batch * 8, cudaMemcpyHostToDevice));
+        nsa::cuda::NsaDecodeArgs a;
+        a.batch = batch, a.num_heads = sh.heads, a.num_kv_heads = sh.kv_heads, a.head_dim = sh.hd, a.v_head_dim = sh.vhd;
+        a.scale = 0.088f, a.nsa = p, a.layout = L, a.q = q, a.gates = gates, a.pages = pool, a.raw_tables = raw;
+        a.win_tables = sh.per_branch ? win : nullptr, a.max_pages = pages_per_seq, a.positions = pos;
+        a.max_context = context, a.out = out;
+        CHECK(cudaMalloc(&ws, nsa::cuda::NsaDecodeWorkspaceBytes(a)));
+        a.workspace = ws;
+        cudaEvent_t start, stop;
+        cudaEventCreate(&start);
+        cudaEventCreate(&stop);
+        std::vector<float> ms;
+        for (int i = 0; i < 60; ++i) {
+          cudaEventRecord(start);
+          CHECK(nsa::cuda::LaunchNsaDecode(a, nullptr));
+          cudaEventRecord(stop);
+          CHECK(cudaEventSynchronize(stop));
+          float t;
+          cudaEventElapsedTime(&t, start, stop);
+          if (i >= 10) ms.push_back(t);
+        }
+        const double t = Median(ms) * 1e-3;
+        // nsa-spec.md section 5: (N_cmp + min(n l', T) + min(w, T)) (hd + vhd) 2 bytes per (sequence, KV head).
+        const int64_t entries = p.NumCompressed(context) + std::min<int64_t>(int64_t{sh.n} * sh.lp, context) +
+                                std::min<int64_t>(sh.w, context);
+        const double bytes = static_cast<double>(batch) * sh.kv_heads * entries * (sh.hd + sh.vhd) * 2 +
+                             static_cast<double>(batch) * sh.heads * (sh.hd * 2 + sh.vhd * 4);
+        std::printf("| %s | %d | %lldk | %.1f | %.2f | %.0f | %.1f%% |\n", sh.name, batch,
+                    static_cast<long long>(context / 1024), t * 1e6, bytes / 1e6, bytes / t / 1e9, 100 * bytes / t / ceiling);
+        for (void* ptr : {static_cast<void*>(pool), static_cast<void*>(q), static_cast<void*>(gates), static_cast<void*>(out),
+                          static_cast<void*>(raw), static_cast<void*>(win), static_cast<void*>(pos), ws}) {
+          cudaFree(ptr);
+        }
+      }
+    }
+  }
+  return 0;
+}

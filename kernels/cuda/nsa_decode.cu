@@ -1,0 +1,358 @@
+#include "kernels/cuda/nsa_decode.h"
+
+#include <algorithm>
+#include <cfloat>
+
+namespace nsa::cuda {
+namespace {
+
+__device__ __forceinline__ int64_t Max(int64_t a, int64_t b) { return a > b ? a : b; }
+__device__ __forceinline__ int64_t Min(int64_t a, int64_t b) { return a < b ? a : b; }
+
+constexpr int kThreads = 128;
+constexpr int kCmpRows = 32;  // summaries per block in the compressed pass
+constexpr int kMaxG = 64;
+constexpr int kMaxSelected = 64;
+constexpr int kMaxBlocks = 16384;  // selection blocks: contexts up to 1M tokens at l' = 64
+
+struct Sizes {
+  int G, n, window_pages, segments, cmp_chunks;
+  int64_t nmax;
+  size_t scores, cmp_part, cmp_out, sel, seg_part;  // float/int offsets into the workspace
+  size_t total_bytes;
+};
+
+Sizes SizesOf(const NsaDecodeArgs& a) {
+  Sizes s;
+  s.G = a.num_heads / a.num_kv_heads;
+  s.n = a.nsa.num_selected;
+  s.window_pages = (a.nsa.window + a.nsa.select_block - 1) / a.nsa.select_block + 1;
+  s.segments = s.n + s.window_pages;
+  s.nmax = a.nsa.NumCompressed(a.max_context);
+  s.cmp_chunks = static_cast<int>(std::max<int64_t>(1, (s.nmax + kCmpRows - 1) / kCmpRows));
+  const size_t bk = static_cast<size_t>(a.batch) * a.num_kv_heads;
+  const size_t part = static_cast<size_t>(s.G) * (2 + a.v_head_dim);
+  s.scores = 0;
+  s.cmp_part = s.scores + bk * s.G * std::max<int64_t>(s.nmax, 1);
+  s.cmp_out = s.cmp_part + bk * s.cmp_chunks * part;
+  s.sel = s.cmp_out + bk * s.G * a.v_head_dim;
+  s.seg_part = s.sel + bk * s.n;
+  s.total_bytes = (s.seg_part + bk * s.segments * part) * sizeof(float);
+  return s;
+}
+
+// Copies `rows` rows of `dim` bf16 from `row_ptr(r)` into shared memory, 16 bytes a lane.
+template <typename RowPtr>
+__device__ void LoadRows(__nv_bfloat16* dst, int rows, int dim, RowPtr row_ptr) {
+  const int vectors = dim / 8;  // 8 bf16 = 16 bytes
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
+  for (int r = warp; r < rows; r += warps) {
+    const uint4* src = reinterpret_cast<const uint4*>(row_ptr(r));
+    uint4* out = reinterpret_cast<uint4*>(dst + r * dim);
+    for (int v = lane; v < vectors; v += 32) out[v] = src[v];
+  }
+}
+
+// Split-softmax attention of the G heads over `rows` rows in shared memory. Writes, per head,
+// [m, l, o[v_dim]] (m = max score, l = sum of exp(s - m), o = sum of exp(s - m) v) to `part`,
+// and the raw scaled scores to `scores_out` (row stride `score_stride`) when given.
+__device__ void AttendTile(const float* qs, const __nv_bfloat16* ks, const __nv_bfloat16* vs, float* s, int s_stride,
+                           int G, int rows, int hd, int vhd, float scale, float* part, float* scores_out,
+                           int64_t score_stride) {
+  for (int idx = threadIdx.x; idx < G * rows; idx += blockDim.x) {
+    const int h = idx / rows, r = idx % rows;
+    const float* q = qs + h * hd;
+    const __nv_bfloat162* k = reinterpret_cast<const __nv_bfloat162*>(ks + r * hd);
+    float acc = 0.f;
+    for (int e = 0; e < hd / 2; ++e) {
+      const float2 kv = __bfloat1622float2(k[e]);
+      acc += q[2 * e] * kv.x + q[2 * e + 1] * kv.y;
+    }
+    s[h * s_stride + r] = acc * scale;
+    if (scores_out) scores_out[h * score_stride + r] = acc * scale;
+  }
+  __syncthreads();
+  __shared__ float m_sh[kMaxG], l_sh[kMaxG];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
+  for (int h = warp; h < G; h += warps) {
+    float m = -FLT_MAX;
+    for (int r = lane; r < rows; r += 32) m = fmaxf(m, s[h * s_stride + r]);
+    for (int o = 16; o > 0; o /= 2) m = fmaxf(m, __shfl_xor_sync(0xffffffff, m, o));
+    float l = 0.f;
+    for (int r = lane; r < rows; r += 32) {
+      const float p = __expf(s[h * s_stride + r] - m);
+      s[h * s_stride + r] = p;
+      l += p;
+    }
+    for (int o = 16; o > 0; o /= 2) l += __shfl_xor_sync(0xffffffff, l, o);
+    if (lane == 0) m_sh[h] = m, l_sh[h] = l;
+  }
+  __syncthreads();
+  const int stride = 2 + vhd;
+  for (int idx = threadIdx.x; idx < G * vhd; idx += blockDim.x) {
+    const int h = idx / vhd, e = idx % vhd;
+    float acc = 0.f;
+    for (int r = 0; r < rows; ++r) acc += s[h * s_stride + r] * __bfloat162float(vs[r * vhd + e]);
+    part[h * stride + 2 + e] = acc;
+  }
+  for (int h = threadIdx.x; h < G; h += blockDim.x) part[h * stride] = m_sh[h], part[h * stride + 1] = l_sh[h];
+}
+
+__device__ void LoadQuery(const NsaDecodeArgs& a, int b, int g, int G, float* qs) {
+  const __nv_bfloat16* q = a.q + (static_cast<int64_t>(b) * a.num_heads + g * G) * a.head_dim;
+  for (int i = threadIdx.x; i < G * a.head_dim; i += blockDim.x) qs[i] = __bfloat162float(q[i]);
+}
+
+__device__ void EmptyPart(float* part, int G, int vhd) {
+  for (int i = threadIdx.x; i < G * (2 + vhd); i += blockDim.x) {
+    const int k = i % (2 + vhd);
+    part[i] = k == 0 ? -FLT_MAX : 0.f;
+  }
+}
+
+// ---- 1: compressed attention partials --------------------------------------------------------
+// grid (cmp_chunks, kv_heads, batch). Summary i is row i + shift of the raw pages' summary
+// tables (E rows a page).
+__global__ void CompressedKernel(NsaDecodeArgs a, Sizes z, float* ws) {
+  const int chunk = blockIdx.x, g = blockIdx.y, b = blockIdx.z, G = z.G, hd = a.head_dim, vhd = a.v_head_dim;
+  const int64_t t = a.positions[b];
+  const int64_t N = a.nsa.NumCompressed(t + 1);
+  const int64_t i0 = static_cast<int64_t>(chunk) * kCmpRows;
+  const int rows = static_cast<int>(Max(0, Min(kCmpRows, N - i0)));
+  const size_t bk = static_cast<size_t>(b) * a.num_kv_heads + g;
+  float* part = ws + z.cmp_part + (bk * z.cmp_chunks + chunk) * G * (2 + vhd);
+  if (rows == 0) return EmptyPart(part, G, vhd);
+
+  extern __shared__ __align__(16) unsigned char smem[];
+  __nv_bfloat16* ks = reinterpret_cast<__nv_bfloat16*>(smem);
+  __nv_bfloat16* vs = ks + kCmpRows * hd;
+  float* qs = reinterpret_cast<float*>(vs + kCmpRows * vhd);
+  float* s = qs + G * hd;
+  const int32_t* table = a.raw_tables + static_cast<int64_t>(b) * a.max_pages;
+  const KvLayout& L = a.layout;
+  const int64_t k_off = L.Offset(KvPlane::kCmp, a.layer, g, false), v_off = L.Offset(KvPlane::kCmp, a.layer, g, true);
+  auto row = [&](int r, int64_t off, int dim) {
+    const int64_t vr = i0 + r + L.summary_row_shift;
+    return a.pages + table[vr / L.summaries_per_page] * L.page_elems + off + (vr % L.summaries_per_page) * dim;
+  };
+  LoadRows(ks, rows, hd, [&](int r) { return row(r, k_off, hd); });
+  LoadRows(vs, rows, vhd, [&](int r) { return row(r, v_off, vhd); });
+  LoadQuery(a, b, g, G, qs);
+  __syncthreads();
+  float* scores = ws + z.scores + bk * G * z.nmax + i0;
+  AttendTile(qs, ks, vs, s, kCmpRows, G, rows, hd, vhd, a.scale, part, scores, z.nmax);
+}
+
+// ---- 2: merge the compressed branch, score the blocks, choose top-n ---------------------------
+// grid (kv_heads, batch).
+__global__ void SelectKernel(NsaDecodeArgs a, Sizes z, float* ws) {
+  const int g = blockIdx.x, b = blockIdx.y, G = z.G, vhd = a.v_head_dim;
+  const int64_t t = a.positions[b];
+  const int64_t N = a.nsa.NumCompressed(t + 1);
+  const int64_t c = t / a.nsa.select_block;
+  const size_t bk = static_cast<size_t>(b) * a.num_kv_heads + g;
+  const float* part = ws + z.cmp_part + bk * z.cmp_chunks * G * (2 + vhd);
+  const int chunks = static_cast<int>((N + kCmpRows - 1) / kCmpRows);
+  __shared__ float lse[kMaxG], big_m[kMaxG], big_l[kMaxG];
+  extern __shared__ __align__(16) unsigned char smem[];
+  float* score = reinterpret_cast<float*>(smem);
+  unsigned char* taken = reinterpret_cast<unsigned char*>(score + c + 1);
+
+  // Merge the chunks' partials: one warp a head.
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
+  const int stride = 2 + vhd;
+  for (int h = warp; h < G; h += warps) {
+    float m = -FLT_MAX;
+    for (int k = lane; k < chunks; k += 32) m = fmaxf(m, part[(k * G + h) * stride]);
+    for (int o = 16; o > 0; o /= 2) m = fmaxf(m, __shfl_xor_sync(0xffffffff, m, o));
+    float l = 0.f;
+    for (int k = lane; k < chunks; k += 32) l += part[(k * G + h) * stride + 1] * __expf(part[(k * G + h) * stride] - m);
+    for (int o = 16; o > 0; o /= 2) l += __shfl_xor_sync(0xffffffff, l, o);
+    if (lane == 0) big_m[h] = m, big_l[h] = l, lse[h] = chunks > 0 ? m + __logf(l) : -FLT_MAX;
+  }
+  __syncthreads();
+  float* cmp_out = ws + z.cmp_out + bk * G * vhd;
+  for (int idx = threadIdx.x; idx < G * vhd; idx += blockDim.x) {
+    const int h = idx / vhd, e = idx % vhd;
+    float acc = 0.f;
+    for (int k = 0; k < chunks; ++k) acc += part[(k * G + h) * stride + 2 + e] * __expf(part[(k * G + h) * stride] - big_m[h]);
+    cmp_out[idx] = chunks > 0 ? acc / big_l[h] : 0.f;
+  }
+
+  // Block scores: sum over the group of the compressed probabilities, weighted by shared chunks.
+  const float* s = ws + z.scores + bk * G * z.nmax;
+  const int cpc = a.nsa.compress_block / a.nsa.compress_stride, cps = a.nsa.select_block / a.nsa.compress_stride;
+  for (int64_t j = threadIdx.x; j <= c; j += blockDim.x) {
+    float acc = 0.f;
+    const int64_t lo = Max(0, j * cps - cpc + 1), hi = Min(N - 1, (j + 1) * cps - 1);
+    for (int64_t i = lo; i <= hi; ++i) {
+      const int w = a.nsa.GeometricWeight(i, j);
+      if (w == 0) continue;
+      float p = 0.f;
+      for (int h = 0; h < G; ++h) p += __expf(s[h * z.nmax + i] - lse[h]);
+      acc += w * p;
+    }
+    score[j] = acc;
+    taken[j] = 0;
+  }
+  __syncthreads();
+
+  // Forced blocks, then the highest scores (ties to the lower index), n in all.
+  int32_t* sel = reinterpret_cast<int32_t*>(ws + z.sel) + bk * z.n;
+  __shared__ int32_t chosen[kMaxSelected];
+  __shared__ int count;
+  if (threadIdx.x == 0) {
+    count = 0;
+    if (c + 1 <= z.n) {
+      for (int64_t j = 0; j <= c; ++j) chosen[count++] = static_cast<int32_t>(j);
+    } else {
+      for (int64_t j = 0; j < a.nsa.init_blocks && j <= c; ++j) taken[j] = 1, chosen[count++] = static_cast<int32_t>(j);
+      for (int64_t j = Max(0, c - a.nsa.local_blocks + 1); j <= c; ++j) {
+        if (!taken[j]) taken[j] = 1, chosen[count++] = static_cast<int32_t>(j);
+      }
+    }
+  }
+  __syncthreads();
+  __shared__ float best_score[kThreads / 32];
+  __shared__ int64_t best_index[kThreads / 32];
+  const bool all = c + 1 <= z.n;
+  while (!all && count < z.n) {
+    float bs = -FLT_MAX;
+    int64_t bi = -1;
+    for (int64_t j = threadIdx.x; j <= c; j += blockDim.x) {
+      if (!taken[j] && (bi < 0 || score[j] > bs || (score[j] == bs && j < bi))) bs = score[j], bi = j;
+    }
+    for (int o = 16; o > 0; o /= 2) {
+      const float os = __shfl_xor_sync(0xffffffff, bs, o);
+      const int64_t oi = __shfl_xor_sync(0xffffffff, bi, o);
+      if (oi >= 0 && (bi < 0 || os > bs || (os == bs && oi < bi))) bs = os, bi = oi;
+    }
+    if (lane == 0) best_score[warp] = bs, best_index[warp] = bi;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      for (int w = 1; w < warps; ++w) {
+        const float os = best_score[w];
+        const int64_t oi = best_index[w];
+        if (oi >= 0 && (bi < 0 || os > bs || (os == bs && oi < bi))) bs = os, bi = oi;
+      }
+      taken[bi] = 1;
+      chosen[count++] = static_cast<int32_t>(bi);
+    }
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) {
+    for (int i = 1; i < count; ++i) {  // ascending, for coalesced reads in page order
+      const int32_t x = chosen[i];
+      int k = i - 1;
+      while (k >= 0 && chosen[k] > x) chosen[k + 1] = chosen[k], --k;
+      chosen[k + 1] = x;
+    }
+    for (int i = 0; i < z.n; ++i) {
+      sel[i] = i < count ? chosen[i] : -1;
+      if (a.selected) a.selected[bk * z.n + i] = sel[i];
+    }
+  }
+}
+
+// ---- 3: selected blocks and window pages -------------------------------------------------------
+// grid (n + window pages, kv_heads, batch): one page (or the part of it in range) a block.
+__global__ void SegmentKernel(NsaDecodeArgs a, Sizes z, float* ws) {
+  const int seg = blockIdx.x, g = blockIdx.y, b = blockIdx.z, G = z.G, hd = a.head_dim, vhd = a.v_head_dim;
+  const int64_t t = a.positions[b];
+  const int lp = a.nsa.select_block;
+  const size_t bk = static_cast<size_t>(b) * a.num_kv_heads + g;
+  float* part = ws + z.seg_part + (bk * z.segments + seg) * G * (2 + vhd);
+  int64_t page_index, first, end;
+  const int32_t* table = a.raw_tables;
+  KvPlane plane = KvPlane::kSel;
+  if (seg < z.n) {
+    const int32_t blk = reinterpret_cast<const int32_t*>(ws + z.sel)[bk * z.n + seg];
+    if (blk < 0) return EmptyPart(part, G, vhd);
+    page_index = blk;
+    first = static_cast<int64_t>(blk) * lp;
+    end = Min(first + lp, t + 1);
+  } else {
+    const int64_t start = Max(0, t - a.nsa.window + 1);
+    page_index = start / lp + (seg - z.n);
+    first = Max(page_index * lp, start);
+    end = Min((page_index + 1) * lp, t + 1);
+    if (first >= end) return EmptyPart(part, G, vhd);
+    if (a.win_tables) table = a.win_tables, plane = KvPlane::kWin;
+  }
+  const int rows = static_cast<int>(end - first);
+  const int r0 = static_cast<int>(first - page_index * lp);
+  const __nv_bfloat16* page = a.pages + table[static_cast<int64_t>(b) * a.max_pages + page_index] * a.layout.page_elems;
+  const __nv_bfloat16* k = page + a.layout.Offset(plane, a.layer, g, false) + static_cast<int64_t>(r0) * hd;
+  const __nv_bfloat16* v = page + a.layout.Offset(plane, a.layer, g, true) + static_cast<int64_t>(r0) * vhd;
+
+  extern __shared__ __align__(16) unsigned char smem[];
+  __nv_bfloat16* ks = reinterpret_cast<__nv_bfloat16*>(smem);
+  __nv_bfloat16* vs = ks + lp * hd;
+  float* qs = reinterpret_cast<float*>(vs + lp * vhd);
+  float* s = qs + G * hd;
+  // Rows of one page are contiguous: the whole K (then V) run is one stream of 16-byte reads.
+  LoadRows(ks, rows, hd, [&](int r) { return k + static_cast<int64_t>(r) * hd; });
+  LoadRows(vs, rows, vhd, [&](int r) { return v + static_cast<int64_t>(r) * vhd; });
+  LoadQuery(a, b, g, G, qs);
+  __syncthreads();
+  AttendTile(qs, ks, vs, s, lp, G, rows, hd, vhd, a.scale, part, nullptr, 0);
+}
+
+// ---- 4: merge per branch and gate --------------------------------------------------------------
+__global__ void CombineKernel(NsaDecodeArgs a, Sizes z, float* ws) {
+  const int g = blockIdx.x, b = blockIdx.y, G = z.G, vhd = a.v_head_dim, stride = 2 + vhd;
+  const size_t bk = static_cast<size_t>(b) * a.num_kv_heads + g;
+  const float* parts = ws + z.seg_part + bk * z.segments * G * stride;
+  const float* cmp_out = ws + z.cmp_out + bk * G * vhd;
+  for (int idx = threadIdx.x; idx < G * vhd; idx += blockDim.x) {
+    const int h = idx / vhd, e = idx % vhd;
+    float branch[2];
+    for (int which = 0; which < 2; ++which) {
+      const int lo = which == 0 ? 0 : z.n, hi = which == 0 ? z.n : z.segments;
+      float m = -FLT_MAX;
+      for (int k = lo; k < hi; ++k) m = fmaxf(m, parts[(k * G + h) * stride]);
+      float l = 0.f, o = 0.f;
+      for (int k = lo; k < hi; ++k) {
+        const float* p = parts + (k * G + h) * stride;
+        if (p[1] == 0.f) continue;  // empty segment
+        const float f = __expf(p[0] - m);
+        l += p[1] * f;
+        o += p[2 + e] * f;
+      }
+      branch[which] = l > 0.f ? o / l : 0.f;
+    }
+    const int head = g * G + h;
+    const float* gate = a.gates + (static_cast<int64_t>(b) * a.num_heads + head) * 3;
+    a.out[(static_cast<int64_t>(b) * a.num_heads + head) * vhd + e] =
+        gate[0] * cmp_out[h * vhd + e] + gate[1] * branch[0] + gate[2] * branch[1];
+  }
+}
+
+}  // namespace
+
+size_t NsaDecodeWorkspaceBytes(const NsaDecodeArgs& args) { return SizesOf(args).total_bytes; }
+
+cudaError_t LaunchNsaDecode(const NsaDecodeArgs& a, cudaStream_t stream) {
+  if (a.num_kv_heads <= 0 || a.num_heads % a.num_kv_heads != 0) return cudaErrorInvalidValue;
+  const Sizes z = SizesOf(a);
+  if (z.G > kMaxG || z.n > kMaxSelected || z.n < 1) return cudaErrorInvalidValue;
+  if (a.head_dim != 64 && a.head_dim != 128 && a.head_dim != 192) return cudaErrorInvalidValue;
+  if (a.v_head_dim != 64 && a.v_head_dim != 128) return cudaErrorInvalidValue;
+  if (a.max_context / a.nsa.select_block + 1 > kMaxBlocks || a.batch < 1) return cudaErrorInvalidValue;
+  float* ws = static_cast<float*>(a.workspace);
+  const int lp = a.nsa.select_block;
+  const size_t cmp_smem = (kCmpRows * (a.head_dim + a.v_head_dim)) * 2 + (z.G * a.head_dim + z.G * kCmpRows) * 4;
+  const size_t seg_smem = (static_cast<size_t>(lp) * (a.head_dim + a.v_head_dim)) * 2 + (z.G * a.head_dim + z.G * lp) * 4;
+  const size_t sel_smem = (a.max_context / lp + 1) * (sizeof(float) + 1) + 16;
+  cudaError_t err;
+  if ((err = cudaFuncSetAttribute(CompressedKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, cmp_smem)) != cudaSuccess) return err;
+  if ((err = cudaFuncSetAttribute(SegmentKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, seg_smem)) != cudaSuccess) return err;
+  if ((err = cudaFuncSetAttribute(SelectKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, sel_smem)) != cudaSuccess) return err;
+  CompressedKernel<<<dim3(z.cmp_chunks, a.num_kv_heads, a.batch), kThreads, cmp_smem, stream>>>(a, z, ws);
+  SelectKernel<<<dim3(a.num_kv_heads, a.batch), kThreads, sel_smem, stream>>>(a, z, ws);
+  SegmentKernel<<<dim3(z.segments, a.num_kv_heads, a.batch), kThreads, seg_smem, stream>>>(a, z, ws);
+  CombineKernel<<<dim3(a.num_kv_heads, a.batch), 256, 0, stream>>>(a, z, ws);
+  return cudaGetLastError();
+}
+
+}  // namespace nsa::cuda

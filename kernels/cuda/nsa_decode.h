@@ -1,0 +1,57 @@
+// NSA decode attention on the GPU: one query token per sequence, G query heads per KV head,
+// over the paged cache of kernels/kv_layout.h in bf16. The CPU twin is
+// kernels/reference/nsa_attention.h (NsaAttendGroup); tests/gpu/nsa_decode_test.cu holds them
+// together.
+//
+// Four launches, each spread over (sequence, KV head, chunk) so one sequence fills the GPU:
+//   1 compressed   grid (cmp chunks, kv heads, batch): raw scores + split-softmax partials over
+//                  32 summaries a block
+//   2 select       grid (kv heads, batch): merge the compressed partials (o_cmp, log-sum-exp),
+//                  block scores (geometric map, group sum), forced blocks, top-n ascending
+//   3 sel + win    grid (n + window pages, kv heads, batch): one page of l' tokens a block, K and V
+//                  loaded with 16-byte reads and reused by all G heads; split-softmax partials
+//   4 combine      grid (kv heads, batch): merge partials per branch, apply the gates
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include "kernels/kv_layout.h"
+#include "kernels/nsa_params.h"
+
+namespace nsa::cuda {
+
+struct NsaDecodeArgs {
+  int batch = 0;
+  int num_heads = 0;
+  int num_kv_heads = 0;
+  int head_dim = 0;  // 64, 128 or 192
+  int v_head_dim = 0;  // 64 or 128
+  int layer = 0;  // which layer of the pages
+  float scale = 0;
+  NsaParams nsa;
+  KvLayout layout;
+
+  const __nv_bfloat16* q = nullptr;  // [batch][num_heads][head_dim], rotated
+  const float* gates = nullptr;  // [batch][num_heads][3], after the sigmoid
+  const __nv_bfloat16* pages = nullptr;  // [num_pages][layout.page_elems]
+  const int32_t* raw_tables = nullptr;  // [batch][max_pages]: raw pages (selection K/V, summaries)
+  const int32_t* win_tables = nullptr;  // [batch][max_pages]: window pages (per_branch), else null
+  int max_pages = 0;  // row stride of the tables
+  const int64_t* positions = nullptr;  // [batch]: the query's position t (context t + 1)
+  int64_t max_context = 0;  // largest t + 1 in the batch (sizes the grids and the workspace)
+
+  float* out = nullptr;  // [batch][num_heads][v_head_dim]
+  int32_t* selected = nullptr;  // optional [batch][num_kv_heads][n]: chosen blocks, ascending, -1 pads
+  void* workspace = nullptr;
+};
+
+// Bytes of workspace LaunchNsaDecode needs for these arguments.
+size_t NsaDecodeWorkspaceBytes(const NsaDecodeArgs& args);
+// Checks the shapes (head dims, G <= 64, n <= 64, context <= 1M) and launches the four kernels.
+cudaError_t LaunchNsaDecode(const NsaDecodeArgs& args, cudaStream_t stream);
+
+}  // namespace nsa::cuda
