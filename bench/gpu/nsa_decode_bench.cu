@@ -141,6 +141,17 @@ int main(int argc, char** argv) {
           if (i >= 10) ms.push_back(t);
         }
         const double t = Median(ms) * 1e-3;
+        // Where the time goes: one more run with events between the kernels.
+        cudaEvent_t ev[5];
+        for (auto& x : ev) cudaEventCreate(&x);
+        a.timing_events = ev;
+        CHECK(nsa::cuda::LaunchNsaDecode(a, nullptr));
+        CHECK(cudaEventSynchronize(ev[4]));
+        a.timing_events = nullptr;
+        float part[4];
+        for (int k = 0; k < 4; ++k) cudaEventElapsedTime(&part[k], ev[k], ev[k + 1]);
+        std::fprintf(stderr, "  %s b%d %lldk: compressed %.1f us, select %.1f us, sel+win %.1f us, combine %.1f us\n", sh.name,
+                     batch, static_cast<long long>(context / 1024), part[0] * 1e3, part[1] * 1e3, part[2] * 1e3, part[3] * 1e3);
         // nsa-spec.md section 5: (N_cmp + min(n l', T) + min(w, T)) (hd + vhd) 2 bytes per (sequence, KV head).
         const int64_t entries = p.NumCompressed(context) + std::min<int64_t>(int64_t{sh.n} * sh.lp, context) +
                                 std::min<int64_t>(sh.w, context);

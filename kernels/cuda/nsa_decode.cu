@@ -59,9 +59,11 @@ __device__ void LoadRows(__nv_bfloat16* dst, int rows, int dim, RowPtr row_ptr) 
 __device__ void AttendTile(const float* qs, const __nv_bfloat16* ks, const __nv_bfloat16* vs, float* s, int s_stride,
                            int G, int rows, int hd, int vhd, float scale, float* part, float* scores_out,
                            int64_t score_stride) {
+  // Heads vary fastest across a warp: the K row is a broadcast, and q rows are padded to hd + 1
+  // floats so the heads fall in different banks.
   for (int idx = threadIdx.x; idx < G * rows; idx += blockDim.x) {
-    const int h = idx / rows, r = idx % rows;
-    const float* q = qs + h * hd;
+    const int r = idx / G, h = idx % G;
+    const float* q = qs + h * (hd + 1);
     const __nv_bfloat162* k = reinterpret_cast<const __nv_bfloat162*>(ks + r * hd);
     float acc = 0.f;
     for (int e = 0; e < hd / 2; ++e) {
@@ -100,7 +102,8 @@ __device__ void AttendTile(const float* qs, const __nv_bfloat16* ks, const __nv_
 
 __device__ void LoadQuery(const NsaDecodeArgs& a, int b, int g, int G, float* qs) {
   const __nv_bfloat16* q = a.q + (static_cast<int64_t>(b) * a.num_heads + g * G) * a.head_dim;
-  for (int i = threadIdx.x; i < G * a.head_dim; i += blockDim.x) qs[i] = __bfloat162float(q[i]);
+  const int hd = a.head_dim;
+  for (int i = threadIdx.x; i < G * hd; i += blockDim.x) qs[(i / hd) * (hd + 1) + i % hd] = __bfloat162float(q[i]);
 }
 
 __device__ void EmptyPart(float* part, int G, int vhd) {
@@ -127,7 +130,7 @@ __global__ void CompressedKernel(NsaDecodeArgs a, Sizes z, float* ws) {
   __nv_bfloat16* ks = reinterpret_cast<__nv_bfloat16*>(smem);
   __nv_bfloat16* vs = ks + kCmpRows * hd;
   float* qs = reinterpret_cast<float*>(vs + kCmpRows * vhd);
-  float* s = qs + G * hd;
+  float* s = qs + G * (hd + 1);
   const int32_t* table = a.raw_tables + static_cast<int64_t>(b) * a.max_pages;
   const KvLayout& L = a.layout;
   const int64_t k_off = L.Offset(KvPlane::kCmp, a.layer, g, false), v_off = L.Offset(KvPlane::kCmp, a.layer, g, true);
@@ -179,19 +182,20 @@ __global__ void SelectKernel(NsaDecodeArgs a, Sizes z, float* ws) {
     cmp_out[idx] = chunks > 0 ? acc / big_l[h] : 0.f;
   }
 
-  // Block scores: sum over the group of the compressed probabilities, weighted by shared chunks.
-  const float* s = ws + z.scores + bk * G * z.nmax;
+  // Block scores. First each summary's probability summed over the group (in place of head 0's
+  // raw scores: each entry is read and written by one thread), then the blocks' weighted sums.
+  float* s = ws + z.scores + bk * G * z.nmax;
+  for (int64_t i = threadIdx.x; i < N; i += blockDim.x) {
+    float p = 0.f;
+    for (int h = 0; h < G; ++h) p += __expf(s[h * z.nmax + i] - lse[h]);
+    s[i] = p;
+  }
+  __syncthreads();
   const int cpc = a.nsa.compress_block / a.nsa.compress_stride, cps = a.nsa.select_block / a.nsa.compress_stride;
   for (int64_t j = threadIdx.x; j <= c; j += blockDim.x) {
     float acc = 0.f;
     const int64_t lo = Max(0, j * cps - cpc + 1), hi = Min(N - 1, (j + 1) * cps - 1);
-    for (int64_t i = lo; i <= hi; ++i) {
-      const int w = a.nsa.GeometricWeight(i, j);
-      if (w == 0) continue;
-      float p = 0.f;
-      for (int h = 0; h < G; ++h) p += __expf(s[h * z.nmax + i] - lse[h]);
-      acc += w * p;
-    }
+    for (int64_t i = lo; i <= hi; ++i) acc += a.nsa.GeometricWeight(i, j) * s[i];
     score[j] = acc;
     taken[j] = 0;
   }
@@ -213,40 +217,59 @@ __global__ void SelectKernel(NsaDecodeArgs a, Sizes z, float* ws) {
     }
   }
   __syncthreads();
-  __shared__ float best_score[kThreads / 32];
-  __shared__ int64_t best_index[kThreads / 32];
   const bool all = c + 1 <= z.n;
-  while (!all && count < z.n) {
-    float bs = -FLT_MAX;
-    int64_t bi = -1;
-    for (int64_t j = threadIdx.x; j <= c; j += blockDim.x) {
-      if (!taken[j] && (bi < 0 || score[j] > bs || (score[j] == bs && j < bi))) bs = score[j], bi = j;
+  if (!all) {
+    // The k-th largest score among the free blocks, bit by bit: T = the largest pattern with at
+    // least k free scores >= T.
+    const int k = z.n - count;
+    uint32_t prefix = 0;
+    for (int bit = 31; bit >= 0; --bit) {
+      const uint32_t candidate = prefix | (1u << bit);
+      int mine = 0;
+      for (int64_t j = threadIdx.x; j <= c; j += blockDim.x) mine += !taken[j] && __float_as_uint(score[j]) >= candidate;
+      __shared__ int total;
+      if (threadIdx.x == 0) total = 0;
+      __syncthreads();
+      atomicAdd(&total, mine);
+      __syncthreads();
+      if (total >= k) prefix = candidate;
+      __syncthreads();
     }
-    for (int o = 16; o > 0; o /= 2) {
-      const float os = __shfl_xor_sync(0xffffffff, bs, o);
-      const int64_t oi = __shfl_xor_sync(0xffffffff, bi, o);
-      if (oi >= 0 && (bi < 0 || os > bs || (os == bs && oi < bi))) bs = os, bi = oi;
-    }
-    if (lane == 0) best_score[warp] = bs, best_index[warp] = bi;
+    // Everything above T, then the lowest indices equal to T until k are taken.
+    __shared__ int above;
+    if (threadIdx.x == 0) above = 0;
     __syncthreads();
-    if (threadIdx.x == 0) {
-      for (int w = 1; w < warps; ++w) {
-        const float os = best_score[w];
-        const int64_t oi = best_index[w];
-        if (oi >= 0 && (bi < 0 || os > bs || (os == bs && oi < bi))) bs = os, bi = oi;
+    for (int64_t j = threadIdx.x; j <= c; j += blockDim.x) {
+      if (!taken[j] && __float_as_uint(score[j]) > prefix) taken[j] = 2, atomicAdd(&above, 1);
+    }
+    __syncthreads();
+    if (warp == 0) {
+      int need = k - above;
+      for (int64_t base = 0; base <= c && need > 0; base += 32) {
+        const int64_t j = base + lane;
+        const bool eq = j <= c && !taken[j] && __float_as_uint(score[j]) == prefix;
+        const unsigned mask = __ballot_sync(0xffffffff, eq);
+        const int rank = __popc(mask & ((1u << lane) - 1));
+        if (eq && rank < need) taken[j] = 2;
+        need -= min(need, __popc(mask));
       }
-      taken[bi] = 1;
-      chosen[count++] = static_cast<int32_t>(bi);
+    }
+    __syncthreads();
+    // Collect in index order (ascending, as the reads want it).
+    if (warp == 0) {
+      int n_out = 0;
+      for (int64_t base = 0; base <= c; base += 32) {
+        const int64_t j = base + lane;
+        const bool on = j <= c && taken[j];
+        const unsigned mask = __ballot_sync(0xffffffff, on);
+        if (on) chosen[n_out + __popc(mask & ((1u << lane) - 1))] = static_cast<int32_t>(j);
+        n_out += __popc(mask);
+      }
+      if (lane == 0) count = n_out;
     }
     __syncthreads();
   }
   if (threadIdx.x == 0) {
-    for (int i = 1; i < count; ++i) {  // ascending, for coalesced reads in page order
-      const int32_t x = chosen[i];
-      int k = i - 1;
-      while (k >= 0 && chosen[k] > x) chosen[k + 1] = chosen[k], --k;
-      chosen[k + 1] = x;
-    }
     for (int i = 0; i < z.n; ++i) {
       sel[i] = i < count ? chosen[i] : -1;
       if (a.selected) a.selected[bk * z.n + i] = sel[i];
@@ -289,7 +312,7 @@ __global__ void SegmentKernel(NsaDecodeArgs a, Sizes z, float* ws) {
   __nv_bfloat16* ks = reinterpret_cast<__nv_bfloat16*>(smem);
   __nv_bfloat16* vs = ks + lp * hd;
   float* qs = reinterpret_cast<float*>(vs + lp * vhd);
-  float* s = qs + G * hd;
+  float* s = qs + G * (hd + 1);
   // Rows of one page are contiguous: the whole K (then V) run is one stream of 16-byte reads.
   LoadRows(ks, rows, hd, [&](int r) { return k + static_cast<int64_t>(r) * hd; });
   LoadRows(vs, rows, vhd, [&](int r) { return v + static_cast<int64_t>(r) * vhd; });
@@ -341,17 +364,29 @@ cudaError_t LaunchNsaDecode(const NsaDecodeArgs& a, cudaStream_t stream) {
   if (a.max_context / a.nsa.select_block + 1 > kMaxBlocks || a.batch < 1) return cudaErrorInvalidValue;
   float* ws = static_cast<float*>(a.workspace);
   const int lp = a.nsa.select_block;
-  const size_t cmp_smem = (kCmpRows * (a.head_dim + a.v_head_dim)) * 2 + (z.G * a.head_dim + z.G * kCmpRows) * 4;
-  const size_t seg_smem = (static_cast<size_t>(lp) * (a.head_dim + a.v_head_dim)) * 2 + (z.G * a.head_dim + z.G * lp) * 4;
+  const size_t cmp_smem = (kCmpRows * (a.head_dim + a.v_head_dim)) * 2 + (z.G * (a.head_dim + 1) + z.G * kCmpRows) * 4;
+  const size_t seg_smem = (static_cast<size_t>(lp) * (a.head_dim + a.v_head_dim)) * 2 + (z.G * (a.head_dim + 1) + z.G * lp) * 4;
   const size_t sel_smem = (a.max_context / lp + 1) * (sizeof(float) + 1) + 16;
-  cudaError_t err;
-  if ((err = cudaFuncSetAttribute(CompressedKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, cmp_smem)) != cudaSuccess) return err;
-  if ((err = cudaFuncSetAttribute(SegmentKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, seg_smem)) != cudaSuccess) return err;
-  if ((err = cudaFuncSetAttribute(SelectKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, sel_smem)) != cudaSuccess) return err;
+  // Opt in to large shared memory once per process (the attribute is per kernel, not per launch).
+  static const cudaError_t opt_in = [] {
+    int max_smem = 0;
+    cudaDeviceGetAttribute(&max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0);
+    cudaError_t e = cudaFuncSetAttribute(CompressedKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, max_smem);
+    if (e == cudaSuccess) e = cudaFuncSetAttribute(SegmentKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, max_smem);
+    if (e == cudaSuccess) e = cudaFuncSetAttribute(SelectKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, max_smem);
+    return e;
+  }();
+  if (opt_in != cudaSuccess) return opt_in;
+  cudaEvent_t* ev = a.timing_events;
+  if (ev) cudaEventRecord(ev[0], stream);
   CompressedKernel<<<dim3(z.cmp_chunks, a.num_kv_heads, a.batch), kThreads, cmp_smem, stream>>>(a, z, ws);
-  SelectKernel<<<dim3(a.num_kv_heads, a.batch), kThreads, sel_smem, stream>>>(a, z, ws);
+  if (ev) cudaEventRecord(ev[1], stream);
+  SelectKernel<<<dim3(a.num_kv_heads, a.batch), 512, sel_smem, stream>>>(a, z, ws);
+  if (ev) cudaEventRecord(ev[2], stream);
   SegmentKernel<<<dim3(z.segments, a.num_kv_heads, a.batch), kThreads, seg_smem, stream>>>(a, z, ws);
+  if (ev) cudaEventRecord(ev[3], stream);
   CombineKernel<<<dim3(a.num_kv_heads, a.batch), 256, 0, stream>>>(a, z, ws);
+  if (ev) cudaEventRecord(ev[4], stream);
   return cudaGetLastError();
 }
 

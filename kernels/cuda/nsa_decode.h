@@ -47,6 +47,8 @@ struct NsaDecodeArgs {
   float* out = nullptr;  // [batch][num_heads][v_head_dim]
   int32_t* selected = nullptr;  // optional [batch][num_kv_heads][n]: chosen blocks, ascending, -1 pads
   void* workspace = nullptr;
+  // Benchmarks only: when set, five events recorded before, between and after the four kernels.
+  cudaEvent_t* timing_events = nullptr;
 };
 
 // Bytes of workspace LaunchNsaDecode needs for these arguments.
