@@ -371,6 +371,7 @@ cudaError_t LaunchNsaDecode(const NsaDecodeArgs& a, cudaStream_t stream) {
   static const cudaError_t opt_in = [] {
     int max_smem = 0;
     cudaDeviceGetAttribute(&max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0);
+    max_smem -= 8 << 10;  // leave room for the kernels' static shared memory
     cudaError_t e = cudaFuncSetAttribute(CompressedKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, max_smem);
     if (e == cudaSuccess) e = cudaFuncSetAttribute(SegmentKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, max_smem);
     if (e == cudaSuccess) e = cudaFuncSetAttribute(SelectKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, max_smem);
