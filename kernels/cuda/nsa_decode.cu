@@ -18,7 +18,7 @@ constexpr int kMaxBlocks = 16384;  // selection blocks: contexts up to 1M tokens
 struct Sizes {
   int G, n, window_pages, segments, cmp_chunks;
   int64_t nmax;
-  size_t scores, cmp_part, cmp_out, sel, seg_part;  // float/int offsets into the workspace
+  size_t scores, cmp_part, sel, seg_part;  // float/int offsets into the workspace
   size_t total_bytes;
 };
 
@@ -34,8 +34,7 @@ Sizes SizesOf(const NsaDecodeArgs& a) {
   const size_t part = static_cast<size_t>(s.G) * (2 + a.v_head_dim);
   s.scores = 0;
   s.cmp_part = s.scores + bk * s.G * std::max<int64_t>(s.nmax, 1);
-  s.cmp_out = s.cmp_part + bk * s.cmp_chunks * part;
-  s.sel = s.cmp_out + bk * s.G * a.v_head_dim;
+  s.sel = s.cmp_part + bk * s.cmp_chunks * part;
   s.seg_part = s.sel + bk * s.n;
   s.total_bytes = (s.seg_part + bk * s.segments * part) * sizeof(float);
   return s;
@@ -156,7 +155,7 @@ __global__ void SelectKernel(NsaDecodeArgs a, Sizes z, float* ws) {
   const size_t bk = static_cast<size_t>(b) * a.num_kv_heads + g;
   const float* part = ws + z.cmp_part + bk * z.cmp_chunks * G * (2 + vhd);
   const int chunks = static_cast<int>((N + kCmpRows - 1) / kCmpRows);
-  __shared__ float lse[kMaxG], big_m[kMaxG], big_l[kMaxG];
+  __shared__ float lse[kMaxG];
   extern __shared__ __align__(16) unsigned char smem[];
   float* score = reinterpret_cast<float*>(smem);
   unsigned char* taken = reinterpret_cast<unsigned char*>(score + c + 1);
@@ -171,16 +170,9 @@ __global__ void SelectKernel(NsaDecodeArgs a, Sizes z, float* ws) {
     float l = 0.f;
     for (int k = lane; k < chunks; k += 32) l += part[(k * G + h) * stride + 1] * __expf(part[(k * G + h) * stride] - m);
     for (int o = 16; o > 0; o /= 2) l += __shfl_xor_sync(0xffffffff, l, o);
-    if (lane == 0) big_m[h] = m, big_l[h] = l, lse[h] = chunks > 0 ? m + __logf(l) : -FLT_MAX;
+    if (lane == 0) lse[h] = chunks > 0 ? m + __logf(l) : -FLT_MAX;
   }
   __syncthreads();
-  float* cmp_out = ws + z.cmp_out + bk * G * vhd;
-  for (int idx = threadIdx.x; idx < G * vhd; idx += blockDim.x) {
-    const int h = idx / vhd, e = idx % vhd;
-    float acc = 0.f;
-    for (int k = 0; k < chunks; ++k) acc += part[(k * G + h) * stride + 2 + e] * __expf(part[(k * G + h) * stride] - big_m[h]);
-    cmp_out[idx] = chunks > 0 ? acc / big_l[h] : 0.f;
-  }
 
   // Block scores. First each summary's probability summed over the group (in place of head 0's
   // raw scores: each entry is read and written by one thread), then the blocks' weighted sums.
@@ -219,22 +211,33 @@ __global__ void SelectKernel(NsaDecodeArgs a, Sizes z, float* ws) {
   __syncthreads();
   const bool all = c + 1 <= z.n;
   if (!all) {
-    // The k-th largest score among the free blocks, bit by bit: T = the largest pattern with at
-    // least k free scores >= T.
+    // The k-th largest score among the free blocks, 8 bits at a time from the top (scores are
+    // >= 0, so their bit patterns order like their values): after four passes prefix = T, the
+    // k-th largest.
     const int k = z.n - count;
-    uint32_t prefix = 0;
-    for (int bit = 31; bit >= 0; --bit) {
-      const uint32_t candidate = prefix | (1u << bit);
-      int mine = 0;
-      for (int64_t j = threadIdx.x; j <= c; j += blockDim.x) mine += !taken[j] && __float_as_uint(score[j]) >= candidate;
-      __shared__ int total;
-      if (threadIdx.x == 0) total = 0;
+    __shared__ int hist[256];
+    __shared__ uint32_t prefix_sh;
+    __shared__ int remaining_sh;
+    if (threadIdx.x == 0) prefix_sh = 0, remaining_sh = k;
+    for (int shift = 24; shift >= 0; shift -= 8) {
+      for (int i = threadIdx.x; i < 256; i += blockDim.x) hist[i] = 0;
       __syncthreads();
-      atomicAdd(&total, mine);
+      const uint32_t prefix = prefix_sh;
+      const uint32_t high_mask = shift == 24 ? 0u : ~0u << (shift + 8);
+      for (int64_t j = threadIdx.x; j <= c; j += blockDim.x) {
+        const uint32_t bits = __float_as_uint(score[j]);
+        if (!taken[j] && (bits & high_mask) == (prefix & high_mask)) atomicAdd(&hist[(bits >> shift) & 0xFF], 1);
+      }
       __syncthreads();
-      if (total >= k) prefix = candidate;
+      if (threadIdx.x == 0) {
+        int remaining = remaining_sh, d = 255;
+        while (d > 0 && hist[d] < remaining) remaining -= hist[d--];
+        prefix_sh = prefix | (static_cast<uint32_t>(d) << shift);
+        remaining_sh = remaining;
+      }
       __syncthreads();
     }
+    const uint32_t prefix = prefix_sh;
     // Everything above T, then the lowest indices equal to T until k are taken.
     __shared__ int above;
     if (threadIdx.x == 0) above = 0;
@@ -322,32 +325,46 @@ __global__ void SegmentKernel(NsaDecodeArgs a, Sizes z, float* ws) {
 }
 
 // ---- 4: merge per branch and gate --------------------------------------------------------------
+// grid (num_heads, batch), v_head_dim threads or more. The merge factors exp(m_k - M) / L of every
+// partial are computed once, then each thread sums its output channel over the partials.
+__device__ void MergeFactors(const float* parts, int count, int part_stride, float* factors) {
+  // One warp: M = max m_k, L = sum l_k exp(m_k - M); factors[k] = exp(m_k - M) / L (0 if empty).
+  const int lane = threadIdx.x % 32;
+  float m = -FLT_MAX;
+  for (int k = lane; k < count; k += 32) m = fmaxf(m, parts[k * part_stride]);
+  for (int o = 16; o > 0; o /= 2) m = fmaxf(m, __shfl_xor_sync(0xffffffff, m, o));
+  float l = 0.f;
+  for (int k = lane; k < count; k += 32) l += parts[k * part_stride + 1] * __expf(parts[k * part_stride] - m);
+  for (int o = 16; o > 0; o /= 2) l += __shfl_xor_sync(0xffffffff, l, o);
+  for (int k = lane; k < count; k += 32) {
+    const float* p = parts + k * part_stride;
+    factors[k] = l > 0.f && p[1] > 0.f ? __expf(p[0] - m) / l : 0.f;
+  }
+}
+
 __global__ void CombineKernel(NsaDecodeArgs a, Sizes z, float* ws) {
-  const int g = blockIdx.x, b = blockIdx.y, G = z.G, vhd = a.v_head_dim, stride = 2 + vhd;
+  const int head = blockIdx.x, b = blockIdx.y, G = z.G, vhd = a.v_head_dim, stride = 2 + vhd;
+  const int g = head / G, h = head % G;
   const size_t bk = static_cast<size_t>(b) * a.num_kv_heads + g;
-  const float* parts = ws + z.seg_part + bk * z.segments * G * stride;
-  const float* cmp_out = ws + z.cmp_out + bk * G * vhd;
-  for (int idx = threadIdx.x; idx < G * vhd; idx += blockDim.x) {
-    const int h = idx / vhd, e = idx % vhd;
-    float branch[2];
-    for (int which = 0; which < 2; ++which) {
-      const int lo = which == 0 ? 0 : z.n, hi = which == 0 ? z.n : z.segments;
-      float m = -FLT_MAX;
-      for (int k = lo; k < hi; ++k) m = fmaxf(m, parts[(k * G + h) * stride]);
-      float l = 0.f, o = 0.f;
-      for (int k = lo; k < hi; ++k) {
-        const float* p = parts + (k * G + h) * stride;
-        if (p[1] == 0.f) continue;  // empty segment
-        const float f = __expf(p[0] - m);
-        l += p[1] * f;
-        o += p[2 + e] * f;
-      }
-      branch[which] = l > 0.f ? o / l : 0.f;
-    }
-    const int head = g * G + h;
-    const float* gate = a.gates + (static_cast<int64_t>(b) * a.num_heads + head) * 3;
-    a.out[(static_cast<int64_t>(b) * a.num_heads + head) * vhd + e] =
-        gate[0] * cmp_out[h * vhd + e] + gate[1] * branch[0] + gate[2] * branch[1];
+  const int64_t t = a.positions[b];
+  const int chunks = static_cast<int>((a.nsa.NumCompressed(t + 1) + kCmpRows - 1) / kCmpRows);
+  const float* cmp = ws + z.cmp_part + bk * z.cmp_chunks * G * stride + h * stride;  // chunk k at + k * G * stride
+  const float* seg = ws + z.seg_part + bk * z.segments * G * stride + h * stride;
+  extern __shared__ float factors[];  // [cmp_chunks + segments]
+  float* fc = factors;
+  float* fs = factors + z.cmp_chunks;
+  const int warp = threadIdx.x / 32;
+  if (warp == 0) MergeFactors(cmp, chunks, G * stride, fc);
+  if (warp == 1) MergeFactors(seg, z.n, G * stride, fs);
+  if (warp == 2) MergeFactors(seg + z.n * G * stride, z.segments - z.n, G * stride, fs + z.n);
+  __syncthreads();
+  const float* gate = a.gates + (static_cast<int64_t>(b) * a.num_heads + head) * 3;
+  for (int e = threadIdx.x; e < vhd; e += blockDim.x) {
+    float oc = 0.f, os = 0.f, ow = 0.f;
+    for (int k = 0; k < chunks; ++k) oc += fc[k] * cmp[k * G * stride + 2 + e];
+    for (int k = 0; k < z.n; ++k) os += fs[k] * seg[k * G * stride + 2 + e];
+    for (int k = z.n; k < z.segments; ++k) ow += fs[k] * seg[k * G * stride + 2 + e];
+    a.out[(static_cast<int64_t>(b) * a.num_heads + head) * vhd + e] = gate[0] * oc + gate[1] * os + gate[2] * ow;
   }
 }
 
@@ -375,6 +392,7 @@ cudaError_t LaunchNsaDecode(const NsaDecodeArgs& a, cudaStream_t stream) {
     cudaError_t e = cudaFuncSetAttribute(CompressedKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, max_smem);
     if (e == cudaSuccess) e = cudaFuncSetAttribute(SegmentKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, max_smem);
     if (e == cudaSuccess) e = cudaFuncSetAttribute(SelectKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, max_smem);
+    if (e == cudaSuccess) e = cudaFuncSetAttribute(CombineKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, max_smem);
     return e;
   }();
   if (opt_in != cudaSuccess) return opt_in;
@@ -386,7 +404,8 @@ cudaError_t LaunchNsaDecode(const NsaDecodeArgs& a, cudaStream_t stream) {
   if (ev) cudaEventRecord(ev[2], stream);
   SegmentKernel<<<dim3(z.segments, a.num_kv_heads, a.batch), kThreads, seg_smem, stream>>>(a, z, ws);
   if (ev) cudaEventRecord(ev[3], stream);
-  CombineKernel<<<dim3(a.num_kv_heads, a.batch), 256, 0, stream>>>(a, z, ws);
+  const size_t combine_smem = (z.cmp_chunks + z.segments) * sizeof(float);
+  CombineKernel<<<dim3(a.num_heads, a.batch), 128, combine_smem, stream>>>(a, z, ws);
   if (ev) cudaEventRecord(ev[4], stream);
   return cudaGetLastError();
 }

@@ -6,11 +6,11 @@
 // Four launches, each spread over (sequence, KV head, chunk) so one sequence fills the GPU:
 //   1 compressed   grid (cmp chunks, kv heads, batch): raw scores + split-softmax partials over
 //                  32 summaries a block
-//   2 select       grid (kv heads, batch): merge the compressed partials (o_cmp, log-sum-exp),
-//                  block scores (geometric map, group sum), forced blocks, top-n ascending
+//   2 select       grid (kv heads, batch): the compressed branch's log-sum-exp per head, block
+//                  scores (geometric map, group sum), forced blocks, top-n (radix select) ascending
 //   3 sel + win    grid (n + window pages, kv heads, batch): one page of l' tokens a block, K and V
 //                  loaded with 16-byte reads and reused by all G heads; split-softmax partials
-//   4 combine      grid (kv heads, batch): merge partials per branch, apply the gates
+//   4 combine      grid (heads, batch): merge each branch's partials, apply the gates
 #pragma once
 
 #include <cstddef>
