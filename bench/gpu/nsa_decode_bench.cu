@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -76,7 +77,7 @@ int main(int argc, char** argv) {
   const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
   cudaDeviceProp prop;
   CHECK(cudaGetDeviceProperties(&prop, 0));
-  const double ceiling = CopyCeiling();
+  const double ceiling = std::getenv("NSA_BENCH_ONLY") ? 3.0e12 : CopyCeiling();
   std::printf("device: %s, %d SMs; copy ceiling %.2f TB/s\n\n", prop.name, prop.multiProcessorCount, ceiling / 1e12);
   std::printf("| shape | batch | context | time (us) | NSA bytes (MB) | GB/s | %% of copy ceiling |\n|---|---|---|---|---|---|---|\n");
   const Shape shapes[] = {{"7b", 64, 4, 128, 128, 64, 64, 64, 16, 512, false},
@@ -85,6 +86,12 @@ int main(int argc, char** argv) {
     for (int batch : {1, 8, 32}) {
       for (int64_t context : {8192, 16384, 32768, 65536, 131072}) {
         if (quick && context != 65536) continue;
+        // NSA_BENCH_ONLY=shape:batch:context runs one configuration (for ncu).
+        if (const char* only = std::getenv("NSA_BENCH_ONLY")) {
+          char want[64];
+          std::snprintf(want, sizeof(want), "%s:%d:%lld", sh.name, batch, static_cast<long long>(context));
+          if (std::strcmp(only, want) != 0) continue;
+        }
         NsaParams p;
         p.compress_block = sh.l, p.compress_stride = sh.d, p.select_block = sh.lp, p.num_selected = sh.n, p.window = sh.w;
         p.score_map = sh.l == sh.lp ? ScoreMap::kIdentity : ScoreMap::kGeometric;

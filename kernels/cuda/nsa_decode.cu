@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cfloat>
 
+#include <cuda_pipeline.h>
+
 namespace nsa::cuda {
 namespace {
 
@@ -40,16 +42,18 @@ Sizes SizesOf(const NsaDecodeArgs& a) {
   return s;
 }
 
-// Copies `rows` rows of `dim` bf16 from `row_ptr(r)` into shared memory, 16 bytes a lane.
+// Copies `rows` rows of `dim` bf16 from `row_ptr(r)` into shared memory with asynchronous
+// 16-byte copies spread over the whole block: every load is in flight at once, so a tile costs
+// one memory latency, not one per row. The caller waits with __pipeline_wait_prior(0) and a
+// __syncthreads.
 template <typename RowPtr>
 __device__ void LoadRows(__nv_bfloat16* dst, int rows, int dim, RowPtr row_ptr) {
   const int vectors = dim / 8;  // 8 bf16 = 16 bytes
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
-  for (int r = warp; r < rows; r += warps) {
-    const uint4* src = reinterpret_cast<const uint4*>(row_ptr(r));
-    uint4* out = reinterpret_cast<uint4*>(dst + r * dim);
-    for (int v = lane; v < vectors; v += 32) out[v] = src[v];
+  for (int idx = threadIdx.x; idx < rows * vectors; idx += blockDim.x) {
+    const int r = idx / vectors, v = idx % vectors;
+    __pipeline_memcpy_async(dst + r * dim + v * 8, row_ptr(r) + v * 8, 16);
   }
+  __pipeline_commit();
 }
 
 // Split-softmax attention of the G heads over `rows` rows in shared memory. Writes, per head,
@@ -140,6 +144,7 @@ __global__ void CompressedKernel(NsaDecodeArgs a, Sizes z, float* ws) {
   LoadRows(ks, rows, hd, [&](int r) { return row(r, k_off, hd); });
   LoadRows(vs, rows, vhd, [&](int r) { return row(r, v_off, vhd); });
   LoadQuery(a, b, g, G, qs);
+  __pipeline_wait_prior(0);
   __syncthreads();
   float* scores = ws + z.scores + bk * G * z.nmax + i0;
   AttendTile(qs, ks, vs, s, kCmpRows, G, rows, hd, vhd, a.scale, part, scores, z.nmax);
@@ -174,20 +179,24 @@ __global__ void SelectKernel(NsaDecodeArgs a, Sizes z, float* ws) {
   }
   __syncthreads();
 
-  // Block scores. First each summary's probability summed over the group (in place of head 0's
-  // raw scores: each entry is read and written by one thread), then the blocks' weighted sums.
-  float* s = ws + z.scores + bk * G * z.nmax;
-  for (int64_t i = threadIdx.x; i < N; i += blockDim.x) {
-    float p = 0.f;
-    for (int h = 0; h < G; ++h) p += __expf(s[h * z.nmax + i] - lse[h]);
-    s[i] = p;
+  // Block scores. First each summary's probability summed over the group, every (head, entry)
+  // pair loaded independently and added up in shared memory, then the blocks' weighted sums.
+  const float* s = ws + z.scores + bk * G * z.nmax;
+  float* P = reinterpret_cast<float*>(taken + ((c + 1 + 15) / 16) * 16);
+  for (int64_t i = threadIdx.x; i < N; i += blockDim.x) P[i] = 0.f;
+  __syncthreads();
+#pragma unroll 4
+  for (int64_t idx = threadIdx.x; idx < G * N; idx += blockDim.x) {
+    const int h = static_cast<int>(idx / N);
+    const int64_t i = idx % N;
+    atomicAdd(&P[i], __expf(s[h * z.nmax + i] - lse[h]));
   }
   __syncthreads();
   const int cpc = a.nsa.compress_block / a.nsa.compress_stride, cps = a.nsa.select_block / a.nsa.compress_stride;
   for (int64_t j = threadIdx.x; j <= c; j += blockDim.x) {
     float acc = 0.f;
     const int64_t lo = Max(0, j * cps - cpc + 1), hi = Min(N - 1, (j + 1) * cps - 1);
-    for (int64_t i = lo; i <= hi; ++i) acc += a.nsa.GeometricWeight(i, j) * s[i];
+    for (int64_t i = lo; i <= hi; ++i) acc += a.nsa.GeometricWeight(i, j) * P[i];
     score[j] = acc;
     taken[j] = 0;
   }
@@ -320,6 +329,7 @@ __global__ void SegmentKernel(NsaDecodeArgs a, Sizes z, float* ws) {
   LoadRows(ks, rows, hd, [&](int r) { return k + static_cast<int64_t>(r) * hd; });
   LoadRows(vs, rows, vhd, [&](int r) { return v + static_cast<int64_t>(r) * vhd; });
   LoadQuery(a, b, g, G, qs);
+  __pipeline_wait_prior(0);
   __syncthreads();
   AttendTile(qs, ks, vs, s, lp, G, rows, hd, vhd, a.scale, part, nullptr, 0);
 }
@@ -361,8 +371,11 @@ __global__ void CombineKernel(NsaDecodeArgs a, Sizes z, float* ws) {
   const float* gate = a.gates + (static_cast<int64_t>(b) * a.num_heads + head) * 3;
   for (int e = threadIdx.x; e < vhd; e += blockDim.x) {
     float oc = 0.f, os = 0.f, ow = 0.f;
+#pragma unroll 8
     for (int k = 0; k < chunks; ++k) oc += fc[k] * cmp[k * G * stride + 2 + e];
+#pragma unroll 8
     for (int k = 0; k < z.n; ++k) os += fs[k] * seg[k * G * stride + 2 + e];
+#pragma unroll 8
     for (int k = z.n; k < z.segments; ++k) ow += fs[k] * seg[k * G * stride + 2 + e];
     a.out[(static_cast<int64_t>(b) * a.num_heads + head) * vhd + e] = gate[0] * oc + gate[1] * os + gate[2] * ow;
   }
@@ -383,7 +396,7 @@ cudaError_t LaunchNsaDecode(const NsaDecodeArgs& a, cudaStream_t stream) {
   const int lp = a.nsa.select_block;
   const size_t cmp_smem = (kCmpRows * (a.head_dim + a.v_head_dim)) * 2 + (z.G * (a.head_dim + 1) + z.G * kCmpRows) * 4;
   const size_t seg_smem = (static_cast<size_t>(lp) * (a.head_dim + a.v_head_dim)) * 2 + (z.G * (a.head_dim + 1) + z.G * lp) * 4;
-  const size_t sel_smem = (a.max_context / lp + 1) * (sizeof(float) + 1) + 16;
+  const size_t sel_smem = (a.max_context / lp + 1 + 16) * (sizeof(float) + 1) + 64 + std::max<int64_t>(z.nmax, 1) * sizeof(float);
   // Opt in to large shared memory once per process (the attribute is per kernel, not per launch).
   static const cudaError_t opt_in = [] {
     int max_smem = 0;
