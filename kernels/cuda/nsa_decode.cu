@@ -12,7 +12,7 @@ __device__ __forceinline__ int64_t Max(int64_t a, int64_t b) { return a > b ? a 
 __device__ __forceinline__ int64_t Min(int64_t a, int64_t b) { return a < b ? a : b; }
 
 constexpr int kThreads = 128;
-constexpr int kCmpRows = 32;  // summaries per block in the compressed pass
+constexpr int kCmpRows = 64;  // summaries per block in the compressed pass (one tile)
 constexpr int kMaxG = 64;
 constexpr int kMaxSelected = 64;
 constexpr int kMaxBlocks = 16384;  // selection blocks: contexts up to 1M tokens at l' = 64
@@ -56,57 +56,145 @@ __device__ void LoadRows(__nv_bfloat16* dst, int rows, int dim, RowPtr row_ptr) 
   __pipeline_commit();
 }
 
-// Split-softmax attention of the G heads over `rows` rows in shared memory. Writes, per head,
-// [m, l, o[v_dim]] (m = max score, l = sum of exp(s - m), o = sum of exp(s - m) v) to `part`,
-// and the raw scaled scores to `scores_out` (row stride `score_stride`) when given.
-__device__ void AttendTile(const float* qs, const __nv_bfloat16* ks, const __nv_bfloat16* vs, float* s, int s_stride,
-                           int G, int rows, int hd, int vhd, float scale, float* part, float* scores_out,
-                           int64_t score_stride) {
-  // Heads vary fastest across a warp: the K row is a broadcast, and q rows are padded to hd + 1
-  // floats so the heads fall in different banks.
-  for (int idx = threadIdx.x; idx < G * rows; idx += blockDim.x) {
-    const int r = idx / G, h = idx % G;
-    const float* q = qs + h * (hd + 1);
-    const __nv_bfloat162* k = reinterpret_cast<const __nv_bfloat162*>(ks + r * hd);
-    float acc = 0.f;
-    for (int e = 0; e < hd / 2; ++e) {
-      const float2 kv = __bfloat1622float2(k[e]);
-      acc += q[2 * e] * kv.x + q[2 * e + 1] * kv.y;
-    }
-    s[h * s_stride + r] = acc * scale;
-    if (scores_out) scores_out[h * score_stride + r] = acc * scale;
-  }
-  __syncthreads();
-  __shared__ float m_sh[kMaxG], l_sh[kMaxG];
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
-  for (int h = warp; h < G; h += warps) {
-    float m = -FLT_MAX;
-    for (int r = lane; r < rows; r += 32) m = fmaxf(m, s[h * s_stride + r]);
-    for (int o = 16; o > 0; o /= 2) m = fmaxf(m, __shfl_xor_sync(0xffffffff, m, o));
-    float l = 0.f;
-    for (int r = lane; r < rows; r += 32) {
-      const float p = __expf(s[h * s_stride + r] - m);
-      s[h * s_stride + r] = p;
-      l += p;
-    }
-    for (int o = 16; o > 0; o /= 2) l += __shfl_xor_sync(0xffffffff, l, o);
-    if (lane == 0) m_sh[h] = m, l_sh[h] = l;
-  }
-  __syncthreads();
-  const int stride = 2 + vhd;
-  for (int idx = threadIdx.x; idx < G * vhd; idx += blockDim.x) {
-    const int h = idx / vhd, e = idx % vhd;
-    float acc = 0.f;
-    for (int r = 0; r < rows; ++r) acc += s[h * s_stride + r] * __bfloat162float(vs[r * vhd + e]);
-    part[h * stride + 2 + e] = acc;
-  }
-  for (int h = threadIdx.x; h < G; h += blockDim.x) part[h * stride] = m_sh[h], part[h * stride + 1] = l_sh[h];
+// ---- tensor-core tile attention ------------------------------------------------------------
+//
+// One tile: up to 64 rows (tokens or summaries) of K and V in shared memory, the group's queries
+// padded to Gp = 16 * ceil(G / 16) heads. Each of the 4 warps takes 16 rows and every 16-head
+// slice of the group: S = Q K^T and O = P V on mma.sync m16n8k16 (bf16 in, fp32 accumulate),
+// the softmax in registers (FlashAttention-2's reuse of the S fragments as P). The warps'
+// partials are then merged in shared memory into one [m, l, o[v_dim]] per head.
+//
+// Fragment layout (PTX ISA, m16n8k16): lane = 4 g + t. A: rows g and g + 8, columns 2t, 2t + 1
+// and 2t + 8, 2t + 9; B: k = 2t, 2t + 1 and 2t + 8, 2t + 9, column g; C: rows g and g + 8,
+// columns 2t and 2t + 1.
+constexpr int kTileRows = 64;
+
+__device__ __forceinline__ void Mma(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
+                                    uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
-__device__ void LoadQuery(const NsaDecodeArgs& a, int b, int g, int G, float* qs) {
+__device__ __forceinline__ uint32_t Pack(float lo, float hi) {
+  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<uint32_t*>(&v);
+}
+
+__device__ __forceinline__ uint32_t Load32(const __nv_bfloat16* p) { return *reinterpret_cast<const uint32_t*>(p); }
+
+__device__ __forceinline__ uint32_t Pair(const __nv_bfloat16* lo, const __nv_bfloat16* hi) {
+  __nv_bfloat162 v;
+  v.x = *lo;
+  v.y = *hi;
+  return *reinterpret_cast<uint32_t*>(&v);
+}
+
+// Shared memory of a tile: K and V (kTileRows rows), q (Gp heads), the warps' partials.
+inline size_t TileSmemBytes(int G, int hd, int vhd) {
+  const int gp = (G + 15) / 16 * 16;
+  return static_cast<size_t>(kTileRows) * (hd + vhd) * 2 + static_cast<size_t>(gp) * hd * 2 +
+         static_cast<size_t>(4) * gp * (2 + vhd) * 4;
+}
+
+// ks, vs: [kTileRows][dim] bf16, rows >= `rows` zeroed; qs: [Gp][hd] bf16, heads >= G zeroed;
+// wp: [4][Gp][2 + vhd] floats of scratch. Writes per head [m, l, o[vhd]] to `part` (global) and,
+// when given, the raw scaled scores to scores_out[h * score_stride + r].
+__device__ void AttendTile(const __nv_bfloat16* qs, const __nv_bfloat16* ks, const __nv_bfloat16* vs, float* wp, int G,
+                           int rows, int hd, int vhd, float scale, float* part, float* scores_out, int64_t score_stride) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  const int gp = (G + 15) / 16 * 16;
+  const int r0 = warp * 16;  // this warp's rows
+  const int wstride = 2 + vhd;
+  float* mine = wp + static_cast<size_t>(warp) * gp * wstride;
+  for (int mt = 0; mt < gp / 16; ++mt) {
+    const __nv_bfloat16* q = qs + static_cast<size_t>(mt) * 16 * hd;
+    // S = Q K^T over two 8-row n-tiles.
+    float sacc[2][4] = {{0, 0, 0, 0}, {0, 0, 0, 0}};
+    for (int kk = 0; kk < hd; kk += 16) {
+      const uint32_t a0 = Load32(q + g * hd + kk + 2 * t), a1 = Load32(q + (g + 8) * hd + kk + 2 * t);
+      const uint32_t a2 = Load32(q + g * hd + kk + 2 * t + 8), a3 = Load32(q + (g + 8) * hd + kk + 2 * t + 8);
+      for (int j = 0; j < 2; ++j) {
+        const __nv_bfloat16* k = ks + (r0 + 8 * j + g) * hd + kk + 2 * t;
+        Mma(sacc[j], a0, a1, a2, a3, Load32(k), Load32(k + 8));
+      }
+    }
+    // Scale, export raw scores, mask rows beyond `rows`, then max and sum per head over 16 rows.
+    float mx[2] = {-FLT_MAX, -FLT_MAX};  // heads g and g + 8 of this slice
+    for (int j = 0; j < 2; ++j) {
+      for (int c = 0; c < 4; ++c) {
+        const int row = r0 + 8 * j + 2 * t + (c & 1);
+        const int head = mt * 16 + g + (c >= 2 ? 8 : 0);
+        float v = sacc[j][c] * scale;
+        if (scores_out && row < rows && head < G) scores_out[head * score_stride + row] = v;
+        if (row >= rows) v = -FLT_MAX;
+        sacc[j][c] = v;
+        mx[c >= 2] = fmaxf(mx[c >= 2], v);
+      }
+    }
+    for (int i = 0; i < 2; ++i) {
+      mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffff, mx[i], 1));
+      mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffff, mx[i], 2));
+    }
+    float sum[2] = {0.f, 0.f};
+    for (int j = 0; j < 2; ++j) {
+      for (int c = 0; c < 4; ++c) {
+        const int row = r0 + 8 * j + 2 * t + (c & 1);
+        const float p = row < rows ? __expf(sacc[j][c] - mx[c >= 2]) : 0.f;
+        sacc[j][c] = p;
+        sum[c >= 2] += p;
+      }
+    }
+    for (int i = 0; i < 2; ++i) {
+      sum[i] += __shfl_xor_sync(0xffffffff, sum[i], 1);
+      sum[i] += __shfl_xor_sync(0xffffffff, sum[i], 2);
+    }
+    // O = P V. S's C fragments are P's A fragments: n-tile 0 holds k 0-7, n-tile 1 holds k 8-15.
+    const uint32_t p0 = Pack(sacc[0][0], sacc[0][1]), p1 = Pack(sacc[0][2], sacc[0][3]);
+    const uint32_t p2 = Pack(sacc[1][0], sacc[1][1]), p3 = Pack(sacc[1][2], sacc[1][3]);
+    float* out_g = mine + static_cast<size_t>(mt * 16 + g) * wstride;
+    float* out_g8 = mine + static_cast<size_t>(mt * 16 + g + 8) * wstride;
+    for (int nt = 0; nt < vhd; nt += 8) {
+      const __nv_bfloat16* v = vs + (r0 + 2 * t) * vhd + nt + g;
+      float o[4] = {0, 0, 0, 0};
+      Mma(o, p0, p1, p2, p3, Pair(v, v + vhd), Pair(v + 8 * vhd, v + 9 * vhd));
+      out_g[2 + nt + 2 * t] = o[0], out_g[2 + nt + 2 * t + 1] = o[1];
+      out_g8[2 + nt + 2 * t] = o[2], out_g8[2 + nt + 2 * t + 1] = o[3];
+    }
+    if (t == 0) {
+      out_g[0] = mx[0], out_g[1] = sum[0];
+      out_g8[0] = mx[1], out_g8[1] = sum[1];
+    }
+  }
+  __syncthreads();
+  // Merge the 4 warps' partials per head (a warp with no rows has l = 0).
+  for (int idx = threadIdx.x; idx < G * wstride; idx += blockDim.x) {
+    const int h = idx / wstride, e = idx % wstride;
+    float m = -FLT_MAX;
+    for (int w = 0; w < 4; ++w) {
+      const float* x = wp + (static_cast<size_t>(w) * gp + h) * wstride;
+      if (x[1] > 0.f) m = fmaxf(m, x[0]);
+    }
+    float acc = 0.f;
+    for (int w = 0; w < 4; ++w) {
+      const float* x = wp + (static_cast<size_t>(w) * gp + h) * wstride;
+      if (x[1] > 0.f) acc += x[e] * __expf(x[0] - m);
+    }
+    part[static_cast<size_t>(h) * wstride + e] = e == 0 ? m : acc;
+  }
+}
+
+// q of the group into shared memory as bf16 [Gp][hd], heads beyond G zeroed.
+__device__ void LoadQuery(const NsaDecodeArgs& a, int b, int g, int G, __nv_bfloat16* qs) {
   const __nv_bfloat16* q = a.q + (static_cast<int64_t>(b) * a.num_heads + g * G) * a.head_dim;
-  const int hd = a.head_dim;
-  for (int i = threadIdx.x; i < G * hd; i += blockDim.x) qs[(i / hd) * (hd + 1) + i % hd] = __bfloat162float(q[i]);
+  const int gp = (G + 15) / 16 * 16;
+  for (int i = threadIdx.x; i < gp * a.head_dim; i += blockDim.x) qs[i] = i < G * a.head_dim ? q[i] : __float2bfloat16(0.f);
+}
+
+// Rows [rows, kTileRows) of a tile are zeroed: their P is 0, and 0 times garbage could be NaN.
+__device__ void ZeroRows(__nv_bfloat16* tile, int rows, int dim) {
+  for (int i = rows * dim + threadIdx.x; i < kTileRows * dim; i += blockDim.x) tile[i] = __float2bfloat16(0.f);
 }
 
 __device__ void EmptyPart(float* part, int G, int vhd) {
@@ -131,9 +219,9 @@ __global__ void CompressedKernel(NsaDecodeArgs a, Sizes z, float* ws) {
 
   extern __shared__ __align__(16) unsigned char smem[];
   __nv_bfloat16* ks = reinterpret_cast<__nv_bfloat16*>(smem);
-  __nv_bfloat16* vs = ks + kCmpRows * hd;
-  float* qs = reinterpret_cast<float*>(vs + kCmpRows * vhd);
-  float* s = qs + G * (hd + 1);
+  __nv_bfloat16* vs = ks + kTileRows * hd;
+  __nv_bfloat16* qs = vs + kTileRows * vhd;
+  float* wp = reinterpret_cast<float*>(qs + (G + 15) / 16 * 16 * hd);
   const int32_t* table = a.raw_tables + static_cast<int64_t>(b) * a.max_pages;
   const KvLayout& L = a.layout;
   const int64_t k_off = L.Offset(KvPlane::kCmp, a.layer, g, false), v_off = L.Offset(KvPlane::kCmp, a.layer, g, true);
@@ -144,10 +232,12 @@ __global__ void CompressedKernel(NsaDecodeArgs a, Sizes z, float* ws) {
   LoadRows(ks, rows, hd, [&](int r) { return row(r, k_off, hd); });
   LoadRows(vs, rows, vhd, [&](int r) { return row(r, v_off, vhd); });
   LoadQuery(a, b, g, G, qs);
+  ZeroRows(ks, rows, hd);
+  ZeroRows(vs, rows, vhd);
   __pipeline_wait_prior(0);
   __syncthreads();
   float* scores = ws + z.scores + bk * G * z.nmax + i0;
-  AttendTile(qs, ks, vs, s, kCmpRows, G, rows, hd, vhd, a.scale, part, scores, z.nmax);
+  AttendTile(qs, ks, vs, wp, G, rows, hd, vhd, a.scale, part, scores, z.nmax);
 }
 
 // ---- 2: merge the compressed branch, score the blocks, choose top-n ---------------------------
@@ -322,16 +412,18 @@ __global__ void SegmentKernel(NsaDecodeArgs a, Sizes z, float* ws) {
 
   extern __shared__ __align__(16) unsigned char smem[];
   __nv_bfloat16* ks = reinterpret_cast<__nv_bfloat16*>(smem);
-  __nv_bfloat16* vs = ks + lp * hd;
-  float* qs = reinterpret_cast<float*>(vs + lp * vhd);
-  float* s = qs + G * (hd + 1);
+  __nv_bfloat16* vs = ks + kTileRows * hd;
+  __nv_bfloat16* qs = vs + kTileRows * vhd;
+  float* wp = reinterpret_cast<float*>(qs + (G + 15) / 16 * 16 * hd);
   // Rows of one page are contiguous: the whole K (then V) run is one stream of 16-byte reads.
   LoadRows(ks, rows, hd, [&](int r) { return k + static_cast<int64_t>(r) * hd; });
   LoadRows(vs, rows, vhd, [&](int r) { return v + static_cast<int64_t>(r) * vhd; });
   LoadQuery(a, b, g, G, qs);
+  ZeroRows(ks, rows, hd);
+  ZeroRows(vs, rows, vhd);
   __pipeline_wait_prior(0);
   __syncthreads();
-  AttendTile(qs, ks, vs, s, lp, G, rows, hd, vhd, a.scale, part, nullptr, 0);
+  AttendTile(qs, ks, vs, wp, G, rows, hd, vhd, a.scale, part, nullptr, 0);
 }
 
 // ---- 4: merge per branch and gate --------------------------------------------------------------
@@ -392,10 +484,12 @@ cudaError_t LaunchNsaDecode(const NsaDecodeArgs& a, cudaStream_t stream) {
   if (a.head_dim != 64 && a.head_dim != 128 && a.head_dim != 192) return cudaErrorInvalidValue;
   if (a.v_head_dim != 64 && a.v_head_dim != 128) return cudaErrorInvalidValue;
   if (a.max_context / a.nsa.select_block + 1 > kMaxBlocks || a.batch < 1) return cudaErrorInvalidValue;
+  // One page is one tile: pages longer than kTileRows tokens would need a loop the kernel lacks.
+  if (a.nsa.select_block > kTileRows) return cudaErrorInvalidValue;
   float* ws = static_cast<float*>(a.workspace);
   const int lp = a.nsa.select_block;
-  const size_t cmp_smem = (kCmpRows * (a.head_dim + a.v_head_dim)) * 2 + (z.G * (a.head_dim + 1) + z.G * kCmpRows) * 4;
-  const size_t seg_smem = (static_cast<size_t>(lp) * (a.head_dim + a.v_head_dim)) * 2 + (z.G * (a.head_dim + 1) + z.G * lp) * 4;
+  const size_t cmp_smem = TileSmemBytes(z.G, a.head_dim, a.v_head_dim);
+  const size_t seg_smem = cmp_smem;
   const size_t sel_smem = (a.max_context / lp + 1 + 16) * (sizeof(float) + 1) + 64 + std::max<int64_t>(z.nmax, 1) * sizeof(float);
   // Opt in to large shared memory once per process (the attribute is per kernel, not per launch).
   static const cudaError_t opt_in = [] {
