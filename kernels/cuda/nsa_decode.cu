@@ -185,11 +185,14 @@ __device__ void AttendTile(const __nv_bfloat16* qs, const __nv_bfloat16* ks, con
   }
 }
 
-// q of the group into shared memory as bf16 [Gp][hd], heads beyond G zeroed.
+// q of the group into shared memory as bf16 [Gp][hd], heads beyond G zeroed: the G rows are
+// contiguous in memory, copied asynchronously 16 bytes at a time with the K and V tiles.
 __device__ void LoadQuery(const NsaDecodeArgs& a, int b, int g, int G, __nv_bfloat16* qs) {
   const __nv_bfloat16* q = a.q + (static_cast<int64_t>(b) * a.num_heads + g * G) * a.head_dim;
-  const int gp = (G + 15) / 16 * 16;
-  for (int i = threadIdx.x; i < gp * a.head_dim; i += blockDim.x) qs[i] = i < G * a.head_dim ? q[i] : __float2bfloat16(0.f);
+  const int gp = (G + 15) / 16 * 16, n = G * a.head_dim;
+  for (int i = threadIdx.x * 8; i < n; i += blockDim.x * 8) __pipeline_memcpy_async(qs + i, q + i, 16);
+  __pipeline_commit();
+  for (int i = n + threadIdx.x; i < gp * a.head_dim; i += blockDim.x) qs[i] = __float2bfloat16(0.f);
 }
 
 // Rows [rows, kTileRows) of a tile are zeroed: their P is 0, and 0 times garbage could be NaN.
@@ -225,12 +228,17 @@ __global__ void CompressedKernel(NsaDecodeArgs a, Sizes z, float* ws) {
   const int32_t* table = a.raw_tables + static_cast<int64_t>(b) * a.max_pages;
   const KvLayout& L = a.layout;
   const int64_t k_off = L.Offset(KvPlane::kCmp, a.layer, g, false), v_off = L.Offset(KvPlane::kCmp, a.layer, g, true);
-  auto row = [&](int r, int64_t off, int dim) {
-    const int64_t vr = i0 + r + L.summary_row_shift;
-    return a.pages + table[vr / L.summaries_per_page] * L.page_elems + off + (vr % L.summaries_per_page) * dim;
-  };
-  LoadRows(ks, rows, hd, [&](int r) { return row(r, k_off, hd); });
-  LoadRows(vs, rows, vhd, [&](int r) { return row(r, v_off, vhd); });
+  // Each summary's page and slot, once per row (not once per 16-byte copy).
+  __shared__ int64_t row_page[kTileRows];
+  __shared__ int row_slot[kTileRows];
+  for (int r = threadIdx.x; r < rows; r += blockDim.x) {
+    const int vr = static_cast<int>(i0) + r + L.summary_row_shift;
+    row_page[r] = static_cast<int64_t>(table[vr / L.summaries_per_page]) * L.page_elems;
+    row_slot[r] = vr % L.summaries_per_page;
+  }
+  __syncthreads();
+  LoadRows(ks, rows, hd, [&](int r) { return a.pages + row_page[r] + k_off + row_slot[r] * hd; });
+  LoadRows(vs, rows, vhd, [&](int r) { return a.pages + row_page[r] + v_off + row_slot[r] * vhd; });
   LoadQuery(a, b, g, G, qs);
   ZeroRows(ks, rows, hd);
   ZeroRows(vs, rows, vhd);
@@ -275,10 +283,10 @@ __global__ void SelectKernel(NsaDecodeArgs a, Sizes z, float* ws) {
   float* P = reinterpret_cast<float*>(taken + ((c + 1 + 15) / 16) * 16);
   for (int64_t i = threadIdx.x; i < N; i += blockDim.x) P[i] = 0.f;
   __syncthreads();
+  const int n32 = static_cast<int>(N);
 #pragma unroll 4
-  for (int64_t idx = threadIdx.x; idx < G * N; idx += blockDim.x) {
-    const int h = static_cast<int>(idx / N);
-    const int64_t i = idx % N;
+  for (int idx = threadIdx.x; idx < G * n32; idx += blockDim.x) {
+    const int h = idx / n32, i = idx % n32;
     atomicAdd(&P[i], __expf(s[h * z.nmax + i] - lse[h]));
   }
   __syncthreads();
@@ -328,11 +336,38 @@ __global__ void SelectKernel(NsaDecodeArgs a, Sizes z, float* ws) {
         if (!taken[j] && (bits & high_mask) == (prefix & high_mask)) atomicAdd(&hist[(bits >> shift) & 0xFF], 1);
       }
       __syncthreads();
-      if (threadIdx.x == 0) {
-        int remaining = remaining_sh, d = 255;
-        while (d > 0 && hist[d] < remaining) remaining -= hist[d--];
-        prefix_sh = prefix | (static_cast<uint32_t>(d) << shift);
-        remaining_sh = remaining;
+      if (warp == 0) {
+        // Suffix sums over the 256 bins, 8 a lane (lane 0 holds the top bins 248-255), then the
+        // digit where the count from the top first reaches `remaining`.
+        const int remaining = remaining_sh;
+        int bins[8], local = 0;
+        for (int k = 0; k < 8; ++k) bins[k] = hist[255 - (lane * 8 + k)], local += bins[k];
+        int before = local;  // inclusive prefix over lanes, from the top
+        for (int o = 1; o < 32; o *= 2) {
+          const int x = __shfl_up_sync(0xffffffff, before, o);
+          if (lane >= o) before += x;
+        }
+        before -= local;  // count strictly above this lane's bins
+        int found = -1, left = 0;
+        if (before < remaining && before + local >= remaining) {
+          int acc = before;
+          for (int k = 0; k < 8; ++k) {
+            if (acc + bins[k] >= remaining) {
+              found = 255 - (lane * 8 + k);
+              left = remaining - acc;
+              break;
+            }
+            acc += bins[k];
+          }
+        }
+        const unsigned who = __ballot_sync(0xffffffff, found >= 0);
+        const int src = who ? __ffs(who) - 1 : 0;
+        found = __shfl_sync(0xffffffff, found, src);
+        left = __shfl_sync(0xffffffff, left, src);
+        if (lane == 0) {
+          prefix_sh = prefix | (static_cast<uint32_t>(found < 0 ? 0 : found) << shift);
+          remaining_sh = found < 0 ? remaining : left;
+        }
       }
       __syncthreads();
     }
