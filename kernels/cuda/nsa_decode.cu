@@ -12,6 +12,7 @@ __device__ __forceinline__ int64_t Max(int64_t a, int64_t b) { return a > b ? a 
 __device__ __forceinline__ int64_t Min(int64_t a, int64_t b) { return a < b ? a : b; }
 
 constexpr int kThreads = 128;
+constexpr int kWarps = kThreads / 32;  // each warp of a tile writes its own partial
 constexpr int kCmpRows = 64;  // summaries per block in the compressed pass (one tile)
 constexpr int kMaxG = 64;
 constexpr int kMaxSelected = 64;
@@ -36,9 +37,9 @@ Sizes SizesOf(const NsaDecodeArgs& a) {
   const size_t part = static_cast<size_t>(s.G) * (2 + a.v_head_dim);
   s.scores = 0;
   s.cmp_part = s.scores + bk * s.G * std::max<int64_t>(s.nmax, 1);
-  s.sel = s.cmp_part + bk * s.cmp_chunks * part;
+  s.sel = s.cmp_part + bk * s.cmp_chunks * kWarps * part;
   s.seg_part = s.sel + bk * s.n;
-  s.total_bytes = (s.seg_part + bk * s.segments * part) * sizeof(float);
+  s.total_bytes = (s.seg_part + bk * s.segments * kWarps * part) * sizeof(float);
   return s;
 }
 
@@ -91,23 +92,23 @@ __device__ __forceinline__ uint32_t Pair(const __nv_bfloat16* lo, const __nv_bfl
   return *reinterpret_cast<uint32_t*>(&v);
 }
 
-// Shared memory of a tile: K and V (kTileRows rows), q (Gp heads), the warps' partials.
+// Shared memory of a tile: K and V (kTileRows rows) and q (Gp heads).
 inline size_t TileSmemBytes(int G, int hd, int vhd) {
   const int gp = (G + 15) / 16 * 16;
-  return static_cast<size_t>(kTileRows) * (hd + vhd) * 2 + static_cast<size_t>(gp) * hd * 2 +
-         static_cast<size_t>(4) * gp * (2 + vhd) * 4;
+  return static_cast<size_t>(kTileRows) * (hd + vhd) * 2 + static_cast<size_t>(gp) * hd * 2;
 }
 
-// ks, vs: [kTileRows][dim] bf16, rows >= `rows` zeroed; qs: [Gp][hd] bf16, heads >= G zeroed;
-// wp: [4][Gp][2 + vhd] floats of scratch. Writes per head [m, l, o[vhd]] to `part` (global) and,
-// when given, the raw scaled scores to scores_out[h * score_stride + r].
-__device__ void AttendTile(const __nv_bfloat16* qs, const __nv_bfloat16* ks, const __nv_bfloat16* vs, float* wp, int G,
-                           int rows, int hd, int vhd, float scale, float* part, float* scores_out, int64_t score_stride) {
+// ks, vs: [kTileRows][dim] bf16, rows >= `rows` zeroed; qs: [Gp][hd] bf16, heads >= G zeroed.
+// Each warp writes its partial [m, l, o[vhd]] per head to part[warp][G] (a warp whose 16 rows
+// are all beyond `rows` writes l = 0), and, when given, the raw scaled scores to
+// scores_out[h * score_stride + r]. The merges happen where the partials are read.
+__device__ void AttendTile(const __nv_bfloat16* qs, const __nv_bfloat16* ks, const __nv_bfloat16* vs, int G, int rows,
+                           int hd, int vhd, float scale, float* part, float* scores_out, int64_t score_stride) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const int gp = (G + 15) / 16 * 16;
   const int r0 = warp * 16;  // this warp's rows
   const int wstride = 2 + vhd;
-  float* mine = wp + static_cast<size_t>(warp) * gp * wstride;
+  float* mine = part + static_cast<size_t>(warp) * G * wstride;
   for (int mt = 0; mt < gp / 16; ++mt) {
     const __nv_bfloat16* q = qs + static_cast<size_t>(mt) * 16 * hd;
     // S = Q K^T over two 8-row n-tiles.
@@ -153,37 +154,23 @@ __device__ void AttendTile(const __nv_bfloat16* qs, const __nv_bfloat16* ks, con
     // O = P V. S's C fragments are P's A fragments: n-tile 0 holds k 0-7, n-tile 1 holds k 8-15.
     const uint32_t p0 = Pack(sacc[0][0], sacc[0][1]), p1 = Pack(sacc[0][2], sacc[0][3]);
     const uint32_t p2 = Pack(sacc[1][0], sacc[1][1]), p3 = Pack(sacc[1][2], sacc[1][3]);
-    float* out_g = mine + static_cast<size_t>(mt * 16 + g) * wstride;
-    float* out_g8 = mine + static_cast<size_t>(mt * 16 + g + 8) * wstride;
+    const int hg = mt * 16 + g, hg8 = hg + 8;  // heads beyond G are padding: not written
+    float* out_g = mine + static_cast<size_t>(hg) * wstride;
+    float* out_g8 = mine + static_cast<size_t>(hg8) * wstride;
     for (int nt = 0; nt < vhd; nt += 8) {
       const __nv_bfloat16* v = vs + (r0 + 2 * t) * vhd + nt + g;
       float o[4] = {0, 0, 0, 0};
       Mma(o, p0, p1, p2, p3, Pair(v, v + vhd), Pair(v + 8 * vhd, v + 9 * vhd));
-      out_g[2 + nt + 2 * t] = o[0], out_g[2 + nt + 2 * t + 1] = o[1];
-      out_g8[2 + nt + 2 * t] = o[2], out_g8[2 + nt + 2 * t + 1] = o[3];
+      if (hg < G) *reinterpret_cast<float2*>(out_g + 2 + nt + 2 * t) = make_float2(o[0], o[1]);
+      if (hg8 < G) *reinterpret_cast<float2*>(out_g8 + 2 + nt + 2 * t) = make_float2(o[2], o[3]);
     }
     if (t == 0) {
-      out_g[0] = mx[0], out_g[1] = sum[0];
-      out_g8[0] = mx[1], out_g8[1] = sum[1];
+      if (hg < G) out_g[0] = mx[0], out_g[1] = sum[0];
+      if (hg8 < G) out_g8[0] = mx[1], out_g8[1] = sum[1];
     }
-  }
-  __syncthreads();
-  // Merge the 4 warps' partials per head (a warp with no rows has l = 0).
-  for (int idx = threadIdx.x; idx < G * wstride; idx += blockDim.x) {
-    const int h = idx / wstride, e = idx % wstride;
-    float m = -FLT_MAX;
-    for (int w = 0; w < 4; ++w) {
-      const float* x = wp + (static_cast<size_t>(w) * gp + h) * wstride;
-      if (x[1] > 0.f) m = fmaxf(m, x[0]);
-    }
-    float acc = 0.f;
-    for (int w = 0; w < 4; ++w) {
-      const float* x = wp + (static_cast<size_t>(w) * gp + h) * wstride;
-      if (x[1] > 0.f) acc += x[e] * __expf(x[0] - m);
-    }
-    part[static_cast<size_t>(h) * wstride + e] = e == 0 ? m : acc;
   }
 }
+
 
 // q of the group into shared memory as bf16 [Gp][hd], heads beyond G zeroed: the G rows are
 // contiguous in memory, copied asynchronously 16 bytes at a time with the K and V tiles.
@@ -201,7 +188,7 @@ __device__ void ZeroRows(__nv_bfloat16* tile, int rows, int dim) {
 }
 
 __device__ void EmptyPart(float* part, int G, int vhd) {
-  for (int i = threadIdx.x; i < G * (2 + vhd); i += blockDim.x) {
+  for (int i = threadIdx.x; i < kWarps * G * (2 + vhd); i += blockDim.x) {
     const int k = i % (2 + vhd);
     part[i] = k == 0 ? -FLT_MAX : 0.f;
   }
@@ -217,14 +204,13 @@ __global__ void CompressedKernel(NsaDecodeArgs a, Sizes z, float* ws) {
   const int64_t i0 = static_cast<int64_t>(chunk) * kCmpRows;
   const int rows = static_cast<int>(Max(0, Min(kCmpRows, N - i0)));
   const size_t bk = static_cast<size_t>(b) * a.num_kv_heads + g;
-  float* part = ws + z.cmp_part + (bk * z.cmp_chunks + chunk) * G * (2 + vhd);
+  float* part = ws + z.cmp_part + (bk * z.cmp_chunks + chunk) * kWarps * G * (2 + vhd);
   if (rows == 0) return EmptyPart(part, G, vhd);
 
   extern __shared__ __align__(16) unsigned char smem[];
   __nv_bfloat16* ks = reinterpret_cast<__nv_bfloat16*>(smem);
   __nv_bfloat16* vs = ks + kTileRows * hd;
   __nv_bfloat16* qs = vs + kTileRows * vhd;
-  float* wp = reinterpret_cast<float*>(qs + (G + 15) / 16 * 16 * hd);
   const int32_t* table = a.raw_tables + static_cast<int64_t>(b) * a.max_pages;
   const KvLayout& L = a.layout;
   const int64_t k_off = L.Offset(KvPlane::kCmp, a.layer, g, false), v_off = L.Offset(KvPlane::kCmp, a.layer, g, true);
@@ -245,7 +231,7 @@ __global__ void CompressedKernel(NsaDecodeArgs a, Sizes z, float* ws) {
   __pipeline_wait_prior(0);
   __syncthreads();
   float* scores = ws + z.scores + bk * G * z.nmax + i0;
-  AttendTile(qs, ks, vs, wp, G, rows, hd, vhd, a.scale, part, scores, z.nmax);
+  AttendTile(qs, ks, vs, G, rows, hd, vhd, a.scale, part, scores, z.nmax);
 }
 
 // ---- 2: merge the compressed branch, score the blocks, choose top-n ---------------------------
@@ -256,8 +242,8 @@ __global__ void SelectKernel(NsaDecodeArgs a, Sizes z, float* ws) {
   const int64_t N = a.nsa.NumCompressed(t + 1);
   const int64_t c = t / a.nsa.select_block;
   const size_t bk = static_cast<size_t>(b) * a.num_kv_heads + g;
-  const float* part = ws + z.cmp_part + bk * z.cmp_chunks * G * (2 + vhd);
-  const int chunks = static_cast<int>((N + kCmpRows - 1) / kCmpRows);
+  const float* part = ws + z.cmp_part + bk * z.cmp_chunks * kWarps * G * (2 + vhd);
+  const int chunks = static_cast<int>((N + kCmpRows - 1) / kCmpRows) * kWarps;  // warp partials
   __shared__ float lse[kMaxG];
   extern __shared__ __align__(16) unsigned char smem[];
   float* score = reinterpret_cast<float*>(smem);
@@ -268,12 +254,17 @@ __global__ void SelectKernel(NsaDecodeArgs a, Sizes z, float* ws) {
   const int stride = 2 + vhd;
   for (int h = warp; h < G; h += warps) {
     float m = -FLT_MAX;
-    for (int k = lane; k < chunks; k += 32) m = fmaxf(m, part[(k * G + h) * stride]);
+    for (int k = lane; k < chunks; k += 32) {
+      if (part[(k * G + h) * stride + 1] > 0.f) m = fmaxf(m, part[(k * G + h) * stride]);
+    }
     for (int o = 16; o > 0; o /= 2) m = fmaxf(m, __shfl_xor_sync(0xffffffff, m, o));
     float l = 0.f;
-    for (int k = lane; k < chunks; k += 32) l += part[(k * G + h) * stride + 1] * __expf(part[(k * G + h) * stride] - m);
+    for (int k = lane; k < chunks; k += 32) {
+      const float lk = part[(k * G + h) * stride + 1];
+      if (lk > 0.f) l += lk * __expf(part[(k * G + h) * stride] - m);
+    }
     for (int o = 16; o > 0; o /= 2) l += __shfl_xor_sync(0xffffffff, l, o);
-    if (lane == 0) lse[h] = chunks > 0 ? m + __logf(l) : -FLT_MAX;
+    if (lane == 0) lse[h] = l > 0.f ? m + __logf(l) : -FLT_MAX;
   }
   __syncthreads();
 
@@ -421,7 +412,7 @@ __global__ void SegmentKernel(NsaDecodeArgs a, Sizes z, float* ws) {
   const int64_t t = a.positions[b];
   const int lp = a.nsa.select_block;
   const size_t bk = static_cast<size_t>(b) * a.num_kv_heads + g;
-  float* part = ws + z.seg_part + (bk * z.segments + seg) * G * (2 + vhd);
+  float* part = ws + z.seg_part + (bk * z.segments + seg) * kWarps * G * (2 + vhd);
   int64_t page_index, first, end;
   const int32_t* table = a.raw_tables;
   KvPlane plane = KvPlane::kSel;
@@ -449,7 +440,6 @@ __global__ void SegmentKernel(NsaDecodeArgs a, Sizes z, float* ws) {
   __nv_bfloat16* ks = reinterpret_cast<__nv_bfloat16*>(smem);
   __nv_bfloat16* vs = ks + kTileRows * hd;
   __nv_bfloat16* qs = vs + kTileRows * vhd;
-  float* wp = reinterpret_cast<float*>(qs + (G + 15) / 16 * 16 * hd);
   // Rows of one page are contiguous: the whole K (then V) run is one stream of 16-byte reads.
   LoadRows(ks, rows, hd, [&](int r) { return k + static_cast<int64_t>(r) * hd; });
   LoadRows(vs, rows, vhd, [&](int r) { return v + static_cast<int64_t>(r) * vhd; });
@@ -458,7 +448,7 @@ __global__ void SegmentKernel(NsaDecodeArgs a, Sizes z, float* ws) {
   ZeroRows(vs, rows, vhd);
   __pipeline_wait_prior(0);
   __syncthreads();
-  AttendTile(qs, ks, vs, wp, G, rows, hd, vhd, a.scale, part, nullptr, 0);
+  AttendTile(qs, ks, vs, G, rows, hd, vhd, a.scale, part, nullptr, 0);
 }
 
 // ---- 4: merge per branch and gate --------------------------------------------------------------
@@ -468,10 +458,14 @@ __device__ void MergeFactors(const float* parts, int count, int part_stride, flo
   // One warp: M = max m_k, L = sum l_k exp(m_k - M); factors[k] = exp(m_k - M) / L (0 if empty).
   const int lane = threadIdx.x % 32;
   float m = -FLT_MAX;
-  for (int k = lane; k < count; k += 32) m = fmaxf(m, parts[k * part_stride]);
+  for (int k = lane; k < count; k += 32) {
+    if (parts[k * part_stride + 1] > 0.f) m = fmaxf(m, parts[k * part_stride]);
+  }
   for (int o = 16; o > 0; o /= 2) m = fmaxf(m, __shfl_xor_sync(0xffffffff, m, o));
   float l = 0.f;
-  for (int k = lane; k < count; k += 32) l += parts[k * part_stride + 1] * __expf(parts[k * part_stride] - m);
+  for (int k = lane; k < count; k += 32) {
+    if (parts[k * part_stride + 1] > 0.f) l += parts[k * part_stride + 1] * __expf(parts[k * part_stride] - m);
+  }
   for (int o = 16; o > 0; o /= 2) l += __shfl_xor_sync(0xffffffff, l, o);
   for (int k = lane; k < count; k += 32) {
     const float* p = parts + k * part_stride;
@@ -484,16 +478,17 @@ __global__ void CombineKernel(NsaDecodeArgs a, Sizes z, float* ws) {
   const int g = head / G, h = head % G;
   const size_t bk = static_cast<size_t>(b) * a.num_kv_heads + g;
   const int64_t t = a.positions[b];
-  const int chunks = static_cast<int>((a.nsa.NumCompressed(t + 1) + kCmpRows - 1) / kCmpRows);
-  const float* cmp = ws + z.cmp_part + bk * z.cmp_chunks * G * stride + h * stride;  // chunk k at + k * G * stride
-  const float* seg = ws + z.seg_part + bk * z.segments * G * stride + h * stride;
-  extern __shared__ float factors[];  // [cmp_chunks + segments]
+  const int chunks = static_cast<int>((a.nsa.NumCompressed(t + 1) + kCmpRows - 1) / kCmpRows) * kWarps;
+  const int n = z.n * kWarps, segments = z.segments * kWarps;  // warp partials
+  const float* cmp = ws + z.cmp_part + bk * z.cmp_chunks * kWarps * G * stride + h * stride;  // partial k at + k * G * stride
+  const float* seg = ws + z.seg_part + bk * z.segments * kWarps * G * stride + h * stride;
+  extern __shared__ float factors[];  // [cmp partials + segment partials]
   float* fc = factors;
-  float* fs = factors + z.cmp_chunks;
+  float* fs = factors + z.cmp_chunks * kWarps;
   const int warp = threadIdx.x / 32;
   if (warp == 0) MergeFactors(cmp, chunks, G * stride, fc);
-  if (warp == 1) MergeFactors(seg, z.n, G * stride, fs);
-  if (warp == 2) MergeFactors(seg + z.n * G * stride, z.segments - z.n, G * stride, fs + z.n);
+  if (warp == 1) MergeFactors(seg, n, G * stride, fs);
+  if (warp == 2) MergeFactors(seg + n * G * stride, segments - n, G * stride, fs + n);
   __syncthreads();
   const float* gate = a.gates + (static_cast<int64_t>(b) * a.num_heads + head) * 3;
   for (int e = threadIdx.x; e < vhd; e += blockDim.x) {
@@ -501,9 +496,9 @@ __global__ void CombineKernel(NsaDecodeArgs a, Sizes z, float* ws) {
 #pragma unroll 8
     for (int k = 0; k < chunks; ++k) oc += fc[k] * cmp[k * G * stride + 2 + e];
 #pragma unroll 8
-    for (int k = 0; k < z.n; ++k) os += fs[k] * seg[k * G * stride + 2 + e];
+    for (int k = 0; k < n; ++k) os += fs[k] * seg[k * G * stride + 2 + e];
 #pragma unroll 8
-    for (int k = z.n; k < z.segments; ++k) ow += fs[k] * seg[k * G * stride + 2 + e];
+    for (int k = n; k < segments; ++k) ow += fs[k] * seg[k * G * stride + 2 + e];
     a.out[(static_cast<int64_t>(b) * a.num_heads + head) * vhd + e] = gate[0] * oc + gate[1] * os + gate[2] * ow;
   }
 }
@@ -546,7 +541,7 @@ cudaError_t LaunchNsaDecode(const NsaDecodeArgs& a, cudaStream_t stream) {
   if (ev) cudaEventRecord(ev[2], stream);
   SegmentKernel<<<dim3(z.segments, a.num_kv_heads, a.batch), kThreads, seg_smem, stream>>>(a, z, ws);
   if (ev) cudaEventRecord(ev[3], stream);
-  const size_t combine_smem = (z.cmp_chunks + z.segments) * sizeof(float);
+  const size_t combine_smem = (z.cmp_chunks + z.segments) * kWarps * sizeof(float);
   CombineKernel<<<dim3(a.num_heads, a.batch), 128, combine_smem, stream>>>(a, z, ws);
   if (ev) cudaEventRecord(ev[4], stream);
   return cudaGetLastError();
