@@ -19,27 +19,49 @@ constexpr int kMaxSelected = 64;
 constexpr int kMaxBlocks = 16384;  // selection blocks: contexts up to 1M tokens at l' = 64
 
 struct Sizes {
-  int G, n, window_pages, segments, cmp_chunks;
+  int G, n, window_pages, cmp_chunks;
+  // Splits: the blocks a (sequence, KV head) gets for each pass, and the tiles each walks.
+  int cmp_splits, cmp_per_split, sel_splits, sel_per_split, win_splits, win_per_split;
   int64_t nmax;
   size_t scores, cmp_part, sel, seg_part;  // float/int offsets into the workspace
   size_t total_bytes;
 };
+
+// Splits of `tiles` tiles so that batch x KV heads x splits fills the SMs about twice.
+void Split(int tiles, int units, int sms, int* splits, int* per_split) {
+  const int want = std::max(1, std::min(tiles, (2 * sms + units - 1) / units));
+  *per_split = (tiles + want - 1) / want;
+  *splits = (tiles + *per_split - 1) / *per_split;
+}
+
+int NumSms() {
+  static const int sms = [] {
+    int device = 0, count = 132;
+    cudaGetDevice(&device);
+    cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device);
+    return count;
+  }();
+  return sms;
+}
 
 Sizes SizesOf(const NsaDecodeArgs& a) {
   Sizes s;
   s.G = a.num_heads / a.num_kv_heads;
   s.n = a.nsa.num_selected;
   s.window_pages = (a.nsa.window + a.nsa.select_block - 1) / a.nsa.select_block + 1;
-  s.segments = s.n + s.window_pages;
   s.nmax = a.nsa.NumCompressed(a.max_context);
   s.cmp_chunks = static_cast<int>(std::max<int64_t>(1, (s.nmax + kCmpRows - 1) / kCmpRows));
+  const int units = a.batch * a.num_kv_heads, sms = NumSms();
+  Split(s.cmp_chunks, units, sms, &s.cmp_splits, &s.cmp_per_split);
+  Split(s.n, units, sms, &s.sel_splits, &s.sel_per_split);
+  Split(s.window_pages, units, sms, &s.win_splits, &s.win_per_split);
   const size_t bk = static_cast<size_t>(a.batch) * a.num_kv_heads;
-  const size_t part = static_cast<size_t>(s.G) * (2 + a.v_head_dim);
+  const size_t part = static_cast<size_t>(kWarps) * s.G * (2 + a.v_head_dim);
   s.scores = 0;
   s.cmp_part = s.scores + bk * s.G * std::max<int64_t>(s.nmax, 1);
-  s.sel = s.cmp_part + bk * s.cmp_chunks * kWarps * part;
+  s.sel = s.cmp_part + bk * s.cmp_splits * part;
   s.seg_part = s.sel + bk * s.n;
-  s.total_bytes = (s.seg_part + bk * s.segments * kWarps * part) * sizeof(float);
+  s.total_bytes = (s.seg_part + bk * (s.sel_splits + s.win_splits) * part) * sizeof(float);
   return s;
 }
 
@@ -59,11 +81,13 @@ __device__ void LoadRows(__nv_bfloat16* dst, int rows, int dim, RowPtr row_ptr) 
 
 // ---- tensor-core tile attention ------------------------------------------------------------
 //
-// One tile: up to 64 rows (tokens or summaries) of K and V in shared memory, the group's queries
-// padded to Gp = 16 * ceil(G / 16) heads. Each of the 4 warps takes 16 rows and every 16-head
-// slice of the group: S = Q K^T and O = P V on mma.sync m16n8k16 (bf16 in, fp32 accumulate),
-// the softmax in registers (FlashAttention-2's reuse of the S fragments as P). The warps'
-// partials are then merged in shared memory into one [m, l, o[v_dim]] per head.
+// A block walks a run of tiles (up to 64 rows each: summaries, or one page of tokens) with K and
+// V in shared memory and the group's queries padded to Gp = 16 * ceil(G / 16) heads. Each of the
+// 4 warps takes 16 rows of every tile and every 16-head slice of the group: S = Q K^T and
+// O = P V on mma.sync m16n8k16 (bf16 in, fp32 accumulate), the softmax online across the run
+// (FlashAttention-2: S fragments reused as P, running max and sum in registers, the output
+// rescaled in shared memory). Each warp writes one partial [m, l, o[v_dim]] per head at the end,
+// so the partials a run leaves behind shrink with its length (flash-decoding's split-K).
 //
 // Fragment layout (PTX ISA, m16n8k16): lane = 4 g + t. A: rows g and g + 8, columns 2t, 2t + 1
 // and 2t + 8, 2t + 9; B: k = 2t, 2t + 1 and 2t + 8, 2t + 9, column g; C: rows g and g + 8,
@@ -92,86 +116,6 @@ __device__ __forceinline__ uint32_t Pair(const __nv_bfloat16* lo, const __nv_bfl
   return *reinterpret_cast<uint32_t*>(&v);
 }
 
-// Shared memory of a tile: K and V (kTileRows rows) and q (Gp heads).
-inline size_t TileSmemBytes(int G, int hd, int vhd) {
-  const int gp = (G + 15) / 16 * 16;
-  return static_cast<size_t>(kTileRows) * (hd + vhd) * 2 + static_cast<size_t>(gp) * hd * 2;
-}
-
-// ks, vs: [kTileRows][dim] bf16, rows >= `rows` zeroed; qs: [Gp][hd] bf16, heads >= G zeroed.
-// Each warp writes its partial [m, l, o[vhd]] per head to part[warp][G] (a warp whose 16 rows
-// are all beyond `rows` writes l = 0), and, when given, the raw scaled scores to
-// scores_out[h * score_stride + r]. The merges happen where the partials are read.
-__device__ void AttendTile(const __nv_bfloat16* qs, const __nv_bfloat16* ks, const __nv_bfloat16* vs, int G, int rows,
-                           int hd, int vhd, float scale, float* part, float* scores_out, int64_t score_stride) {
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-  const int gp = (G + 15) / 16 * 16;
-  const int r0 = warp * 16;  // this warp's rows
-  const int wstride = 2 + vhd;
-  float* mine = part + static_cast<size_t>(warp) * G * wstride;
-  for (int mt = 0; mt < gp / 16; ++mt) {
-    const __nv_bfloat16* q = qs + static_cast<size_t>(mt) * 16 * hd;
-    // S = Q K^T over two 8-row n-tiles.
-    float sacc[2][4] = {{0, 0, 0, 0}, {0, 0, 0, 0}};
-    for (int kk = 0; kk < hd; kk += 16) {
-      const uint32_t a0 = Load32(q + g * hd + kk + 2 * t), a1 = Load32(q + (g + 8) * hd + kk + 2 * t);
-      const uint32_t a2 = Load32(q + g * hd + kk + 2 * t + 8), a3 = Load32(q + (g + 8) * hd + kk + 2 * t + 8);
-      for (int j = 0; j < 2; ++j) {
-        const __nv_bfloat16* k = ks + (r0 + 8 * j + g) * hd + kk + 2 * t;
-        Mma(sacc[j], a0, a1, a2, a3, Load32(k), Load32(k + 8));
-      }
-    }
-    // Scale, export raw scores, mask rows beyond `rows`, then max and sum per head over 16 rows.
-    float mx[2] = {-FLT_MAX, -FLT_MAX};  // heads g and g + 8 of this slice
-    for (int j = 0; j < 2; ++j) {
-      for (int c = 0; c < 4; ++c) {
-        const int row = r0 + 8 * j + 2 * t + (c & 1);
-        const int head = mt * 16 + g + (c >= 2 ? 8 : 0);
-        float v = sacc[j][c] * scale;
-        if (scores_out && row < rows && head < G) scores_out[head * score_stride + row] = v;
-        if (row >= rows) v = -FLT_MAX;
-        sacc[j][c] = v;
-        mx[c >= 2] = fmaxf(mx[c >= 2], v);
-      }
-    }
-    for (int i = 0; i < 2; ++i) {
-      mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffff, mx[i], 1));
-      mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffff, mx[i], 2));
-    }
-    float sum[2] = {0.f, 0.f};
-    for (int j = 0; j < 2; ++j) {
-      for (int c = 0; c < 4; ++c) {
-        const int row = r0 + 8 * j + 2 * t + (c & 1);
-        const float p = row < rows ? __expf(sacc[j][c] - mx[c >= 2]) : 0.f;
-        sacc[j][c] = p;
-        sum[c >= 2] += p;
-      }
-    }
-    for (int i = 0; i < 2; ++i) {
-      sum[i] += __shfl_xor_sync(0xffffffff, sum[i], 1);
-      sum[i] += __shfl_xor_sync(0xffffffff, sum[i], 2);
-    }
-    // O = P V. S's C fragments are P's A fragments: n-tile 0 holds k 0-7, n-tile 1 holds k 8-15.
-    const uint32_t p0 = Pack(sacc[0][0], sacc[0][1]), p1 = Pack(sacc[0][2], sacc[0][3]);
-    const uint32_t p2 = Pack(sacc[1][0], sacc[1][1]), p3 = Pack(sacc[1][2], sacc[1][3]);
-    const int hg = mt * 16 + g, hg8 = hg + 8;  // heads beyond G are padding: not written
-    float* out_g = mine + static_cast<size_t>(hg) * wstride;
-    float* out_g8 = mine + static_cast<size_t>(hg8) * wstride;
-    for (int nt = 0; nt < vhd; nt += 8) {
-      const __nv_bfloat16* v = vs + (r0 + 2 * t) * vhd + nt + g;
-      float o[4] = {0, 0, 0, 0};
-      Mma(o, p0, p1, p2, p3, Pair(v, v + vhd), Pair(v + 8 * vhd, v + 9 * vhd));
-      if (hg < G) *reinterpret_cast<float2*>(out_g + 2 + nt + 2 * t) = make_float2(o[0], o[1]);
-      if (hg8 < G) *reinterpret_cast<float2*>(out_g8 + 2 + nt + 2 * t) = make_float2(o[2], o[3]);
-    }
-    if (t == 0) {
-      if (hg < G) out_g[0] = mx[0], out_g[1] = sum[0];
-      if (hg8 < G) out_g8[0] = mx[1], out_g8[1] = sum[1];
-    }
-  }
-}
-
-
 // q of the group into shared memory as bf16 [Gp][hd], heads beyond G zeroed: the G rows are
 // contiguous in memory, copied asynchronously 16 bytes at a time with the K and V tiles.
 __device__ void LoadQuery(const NsaDecodeArgs& a, int b, int g, int G, __nv_bfloat16* qs) {
@@ -182,9 +126,114 @@ __device__ void LoadQuery(const NsaDecodeArgs& a, int b, int g, int G, __nv_bflo
   for (int i = n + threadIdx.x; i < gp * a.head_dim; i += blockDim.x) qs[i] = __float2bfloat16(0.f);
 }
 
+// Shared memory of a run: K and V (kTileRows rows), q (Gp heads), and the warps' running
+// outputs [kWarps][Gp][vhd] floats.
+inline size_t TileSmemBytes(int G, int hd, int vhd) {
+  const int gp = (G + 15) / 16 * 16;
+  return static_cast<size_t>(kTileRows) * (hd + vhd) * 2 + static_cast<size_t>(gp) * hd * 2 +
+         static_cast<size_t>(kWarps) * gp * vhd * 4;
+}
+
 // Rows [rows, kTileRows) of a tile are zeroed: their P is 0, and 0 times garbage could be NaN.
 __device__ void ZeroRows(__nv_bfloat16* tile, int rows, int dim) {
   for (int i = rows * dim + threadIdx.x; i < kTileRows * dim; i += blockDim.x) tile[i] = __float2bfloat16(0.f);
+}
+
+// Walks `num_tiles` tiles. load(tile, ks, vs) issues the tile's asynchronous copies (all
+// threads) and returns its row count (0: nothing to do); score(tile, head, row, value) receives
+// every raw scaled score when the caller wants them. Writes each warp's partial per head to
+// part[warp][G][2 + vhd]; a warp that saw no row writes m = -FLT_MAX, l = 0, o = 0.
+template <typename Load, typename Score>
+__device__ void AttendTiles(__nv_bfloat16* qs, __nv_bfloat16* ks, __nv_bfloat16* vs, float* wo, int G, int num_tiles,
+                            int hd, int vhd, float scale, float* part, Load load, Score score) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  const int gp = (G + 15) / 16 * 16, slices = gp / 16;
+  const int r0 = warp * 16;  // this warp's rows of every tile
+  float* o_run = wo + static_cast<size_t>(warp) * gp * vhd;  // [Gp][vhd]
+  for (int i = lane; i < gp * vhd; i += 32) o_run[i] = 0.f;
+  float m_run[kMaxG / 16][2], l_run[kMaxG / 16][2];
+  for (int mt = 0; mt < kMaxG / 16; ++mt) m_run[mt][0] = m_run[mt][1] = -FLT_MAX, l_run[mt][0] = l_run[mt][1] = 0.f;
+
+  for (int tile = 0; tile < num_tiles; ++tile) {
+    const int rows = load(tile, ks, vs);
+    if (rows > 0) {
+      ZeroRows(ks, rows, hd);
+      ZeroRows(vs, rows, vhd);
+    }
+    __pipeline_wait_prior(0);
+    __syncthreads();
+    if (rows > r0) {  // this warp has rows in this tile
+      for (int mt = 0; mt < slices; ++mt) {
+        const __nv_bfloat16* q = qs + static_cast<size_t>(mt) * 16 * hd;
+        float sacc[2][4] = {{0, 0, 0, 0}, {0, 0, 0, 0}};
+        for (int kk = 0; kk < hd; kk += 16) {
+          const uint32_t a0 = Load32(q + g * hd + kk + 2 * t), a1 = Load32(q + (g + 8) * hd + kk + 2 * t);
+          const uint32_t a2 = Load32(q + g * hd + kk + 2 * t + 8), a3 = Load32(q + (g + 8) * hd + kk + 2 * t + 8);
+          for (int j = 0; j < 2; ++j) {
+            const __nv_bfloat16* k = ks + (r0 + 8 * j + g) * hd + kk + 2 * t;
+            Mma(sacc[j], a0, a1, a2, a3, Load32(k), Load32(k + 8));
+          }
+        }
+        float mx[2] = {m_run[mt][0], m_run[mt][1]};
+        for (int j = 0; j < 2; ++j) {
+          for (int c = 0; c < 4; ++c) {
+            const int row = r0 + 8 * j + 2 * t + (c & 1);
+            const int head = mt * 16 + g + (c >= 2 ? 8 : 0);
+            const float v = sacc[j][c] * scale;
+            if (row < rows && head < G) score(tile, head, row, v);
+            sacc[j][c] = v;
+            if (row < rows) mx[c >= 2] = fmaxf(mx[c >= 2], v);
+          }
+        }
+        for (int i = 0; i < 2; ++i) {
+          mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffff, mx[i], 1));
+          mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffff, mx[i], 2));
+        }
+        const float corr[2] = {__expf(m_run[mt][0] - mx[0]), __expf(m_run[mt][1] - mx[1])};
+        float sum[2] = {0.f, 0.f};
+        for (int j = 0; j < 2; ++j) {
+          for (int c = 0; c < 4; ++c) {
+            const int row = r0 + 8 * j + 2 * t + (c & 1);
+            const float p = row < rows ? __expf(sacc[j][c] - mx[c >= 2]) : 0.f;
+            sacc[j][c] = p;
+            sum[c >= 2] += p;
+          }
+        }
+        for (int i = 0; i < 2; ++i) {
+          sum[i] += __shfl_xor_sync(0xffffffff, sum[i], 1);
+          sum[i] += __shfl_xor_sync(0xffffffff, sum[i], 2);
+          l_run[mt][i] = l_run[mt][i] * corr[i] + sum[i];
+          m_run[mt][i] = mx[i];
+        }
+        const uint32_t p0 = Pack(sacc[0][0], sacc[0][1]), p1 = Pack(sacc[0][2], sacc[0][3]);
+        const uint32_t p2 = Pack(sacc[1][0], sacc[1][1]), p3 = Pack(sacc[1][2], sacc[1][3]);
+        float* og = o_run + static_cast<size_t>(mt * 16 + g) * vhd;
+        float* og8 = og + 8 * vhd;
+        for (int nt = 0; nt < vhd; nt += 8) {
+          const __nv_bfloat16* v = vs + (r0 + 2 * t) * vhd + nt + g;
+          float o[4] = {0, 0, 0, 0};
+          Mma(o, p0, p1, p2, p3, Pair(v, v + vhd), Pair(v + 8 * vhd, v + 9 * vhd));
+          float2* a = reinterpret_cast<float2*>(og + nt + 2 * t);
+          float2* b = reinterpret_cast<float2*>(og8 + nt + 2 * t);
+          const float2 x = *a, y = *b;
+          *a = make_float2(x.x * corr[0] + o[0], x.y * corr[0] + o[1]);
+          *b = make_float2(y.x * corr[1] + o[2], y.y * corr[1] + o[3]);
+        }
+      }
+    }
+    __syncthreads();  // the next tile's copies overwrite ks and vs
+  }
+  // This warp's partial: m and l from lanes t == 0 (rows g, g + 8 of each slice), o from wo.
+  const int wstride = 2 + vhd;
+  float* mine = part + static_cast<size_t>(warp) * G * wstride;
+  for (int mt = 0; mt < slices; ++mt) {
+    if (t == 0) {
+      const int h0 = mt * 16 + g, h1 = h0 + 8;
+      if (h0 < G) mine[h0 * wstride] = m_run[mt][0], mine[h0 * wstride + 1] = l_run[mt][0];
+      if (h1 < G) mine[h1 * wstride] = m_run[mt][1], mine[h1 * wstride + 1] = l_run[mt][1];
+    }
+  }
+  for (int i = lane; i < G * vhd; i += 32) mine[(i / vhd) * wstride + 2 + i % vhd] = o_run[i];
 }
 
 __device__ void EmptyPart(float* part, int G, int vhd) {
@@ -194,44 +243,60 @@ __device__ void EmptyPart(float* part, int G, int vhd) {
   }
 }
 
+// Shared-memory layout of a run's block.
+struct RunSmem {
+  __nv_bfloat16 *ks, *vs, *qs;
+  float* wo;
+};
+__device__ RunSmem CarveRun(unsigned char* smem, int G, int hd, int vhd) {
+  RunSmem r;
+  r.ks = reinterpret_cast<__nv_bfloat16*>(smem);
+  r.vs = r.ks + kTileRows * hd;
+  r.qs = r.vs + kTileRows * vhd;
+  r.wo = reinterpret_cast<float*>(r.qs + (G + 15) / 16 * 16 * hd);
+  return r;
+}
+
 // ---- 1: compressed attention partials --------------------------------------------------------
-// grid (cmp_chunks, kv_heads, batch). Summary i is row i + shift of the raw pages' summary
-// tables (E rows a page).
+// grid (cmp_splits, kv_heads, batch): split s walks chunks [s * per, (s + 1) * per) of 64
+// summaries. Summary i is row i + shift of the raw pages' summary tables (E rows a page).
 __global__ void CompressedKernel(NsaDecodeArgs a, Sizes z, float* ws) {
-  const int chunk = blockIdx.x, g = blockIdx.y, b = blockIdx.z, G = z.G, hd = a.head_dim, vhd = a.v_head_dim;
+  const int split = blockIdx.x, g = blockIdx.y, b = blockIdx.z, G = z.G, hd = a.head_dim, vhd = a.v_head_dim;
   const int64_t t = a.positions[b];
   const int64_t N = a.nsa.NumCompressed(t + 1);
-  const int64_t i0 = static_cast<int64_t>(chunk) * kCmpRows;
-  const int rows = static_cast<int>(Max(0, Min(kCmpRows, N - i0)));
+  const int chunks = static_cast<int>((N + kCmpRows - 1) / kCmpRows);
+  const int first = split * z.cmp_per_split, last = min(chunks, first + z.cmp_per_split);
   const size_t bk = static_cast<size_t>(b) * a.num_kv_heads + g;
-  float* part = ws + z.cmp_part + (bk * z.cmp_chunks + chunk) * kWarps * G * (2 + vhd);
-  if (rows == 0) return EmptyPart(part, G, vhd);
+  float* part = ws + z.cmp_part + (bk * z.cmp_splits + split) * kWarps * G * (2 + vhd);
+  if (first >= last) return EmptyPart(part, G, vhd);
 
   extern __shared__ __align__(16) unsigned char smem[];
-  __nv_bfloat16* ks = reinterpret_cast<__nv_bfloat16*>(smem);
-  __nv_bfloat16* vs = ks + kTileRows * hd;
-  __nv_bfloat16* qs = vs + kTileRows * vhd;
+  const RunSmem sm = CarveRun(smem, G, hd, vhd);
+  LoadQuery(a, b, g, G, sm.qs);
   const int32_t* table = a.raw_tables + static_cast<int64_t>(b) * a.max_pages;
   const KvLayout& L = a.layout;
   const int64_t k_off = L.Offset(KvPlane::kCmp, a.layer, g, false), v_off = L.Offset(KvPlane::kCmp, a.layer, g, true);
-  // Each summary's page and slot, once per row (not once per 16-byte copy).
   __shared__ int64_t row_page[kTileRows];
   __shared__ int row_slot[kTileRows];
-  for (int r = threadIdx.x; r < rows; r += blockDim.x) {
-    const int vr = static_cast<int>(i0) + r + L.summary_row_shift;
-    row_page[r] = static_cast<int64_t>(table[vr / L.summaries_per_page]) * L.page_elems;
-    row_slot[r] = vr % L.summaries_per_page;
-  }
-  __syncthreads();
-  LoadRows(ks, rows, hd, [&](int r) { return a.pages + row_page[r] + k_off + row_slot[r] * hd; });
-  LoadRows(vs, rows, vhd, [&](int r) { return a.pages + row_page[r] + v_off + row_slot[r] * vhd; });
-  LoadQuery(a, b, g, G, qs);
-  ZeroRows(ks, rows, hd);
-  ZeroRows(vs, rows, vhd);
-  __pipeline_wait_prior(0);
-  __syncthreads();
-  float* scores = ws + z.scores + bk * G * z.nmax + i0;
-  AttendTile(qs, ks, vs, G, rows, hd, vhd, a.scale, part, scores, z.nmax);
+  float* scores = ws + z.scores + bk * G * z.nmax;
+  auto load = [&](int tile, __nv_bfloat16* ks, __nv_bfloat16* vs) {
+    const int64_t i0 = static_cast<int64_t>(first + tile) * kCmpRows;
+    const int rows = static_cast<int>(Min(kCmpRows, N - i0));
+    // Each summary's page and slot, once per row (not once per 16-byte copy).
+    for (int r = threadIdx.x; r < rows; r += blockDim.x) {
+      const int vr = static_cast<int>(i0) + r + L.summary_row_shift;
+      row_page[r] = static_cast<int64_t>(table[vr / L.summaries_per_page]) * L.page_elems;
+      row_slot[r] = vr % L.summaries_per_page;
+    }
+    __syncthreads();
+    LoadRows(ks, rows, hd, [&](int r) { return a.pages + row_page[r] + k_off + row_slot[r] * hd; });
+    LoadRows(vs, rows, vhd, [&](int r) { return a.pages + row_page[r] + v_off + row_slot[r] * vhd; });
+    return rows;
+  };
+  auto score = [&](int tile, int head, int row, float v) {
+    scores[head * z.nmax + static_cast<int64_t>(first + tile) * kCmpRows + row] = v;
+  };
+  AttendTiles(sm.qs, sm.ks, sm.vs, sm.wo, G, last - first, hd, vhd, a.scale, part, load, score);
 }
 
 // ---- 2: merge the compressed branch, score the blocks, choose top-n ---------------------------
@@ -242,8 +307,8 @@ __global__ void SelectKernel(NsaDecodeArgs a, Sizes z, float* ws) {
   const int64_t N = a.nsa.NumCompressed(t + 1);
   const int64_t c = t / a.nsa.select_block;
   const size_t bk = static_cast<size_t>(b) * a.num_kv_heads + g;
-  const float* part = ws + z.cmp_part + bk * z.cmp_chunks * kWarps * G * (2 + vhd);
-  const int chunks = static_cast<int>((N + kCmpRows - 1) / kCmpRows) * kWarps;  // warp partials
+  const float* part = ws + z.cmp_part + bk * z.cmp_splits * kWarps * G * (2 + vhd);
+  const int chunks = z.cmp_splits * kWarps;  // warp partials (empty ones have l = 0)
   __shared__ float lse[kMaxG];
   extern __shared__ __align__(16) unsigned char smem[];
   float* score = reinterpret_cast<float*>(smem);
@@ -406,49 +471,51 @@ __global__ void SelectKernel(NsaDecodeArgs a, Sizes z, float* ws) {
 }
 
 // ---- 3: selected blocks and window pages -------------------------------------------------------
-// grid (n + window pages, kv_heads, batch): one page (or the part of it in range) a block.
+// grid (sel_splits + win_splits, kv_heads, batch): a split walks a run of selected blocks, or a
+// run of window pages, one page (the part of it in range) a tile; the two branches never share a
+// split, since each has its own softmax.
 __global__ void SegmentKernel(NsaDecodeArgs a, Sizes z, float* ws) {
-  const int seg = blockIdx.x, g = blockIdx.y, b = blockIdx.z, G = z.G, hd = a.head_dim, vhd = a.v_head_dim;
+  const int split = blockIdx.x, g = blockIdx.y, b = blockIdx.z, G = z.G, hd = a.head_dim, vhd = a.v_head_dim;
   const int64_t t = a.positions[b];
   const int lp = a.nsa.select_block;
   const size_t bk = static_cast<size_t>(b) * a.num_kv_heads + g;
-  float* part = ws + z.seg_part + (bk * z.segments + seg) * kWarps * G * (2 + vhd);
-  int64_t page_index, first, end;
-  const int32_t* table = a.raw_tables;
+  float* part = ws + z.seg_part + (bk * (z.sel_splits + z.win_splits) + split) * kWarps * G * (2 + vhd);
+  const bool selected = split < z.sel_splits;
+  const int first = selected ? split * z.sel_per_split : (split - z.sel_splits) * z.win_per_split;
+  const int last = selected ? min(z.n, first + z.sel_per_split) : min(z.window_pages, first + z.win_per_split);
+  const int32_t* sel = reinterpret_cast<const int32_t*>(ws + z.sel) + bk * z.n;
+  const int32_t* table = a.raw_tables + static_cast<int64_t>(b) * a.max_pages;
   KvPlane plane = KvPlane::kSel;
-  if (seg < z.n) {
-    const int32_t blk = reinterpret_cast<const int32_t*>(ws + z.sel)[bk * z.n + seg];
-    if (blk < 0) return EmptyPart(part, G, vhd);
-    page_index = blk;
-    first = static_cast<int64_t>(blk) * lp;
-    end = Min(first + lp, t + 1);
-  } else {
-    const int64_t start = Max(0, t - a.nsa.window + 1);
-    page_index = start / lp + (seg - z.n);
-    first = Max(page_index * lp, start);
-    end = Min((page_index + 1) * lp, t + 1);
-    if (first >= end) return EmptyPart(part, G, vhd);
-    if (a.win_tables) table = a.win_tables, plane = KvPlane::kWin;
-  }
-  const int rows = static_cast<int>(end - first);
-  const int r0 = static_cast<int>(first - page_index * lp);
-  const __nv_bfloat16* page = a.pages + table[static_cast<int64_t>(b) * a.max_pages + page_index] * a.layout.page_elems;
-  const __nv_bfloat16* k = page + a.layout.Offset(plane, a.layer, g, false) + static_cast<int64_t>(r0) * hd;
-  const __nv_bfloat16* v = page + a.layout.Offset(plane, a.layer, g, true) + static_cast<int64_t>(r0) * vhd;
+  if (!selected && a.win_tables) table = a.win_tables + static_cast<int64_t>(b) * a.max_pages, plane = KvPlane::kWin;
+  const int64_t window_start = Max(0, t - a.nsa.window + 1);
+  if (first >= last) return EmptyPart(part, G, vhd);
 
   extern __shared__ __align__(16) unsigned char smem[];
-  __nv_bfloat16* ks = reinterpret_cast<__nv_bfloat16*>(smem);
-  __nv_bfloat16* vs = ks + kTileRows * hd;
-  __nv_bfloat16* qs = vs + kTileRows * vhd;
-  // Rows of one page are contiguous: the whole K (then V) run is one stream of 16-byte reads.
-  LoadRows(ks, rows, hd, [&](int r) { return k + static_cast<int64_t>(r) * hd; });
-  LoadRows(vs, rows, vhd, [&](int r) { return v + static_cast<int64_t>(r) * vhd; });
-  LoadQuery(a, b, g, G, qs);
-  ZeroRows(ks, rows, hd);
-  ZeroRows(vs, rows, vhd);
-  __pipeline_wait_prior(0);
-  __syncthreads();
-  AttendTile(qs, ks, vs, G, rows, hd, vhd, a.scale, part, nullptr, 0);
+  const RunSmem sm = CarveRun(smem, G, hd, vhd);
+  LoadQuery(a, b, g, G, sm.qs);
+  const int64_t k_off = a.layout.Offset(plane, a.layer, g, false), v_off = a.layout.Offset(plane, a.layer, g, true);
+  auto load = [&](int tile, __nv_bfloat16* ks, __nv_bfloat16* vs) {
+    int64_t page_index, lo, hi;
+    if (selected) {
+      const int32_t blk = sel[first + tile];
+      if (blk < 0) return 0;
+      page_index = blk;
+      lo = page_index * lp;
+    } else {
+      page_index = window_start / lp + first + tile;
+      lo = Max(page_index * lp, window_start);
+    }
+    hi = Min((page_index + 1) * lp, t + 1);
+    if (lo >= hi) return 0;
+    const int rows = static_cast<int>(hi - lo), r0 = static_cast<int>(lo - page_index * lp);
+    const __nv_bfloat16* page = a.pages + static_cast<int64_t>(table[page_index]) * a.layout.page_elems;
+    // Rows of one page are contiguous: the K (then V) run is one stream of 16-byte reads.
+    LoadRows(ks, rows, hd, [&](int r) { return page + k_off + static_cast<int64_t>(r0 + r) * hd; });
+    LoadRows(vs, rows, vhd, [&](int r) { return page + v_off + static_cast<int64_t>(r0 + r) * vhd; });
+    return rows;
+  };
+  auto no_score = [](int, int, int, float) {};
+  AttendTiles(sm.qs, sm.ks, sm.vs, sm.wo, G, last - first, hd, vhd, a.scale, part, load, no_score);
 }
 
 // ---- 4: merge per branch and gate --------------------------------------------------------------
@@ -477,28 +544,26 @@ __global__ void CombineKernel(NsaDecodeArgs a, Sizes z, float* ws) {
   const int head = blockIdx.x, b = blockIdx.y, G = z.G, vhd = a.v_head_dim, stride = 2 + vhd;
   const int g = head / G, h = head % G;
   const size_t bk = static_cast<size_t>(b) * a.num_kv_heads + g;
-  const int64_t t = a.positions[b];
-  const int chunks = static_cast<int>((a.nsa.NumCompressed(t + 1) + kCmpRows - 1) / kCmpRows) * kWarps;
-  const int n = z.n * kWarps, segments = z.segments * kWarps;  // warp partials
-  const float* cmp = ws + z.cmp_part + bk * z.cmp_chunks * kWarps * G * stride + h * stride;  // partial k at + k * G * stride
-  const float* seg = ws + z.seg_part + bk * z.segments * kWarps * G * stride + h * stride;
-  extern __shared__ float factors[];  // [cmp partials + segment partials]
+  const int nc = z.cmp_splits * kWarps, ns = z.sel_splits * kWarps, nw = z.win_splits * kWarps;  // warp partials
+  const float* cmp = ws + z.cmp_part + bk * nc * G * stride + h * stride;  // partial k at + k * G * stride
+  const float* seg = ws + z.seg_part + bk * (ns + nw) * G * stride + h * stride;
+  extern __shared__ float factors[];  // [nc + ns + nw]
   float* fc = factors;
-  float* fs = factors + z.cmp_chunks * kWarps;
+  float* fs = factors + nc;
   const int warp = threadIdx.x / 32;
-  if (warp == 0) MergeFactors(cmp, chunks, G * stride, fc);
-  if (warp == 1) MergeFactors(seg, n, G * stride, fs);
-  if (warp == 2) MergeFactors(seg + n * G * stride, segments - n, G * stride, fs + n);
+  if (warp == 0) MergeFactors(cmp, nc, G * stride, fc);
+  if (warp == 1) MergeFactors(seg, ns, G * stride, fs);
+  if (warp == 2) MergeFactors(seg + ns * G * stride, nw, G * stride, fs + ns);
   __syncthreads();
   const float* gate = a.gates + (static_cast<int64_t>(b) * a.num_heads + head) * 3;
   for (int e = threadIdx.x; e < vhd; e += blockDim.x) {
     float oc = 0.f, os = 0.f, ow = 0.f;
 #pragma unroll 8
-    for (int k = 0; k < chunks; ++k) oc += fc[k] * cmp[k * G * stride + 2 + e];
+    for (int k = 0; k < nc; ++k) oc += fc[k] * cmp[k * G * stride + 2 + e];
 #pragma unroll 8
-    for (int k = 0; k < n; ++k) os += fs[k] * seg[k * G * stride + 2 + e];
+    for (int k = 0; k < ns; ++k) os += fs[k] * seg[k * G * stride + 2 + e];
 #pragma unroll 8
-    for (int k = n; k < segments; ++k) ow += fs[k] * seg[k * G * stride + 2 + e];
+    for (int k = ns; k < ns + nw; ++k) ow += fs[k] * seg[k * G * stride + 2 + e];
     a.out[(static_cast<int64_t>(b) * a.num_heads + head) * vhd + e] = gate[0] * oc + gate[1] * os + gate[2] * ow;
   }
 }
@@ -518,8 +583,7 @@ cudaError_t LaunchNsaDecode(const NsaDecodeArgs& a, cudaStream_t stream) {
   if (a.nsa.select_block > kTileRows) return cudaErrorInvalidValue;
   float* ws = static_cast<float*>(a.workspace);
   const int lp = a.nsa.select_block;
-  const size_t cmp_smem = TileSmemBytes(z.G, a.head_dim, a.v_head_dim);
-  const size_t seg_smem = cmp_smem;
+  const size_t run_smem = TileSmemBytes(z.G, a.head_dim, a.v_head_dim);
   const size_t sel_smem = (a.max_context / lp + 1 + 16) * (sizeof(float) + 1) + 64 + std::max<int64_t>(z.nmax, 1) * sizeof(float);
   // Opt in to large shared memory once per process (the attribute is per kernel, not per launch).
   static const cudaError_t opt_in = [] {
@@ -535,13 +599,13 @@ cudaError_t LaunchNsaDecode(const NsaDecodeArgs& a, cudaStream_t stream) {
   if (opt_in != cudaSuccess) return opt_in;
   cudaEvent_t* ev = a.timing_events;
   if (ev) cudaEventRecord(ev[0], stream);
-  CompressedKernel<<<dim3(z.cmp_chunks, a.num_kv_heads, a.batch), kThreads, cmp_smem, stream>>>(a, z, ws);
+  CompressedKernel<<<dim3(z.cmp_splits, a.num_kv_heads, a.batch), kThreads, run_smem, stream>>>(a, z, ws);
   if (ev) cudaEventRecord(ev[1], stream);
   SelectKernel<<<dim3(a.num_kv_heads, a.batch), 512, sel_smem, stream>>>(a, z, ws);
   if (ev) cudaEventRecord(ev[2], stream);
-  SegmentKernel<<<dim3(z.segments, a.num_kv_heads, a.batch), kThreads, seg_smem, stream>>>(a, z, ws);
+  SegmentKernel<<<dim3(z.sel_splits + z.win_splits, a.num_kv_heads, a.batch), kThreads, run_smem, stream>>>(a, z, ws);
   if (ev) cudaEventRecord(ev[3], stream);
-  const size_t combine_smem = (z.cmp_chunks + z.segments) * kWarps * sizeof(float);
+  const size_t combine_smem = (z.cmp_splits + z.sel_splits + z.win_splits) * kWarps * sizeof(float);
   CombineKernel<<<dim3(a.num_heads, a.batch), 128, combine_smem, stream>>>(a, z, ws);
   if (ev) cudaEventRecord(ev[4], stream);
   return cudaGetLastError();
