@@ -27,9 +27,13 @@ struct Sizes {
   size_t total_bytes;
 };
 
-// Splits of `tiles` tiles so that batch x KV heads x splits fills the SMs about twice.
+// Blocks per SM the splits aim for: runs short enough that co-resident blocks overlap one
+// another's loads (a run has no double buffering of its own).
+constexpr int kSmOversubscription = 2;
+
+// Splits of `tiles` tiles so that batch x KV heads x splits is about kSmOversubscription x SMs.
 void Split(int tiles, int units, int sms, int* splits, int* per_split) {
-  const int want = std::max(1, std::min(tiles, (2 * sms + units - 1) / units));
+  const int want = std::max(1, std::min(tiles, (kSmOversubscription * sms + units - 1) / units));
   *per_split = (tiles + want - 1) / want;
   *splits = (tiles + *per_split - 1) / *per_split;
 }
