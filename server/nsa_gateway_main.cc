@@ -8,8 +8,6 @@
 #include <signal.h>
 
 #include <cstdio>
-#include <fstream>
-#include <sstream>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/usage.h"
@@ -51,14 +49,7 @@ absl::Status Run() {
   options.api_keys = absl::GetFlag(FLAGS_api_key);
   options.max_body_bytes = static_cast<size_t>(absl::GetFlag(FLAGS_max_body_kib)) << 10;
   options.max_connections = absl::GetFlag(FLAGS_max_connections);
-  options.chat_template = absl::GetFlag(FLAGS_chat_template);
-  if (!options.chat_template.empty() && BuiltinChatTemplate(options.chat_template) == nullptr) {
-    std::ifstream in(options.chat_template);
-    if (!in) return absl::InvalidArgumentError("--chat-template is neither a built-in nor a readable file");
-    std::stringstream text;
-    text << in.rdbuf();
-    options.chat_template = text.str();
-  }
+  ASSIGN_OR_RETURN(options.chat_template, ChatTemplateFromFlag(absl::GetFlag(FLAGS_chat_template)));
 
   RemoteBackend backend(backends);
   OpenAIServer http(&backend, options);

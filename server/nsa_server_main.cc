@@ -14,8 +14,6 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 #include <thread>
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
@@ -90,15 +88,7 @@ absl::Status Serve() {
   if (absl::GetFlag(FLAGS_max_body_kib) <= 0 || absl::GetFlag(FLAGS_max_connections) <= 0) {
     return absl::InvalidArgumentError("--max-body-kib and --max-connections must be positive");
   }
-  std::string chat_template = absl::GetFlag(FLAGS_chat_template);
-  if (!chat_template.empty() && BuiltinChatTemplate(chat_template) == nullptr) {
-    std::ifstream in(chat_template);
-    if (!in) return absl::InvalidArgumentError(absl::StrCat("--chat-template: \"", chat_template,
-                                                            "\" is neither a built-in (chatml, llama2, plain) nor a readable file"));
-    std::stringstream text;
-    text << in.rdbuf();
-    chat_template = text.str();
-  }
+  ASSIGN_OR_RETURN(const std::string chat_template, ChatTemplateFromFlag(absl::GetFlag(FLAGS_chat_template)));
   const std::string host = absl::GetFlag(FLAGS_host);
   if (absl::GetFlag(FLAGS_kv_cache_mib) <= 0) return absl::InvalidArgumentError("--kv-cache-mib must be positive");
 

@@ -8,6 +8,9 @@
 #include <memory>
 #include <vector>
 
+#include <fstream>
+#include <sstream>
+
 #include "absl/strings/str_cat.h"
 
 namespace nsa {
@@ -686,6 +689,18 @@ const char* BuiltinChatTemplate(const std::string& name) {
   };
   auto it = kTemplates.find(name);
   return it == kTemplates.end() ? nullptr : it->second;
+}
+
+absl::StatusOr<std::string> ChatTemplateFromFlag(const std::string& flag) {
+  if (flag.empty() || BuiltinChatTemplate(flag) != nullptr) return flag;
+  std::ifstream in(flag);
+  if (!in) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--chat-template: \"", flag, "\" is neither a built-in (chatml, llama2, plain) nor a readable file"));
+  }
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
 }
 
 }  // namespace nsa

@@ -25,4 +25,8 @@ absl::StatusOr<std::string> RenderChatTemplate(const std::string& source, const 
 // A named built-in template ("chatml", "llama2", "plain"), or nullptr.
 const char* BuiltinChatTemplate(const std::string& name);
 
+// What a --chat-template flag names: "" stays "" (use the checkpoint's), a built-in's name stays
+// as it is (OpenAIServerOptions resolves it), anything else is read as a template file.
+absl::StatusOr<std::string> ChatTemplateFromFlag(const std::string& flag);
+
 }  // namespace nsa
