@@ -4,6 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 rm -rf stage && mkdir -p stage/bin
-cp build/tests/nsa_decode_test build/bench/nsa_decode_bench stage/bin/
+cp build/tests/nsa_decode_test build/tests/kv_write_test build/bench/nsa_decode_bench stage/bin/
 ../shared/tools/bundle-libs stage/lib stage/bin/*
 du -sh stage
