@@ -114,7 +114,8 @@ void NsaModel::Attention(int layer, const float* h, int n, KvStore& store, float
   }
 }
 
-std::vector<float> NsaModel::Forward(std::span<const int> tokens, KvStore& store, std::vector<float>* all_logits) const {
+std::vector<float> NsaModel::Forward(std::span<const int> tokens, KvStore& store, std::vector<float>* all_logits,
+                                     bool want_logits) const {
   const ModelConfig& c = config_;
   const int n = static_cast<int>(tokens.size());
   const int H = c.hidden_size, M = c.intermediate_size, V = c.vocab_size;
@@ -141,6 +142,7 @@ std::vector<float> NsaModel::Forward(std::span<const int> tokens, KvStore& store
     for (size_t j = 0; j < x.size(); ++j) x[j] += proj[j];
   }
   store.Commit(n);
+  if (!want_logits && all_logits == nullptr) return {};
 
   ref::RmsNorm(x.data(), n, H, weights_.norm.data(), c.norm_eps, h.data());
   const float* out_w = weights_.output_matrix().data();

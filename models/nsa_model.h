@@ -31,8 +31,11 @@ class NsaModel {
   ContiguousKvStore NewCache() const { return ContiguousKvStore(config_); }
 
   // Appends `tokens` at positions store.num_tokens() onwards and returns the logits of the
-  // last one ([vocab]); with all_logits, the logits of every new token ([tokens][vocab]).
-  std::vector<float> Forward(std::span<const int> tokens, KvStore& store, std::vector<float>* all_logits = nullptr) const;
+  // last one ([vocab]); with all_logits, the logits of every new token ([tokens][vocab]). With
+  // want_logits false (a prefill chunk that samples nothing) the LM head is skipped and the
+  // result is empty.
+  std::vector<float> Forward(std::span<const int> tokens, KvStore& store, std::vector<float>* all_logits = nullptr,
+                             bool want_logits = true) const;
 
  private:
   void Attention(int layer, const float* h, int num_new, KvStore& store, float* out) const;

@@ -1,7 +1,6 @@
 #include "models/weights.h"
 
 #include <cmath>
-#include <functional>
 #include <map>
 
 #include "absl/strings/str_cat.h"
@@ -27,43 +26,50 @@ std::vector<TensorSpec> ExpectedTensors(const ModelConfig& c) {
   const int64_t l = c.nsa.compress_block;
   // Fan-in scaling keeps activations O(1) so random models exercise every softmax meaningfully.
   auto fan_in = [](int64_t n) { return 1.0f / std::sqrt(static_cast<float>(n)); };
-  auto norm = [](std::string name, int64_t dim) { return TensorSpec{std::move(name), {dim}, 1.0f, 0.1f}; };
+  using LW = LayerWeights;
+  using MW = ModelWeights;
 
   std::vector<TensorSpec> specs;
-  specs.push_back({"model.embeddings.weight", {V, H}, 0.0f, 1.0f});
+  auto model = [&](const char* name, std::vector<int64_t> shape, float mean, float std, std::vector<float> MW::*field) {
+    specs.push_back({name, std::move(shape), mean, std, -1, nullptr, field});
+  };
+  model("model.embeddings.weight", {V, H}, 0.0f, 1.0f, &MW::embeddings);
   for (int i = 0; i < c.num_layers; ++i) {
     const std::string p = absl::StrCat("model.layers.", i, ".");
-    specs.push_back(norm(p + "attn_norm.weight", H));
-    specs.push_back({p + "attn.q_proj.weight", {q_dim, H}, 0.0f, fan_in(H)});
-    specs.push_back({p + "attn.k_proj.weight", {k_dim, H}, 0.0f, fan_in(H)});
-    specs.push_back({p + "attn.v_proj.weight", {v_dim, H}, 0.0f, fan_in(H)});
+    auto layer = [&](const char* suffix, std::vector<int64_t> shape, float mean, float std, std::vector<float> LW::*field) {
+      specs.push_back({p + suffix, std::move(shape), mean, std, i, field, nullptr});
+    };
+    layer("attn_norm.weight", {H}, 1.0f, 0.1f, &LW::attn_norm);
+    layer("attn.q_proj.weight", {q_dim, H}, 0.0f, fan_in(H), &LW::q_proj);
+    layer("attn.k_proj.weight", {k_dim, H}, 0.0f, fan_in(H), &LW::k_proj);
+    layer("attn.v_proj.weight", {v_dim, H}, 0.0f, fan_in(H), &LW::v_proj);
     if (c.qkv_bias) {
-      specs.push_back({p + "attn.q_proj.bias", {q_dim}, 0.0f, 0.1f});
-      specs.push_back({p + "attn.k_proj.bias", {k_dim}, 0.0f, 0.1f});
-      specs.push_back({p + "attn.v_proj.bias", {v_dim}, 0.0f, 0.1f});
+      layer("attn.q_proj.bias", {q_dim}, 0.0f, 0.1f, &LW::q_bias);
+      layer("attn.k_proj.bias", {k_dim}, 0.0f, 0.1f, &LW::k_bias);
+      layer("attn.v_proj.bias", {v_dim}, 0.0f, 0.1f, &LW::v_bias);
     }
     if (c.nsa.kv_sharing == KvSharing::kPerBranch) {
-      specs.push_back({p + "attn.k_cmp_proj.weight", {k_dim, H}, 0.0f, fan_in(H)});
-      specs.push_back({p + "attn.v_cmp_proj.weight", {v_dim, H}, 0.0f, fan_in(H)});
-      specs.push_back({p + "attn.k_win_proj.weight", {k_dim, H}, 0.0f, fan_in(H)});
-      specs.push_back({p + "attn.v_win_proj.weight", {v_dim, H}, 0.0f, fan_in(H)});
+      layer("attn.k_cmp_proj.weight", {k_dim, H}, 0.0f, fan_in(H), &LW::k_cmp_proj);
+      layer("attn.v_cmp_proj.weight", {v_dim, H}, 0.0f, fan_in(H), &LW::v_cmp_proj);
+      layer("attn.k_win_proj.weight", {k_dim, H}, 0.0f, fan_in(H), &LW::k_win_proj);
+      layer("attn.v_win_proj.weight", {v_dim, H}, 0.0f, fan_in(H), &LW::v_win_proj);
     }
     if (c.nsa.compress_fn == CompressFn::kLinear) {
-      specs.push_back({p + "attn.compress_key", {c.num_kv_heads, l * c.head_dim, c.head_dim}, 0.0f,
-                       fan_in(l * c.head_dim)});
-      specs.push_back({p + "attn.intra_block_pe", {c.num_kv_heads, l, c.head_dim}, 0.0f, 0.5f});
-      specs.push_back({p + "attn.compress_value", {c.num_kv_heads, l * c.v_head_dim, c.v_head_dim}, 0.0f,
-                       fan_in(l * c.v_head_dim)});
+      layer("attn.compress_key", {c.num_kv_heads, l * c.head_dim, c.head_dim}, 0.0f, fan_in(l * c.head_dim),
+            &LW::compress_key);
+      layer("attn.intra_block_pe", {c.num_kv_heads, l, c.head_dim}, 0.0f, 0.5f, &LW::intra_block_pe);
+      layer("attn.compress_value", {c.num_kv_heads, l * c.v_head_dim, c.v_head_dim}, 0.0f, fan_in(l * c.v_head_dim),
+            &LW::compress_value);
     }
-    specs.push_back({p + "attn.g_proj.weight", {3 * int64_t{c.num_heads}, H}, 0.0f, fan_in(H)});
-    specs.push_back({p + "attn.o_proj.weight", {H, o_in}, 0.0f, fan_in(o_in)});
-    specs.push_back(norm(p + "mlp_norm.weight", H));
-    specs.push_back({p + "mlp.gate_proj.weight", {M, H}, 0.0f, fan_in(H)});
-    specs.push_back({p + "mlp.up_proj.weight", {M, H}, 0.0f, fan_in(H)});
-    specs.push_back({p + "mlp.down_proj.weight", {H, M}, 0.0f, fan_in(M)});
+    layer("attn.g_proj.weight", {3 * int64_t{c.num_heads}, H}, 0.0f, fan_in(H), &LW::g_proj);
+    layer("attn.o_proj.weight", {H, o_in}, 0.0f, fan_in(o_in), &LW::o_proj);
+    layer("mlp_norm.weight", {H}, 1.0f, 0.1f, &LW::mlp_norm);
+    layer("mlp.gate_proj.weight", {M, H}, 0.0f, fan_in(H), &LW::gate_proj);
+    layer("mlp.up_proj.weight", {M, H}, 0.0f, fan_in(H), &LW::up_proj);
+    layer("mlp.down_proj.weight", {H, M}, 0.0f, fan_in(M), &LW::down_proj);
   }
-  specs.push_back(norm("model.norm.weight", H));
-  if (!c.tie_word_embeddings) specs.push_back({"lm_head.weight", {V, H}, 0.0f, fan_in(H)});
+  model("model.norm.weight", {H}, 1.0f, 0.1f, &MW::norm);
+  if (!c.tie_word_embeddings) model("lm_head.weight", {V, H}, 0.0f, fan_in(H), &MW::lm_head);
   return specs;
 }
 
@@ -71,27 +77,6 @@ absl::StatusOr<ModelWeights> LoadWeights(const std::string& dir, const ModelConf
   ASSIGN_OR_RETURN(SafetensorsSet set, SafetensorsSet::OpenDirectory(dir));
   ModelWeights w;
   w.layers.resize(config.num_layers);
-  // Where each expected tensor goes.
-  std::map<std::string, std::vector<float>*> slots;
-  slots["model.embeddings.weight"] = &w.embeddings;
-  slots["model.norm.weight"] = &w.norm;
-  slots["lm_head.weight"] = &w.lm_head;
-  for (int i = 0; i < config.num_layers; ++i) {
-    LayerWeights& L = w.layers[i];
-    const std::string p = absl::StrCat("model.layers.", i, ".");
-    const std::pair<const char*, std::vector<float>*> names[] = {
-        {"attn_norm.weight", &L.attn_norm}, {"attn.q_proj.weight", &L.q_proj}, {"attn.k_proj.weight", &L.k_proj},
-        {"attn.v_proj.weight", &L.v_proj}, {"attn.q_proj.bias", &L.q_bias}, {"attn.k_proj.bias", &L.k_bias},
-        {"attn.v_proj.bias", &L.v_bias}, {"attn.g_proj.weight", &L.g_proj}, {"attn.o_proj.weight", &L.o_proj},
-        {"attn.k_cmp_proj.weight", &L.k_cmp_proj}, {"attn.v_cmp_proj.weight", &L.v_cmp_proj},
-        {"attn.k_win_proj.weight", &L.k_win_proj}, {"attn.v_win_proj.weight", &L.v_win_proj},
-        {"attn.compress_key", &L.compress_key}, {"attn.intra_block_pe", &L.intra_block_pe},
-        {"attn.compress_value", &L.compress_value}, {"mlp_norm.weight", &L.mlp_norm},
-        {"mlp.gate_proj.weight", &L.gate_proj}, {"mlp.up_proj.weight", &L.up_proj},
-        {"mlp.down_proj.weight", &L.down_proj}};
-    for (const auto& [name, slot] : names) slots[p + name] = slot;
-  }
-
   const std::vector<TensorSpec> specs = ExpectedTensors(config);
   int64_t total_bytes = 0;
   for (const TensorSpec& s : specs) {
@@ -123,7 +108,7 @@ absl::StatusOr<ModelWeights> LoadWeights(const std::string& dir, const ModelConf
   if (progress) bar = std::make_unique<Progress>("loading " + dir, total_bytes, Progress::Unit::kBytes);
   for (const TensorSpec& s : specs) {
     SafetensorsSet::Entry e = set.Find(s.name);
-    std::vector<float>* slot = slots.at(s.name);
+    std::vector<float>* slot = s.layer >= 0 ? &(w.layers[s.layer].*s.layer_field) : &(w.*s.model_field);
     slot->resize(s.NumElements());
     ConvertToFloat(e.info->dtype, e.file->Data(*e.info), slot->size(), slot->data());
     for (float v : *slot) {

@@ -11,18 +11,6 @@
 
 namespace nsa {
 
-struct TensorSpec {
-  std::string name;
-  std::vector<int64_t> shape;
-  // How random weights are drawn: uniform with this mean and standard deviation.
-  float init_mean = 0.0f;
-  float init_std = 0.0f;
-  int64_t NumElements() const;
-};
-
-// Every tensor the config needs, in checkpoint order.
-std::vector<TensorSpec> ExpectedTensors(const ModelConfig& config);
-
 struct LayerWeights {
   std::vector<float> attn_norm;  // [H]
   std::vector<float> q_proj, k_proj, v_proj;  // [nh*hd, H], [kvh*hd, H], [kvh*vhd, H]
@@ -42,6 +30,23 @@ struct ModelWeights {
   std::vector<LayerWeights> layers;
   const std::vector<float>& output_matrix() const { return lm_head.empty() ? embeddings : lm_head; }
 };
+
+struct TensorSpec {
+  std::string name;
+  std::vector<int64_t> shape;
+  // How random weights are drawn: uniform with this mean and standard deviation.
+  float init_mean = 0.0f;
+  float init_std = 0.0f;
+  // Where a loaded tensor goes: layers[layer].*layer_field, or the model's *model_field.
+  int layer = -1;
+  std::vector<float> LayerWeights::*layer_field = nullptr;
+  std::vector<float> ModelWeights::*model_field = nullptr;
+  int64_t NumElements() const;
+};
+
+// Every tensor the config needs, in checkpoint order: the one list the loader and the random
+// model writer share.
+std::vector<TensorSpec> ExpectedTensors(const ModelConfig& config);
 
 // Reads config.json and the safetensors of `dir`; every expected tensor must be present with the
 // expected shape (errors name the file and the tensor). Shows progress when `progress` is set.

@@ -21,7 +21,7 @@ absl::StatusOr<std::vector<std::vector<float>>> CpuRunner::Execute(std::span<con
   for (const RunnerSeq& s : seqs) {
     pool_.ApplyCopies(s.copies);
     PagedKvStore store = pool_.Store(*s.tables, s.first_token);
-    std::vector<float> out = model_->Forward(s.tokens, store);
+    std::vector<float> out = model_->Forward(s.tokens, store, nullptr, s.want_logits);
     if (s.want_logits) logits.push_back(std::move(out));
   }
   return logits;
