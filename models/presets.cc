@@ -155,4 +155,22 @@ absl::Status WriteRandomModel(const ModelConfig& config, const std::string& dir,
   return writer.Close();
 }
 
+ModelWeights RandomModelWeights(const ModelConfig& config, uint64_t seed, DType dtype) {
+  ModelWeights w;
+  w.layers.resize(config.num_layers);
+  const size_t elem = DTypeSize(dtype);
+  for (const TensorSpec& s : ExpectedTensors(config)) {
+    const int64_t n = s.NumElements();
+    const uint64_t name_hash = HashName(s.name);
+    std::vector<float>& values = s.layer >= 0 ? w.layers[s.layer].*s.layer_field : w.*s.model_field;
+    values.resize(n);
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (int64_t i = 0; i < n; ++i) values[i] = RandomWeight(seed, name_hash, i, s.init_mean, s.init_std);
+    std::vector<std::byte> bytes(n * elem);
+    ConvertFromFloat(dtype, values.data(), n, bytes.data());
+    ConvertToFloat(dtype, bytes.data(), n, values.data());
+  }
+  return w;
+}
+
 }  // namespace nsa

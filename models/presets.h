@@ -9,6 +9,7 @@
 #include "absl/status/statusor.h"
 #include "models/config.h"
 #include "models/safetensors.h"
+#include "models/weights.h"
 
 namespace nsa {
 
@@ -30,5 +31,10 @@ absl::Status WriteRandomModel(const ModelConfig& config, const std::string& dir,
 // The deterministic value of element `index` of tensor `name` for `seed`, before dtype rounding.
 float RandomWeight(uint64_t seed, uint64_t name_hash, int64_t index, float mean, float std);
 uint64_t HashName(const std::string& name);
+
+// The weights WriteRandomModel would write for (config, seed, dtype), as the CPU model loads them
+// (float32 holding values rounded to dtype), without a checkpoint: for tests against the GPU's
+// own random weights (kernels/cuda/model_ops.h LaunchRandomBf16).
+ModelWeights RandomModelWeights(const ModelConfig& config, uint64_t seed, DType dtype);
 
 }  // namespace nsa

@@ -50,6 +50,8 @@ ABSL_FLAG(int, max_connections, 2048, "HTTP worker threads: connections served a
 ABSL_FLAG(std::string, chat_template, "", "chat template: a built-in (chatml, llama2, plain) or a file; default: the checkpoint's");
 ABSL_FLAG(std::string, backend, "auto", "auto, cpu or cuda");
 ABSL_FLAG(int64_t, kv_cache_mib, 512, "CPU backend: host memory for KV cache pages, MiB");
+ABSL_FLAG(double, gpu_memory_utilization, 0.9, "CUDA backend: share of the GPU's memory for weights, KV cache and buffers");
+ABSL_FLAG(bool, enforce_eager, false, "CUDA backend: no CUDA graphs for decode steps");
 ABSL_FLAG(int, max_model_len, 0, "longest prompt + completion (0: the model's, capped by the KV cache)");
 ABSL_FLAG(int, max_num_seqs, 256, "most sequences in one step");
 ABSL_FLAG(int64_t, max_num_batched_tokens, 2048, "token budget of one step (prefill chunks + decodes)");
@@ -95,6 +97,15 @@ absl::Status Serve() {
   BackendOptions backend_options;
   backend_options.backend = absl::GetFlag(FLAGS_backend);
   backend_options.kv_cache_bytes = absl::GetFlag(FLAGS_kv_cache_mib) << 20;
+  backend_options.gpu_memory_utilization = absl::GetFlag(FLAGS_gpu_memory_utilization);
+  if (!(backend_options.gpu_memory_utilization > 0 && backend_options.gpu_memory_utilization <= 1)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--gpu-memory-utilization must be in (0, 1], got ", backend_options.gpu_memory_utilization));
+  }
+  backend_options.enforce_eager = absl::GetFlag(FLAGS_enforce_eager);
+  backend_options.max_num_seqs = absl::GetFlag(FLAGS_max_num_seqs);
+  backend_options.max_num_batched_tokens = absl::GetFlag(FLAGS_max_num_batched_tokens);
+  backend_options.max_model_len = absl::GetFlag(FLAGS_max_model_len);
   ASSIGN_OR_RETURN(Backend backend, MakeBackend(dir, backend_options));
   std::string error;
   std::unique_ptr<Tokenizer> tokenizer = Tokenizer::Load(dir + "/tokenizer.model", &error);

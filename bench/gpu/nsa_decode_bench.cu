@@ -11,6 +11,7 @@
 #include <cstring>
 #include <vector>
 
+#include "bench/gpu/copy_ceiling.h"
 #include "kernels/cuda/nsa_decode.h"
 
 #define CHECK(expr)                                                                          \
@@ -39,30 +40,6 @@ float Median(std::vector<float> v) {
   return v[v.size() / 2];
 }
 
-// Device-to-device copy of 2 GiB: bytes read + written per second (gpu.md's ceiling).
-double CopyCeiling() {
-  const size_t bytes = size_t{1} << 31;
-  void *a, *b;
-  CHECK(cudaMalloc(&a, bytes));
-  CHECK(cudaMalloc(&b, bytes));
-  cudaEvent_t s, e;
-  cudaEventCreate(&s);
-  cudaEventCreate(&e);
-  std::vector<float> ms;
-  for (int i = 0; i < 12; ++i) {
-    cudaEventRecord(s);
-    CHECK(cudaMemcpy(b, a, bytes, cudaMemcpyDeviceToDevice));
-    cudaEventRecord(e);
-    cudaEventSynchronize(e);
-    float t;
-    cudaEventElapsedTime(&t, s, e);
-    if (i >= 2) ms.push_back(t);
-  }
-  cudaFree(a);
-  cudaFree(b);
-  return 2.0 * bytes / (Median(ms) * 1e-3);
-}
-
 struct Shape {
   const char* name;
   int heads, kv_heads, hd, vhd, l, d, lp, n, w;
@@ -77,7 +54,7 @@ int main(int argc, char** argv) {
   const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
   cudaDeviceProp prop;
   CHECK(cudaGetDeviceProperties(&prop, 0));
-  const double ceiling = std::getenv("NSA_BENCH_ONLY") ? 3.0e12 : CopyCeiling();
+  const double ceiling = std::getenv("NSA_BENCH_ONLY") ? 3.0e12 : nsa::bench::CopyCeiling();
   std::printf("device: %s, %d SMs; copy ceiling %.2f TB/s\n\n", prop.name, prop.multiProcessorCount, ceiling / 1e12);
   std::printf("| shape | batch | context | time (us) | NSA bytes (MB) | GB/s | %% of copy ceiling |\n|---|---|---|---|---|---|---|\n");
   const Shape shapes[] = {{"7b", 64, 4, 128, 128, 64, 64, 64, 16, 512, false},

@@ -1,21 +1,57 @@
 #!/usr/bin/env bash
 # Runs every GPU test and benchmark on the GPU machine from a staged folder, writing full logs to
 # OUT and a short summary last. Stage first, here:  bench/gpu/stage.sh   (makes stage/)
-#   bench/gpu/run-all.sh OUT [--quick]
+#   bench/gpu/run-all.sh OUT [--quick] [--only tests|bench]
 set -uo pipefail
-out=${1:?usage: run-all.sh OUT [--quick]}
-quick=${2:-}
+out=${1:?usage: run-all.sh OUT [--quick] [--only tests|bench]}
+shift
+quick="" only=""
+while [ $# -gt 0 ]; do
+  case $1 in
+    --quick) quick=--quick ;;
+    --only) only=$2; shift ;;
+  esac
+  shift
+done
 here=$(cd "$(dirname "$0")/../.." && pwd)
-export LD_LIBRARY_PATH=$here/stage/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+# cuBLASLt is not staged: take the machine's (CUDA toolkit, else the pip wheel torch uses).
+cublas=""
+for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do
+  [ -e "$d/libcublasLt.so.13" ] && { cublas=$d; break; }
+done
+if [ -z "$cublas" ]; then
+  f=$(python3 -c "import nvidia, os; print(os.path.dirname(nvidia.__path__[0]))" 2>/dev/null)
+  f=$(find "${f:-/usr}" -name 'libcublasLt.so.13' 2>/dev/null | head -1)
+  [ -n "$f" ] && cublas=$(dirname "$f")
+fi
+export LD_LIBRARY_PATH=$here/stage/lib${cublas:+:$cublas}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+bin=$here/stage/bin
 mkdir -p "$out"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$out/gpu.txt" 2>&1
+echo "cuBLASLt from: ${cublas:-not found}" >> "$out/gpu.txt"
 status=0
-"$here/stage/bin/nsa_decode_test" --gtest_brief=0 > "$out/nsa_decode_test.log" 2>&1 || status=1
-"$here/stage/bin/kv_write_test" > "$out/kv_write_test.log" 2>&1 || status=1
-"$here/stage/bin/nsa_decode_bench" $quick > "$out/nsa_decode_bench.md" 2>&1 || status=1
-PYTHONUNBUFFERED=1 python3 "$here/bench/gpu/sdpa_decode.py" $quick > "$out/sdpa_decode.md" 2>&1 || status=1
-echo "== $(cat "$out/gpu.txt" | tail -1)"
-grep -E "^\[  (PASSED|FAILED)|tests ran" "$out/nsa_decode_test.log" "$out/kv_write_test.log"
-grep -E "worst relative error" "$out/kv_write_test.log"
-cat "$out/nsa_decode_bench.md" "$out/sdpa_decode.md"
+if [ "$only" != bench ]; then
+  for t in nsa_decode_test kv_write_test model_gpu_test sampling_gpu_test; do
+    [ -x "$bin/$t" ] || continue
+    "$bin/$t" > "$out/$t.log" 2>&1 || status=1
+  done
+  # The CUDA runner against the independent PyTorch reference (tests/reference).
+  for preset in tiny tiny-paper; do
+    "$bin/nsa-model" create --preset $preset --out "$out/models/$preset" --seed 3 > /dev/null 2>&1
+    python3 "$here/tests/reference/compare_logits.py" --model "$out/models/$preset" \
+      --logits-tool "$here/bench/gpu/nsa-logits-cuda" --prompt-len 150 --num-decode 100 --seed 4 --rtol 3e-2 \
+      > "$out/torch_$preset.log" 2>&1 || status=1
+  done
+  # The server on a GPU machine: the CUDA backend, a streamed completion over HTTP, drain.
+  bash "$here/bench/gpu/server-smoke.sh" "$bin/nsa-server" "$here/stage/models/tiny" > "$out/server_smoke.log" 2>&1 || status=1
+fi
+if [ "$only" != tests ]; then
+  "$bin/nsa_decode_bench" $quick > "$out/nsa_decode_bench.md" 2>&1 || status=1
+  PYTHONUNBUFFERED=1 python3 "$here/bench/gpu/sdpa_decode.py" $quick > "$out/sdpa_decode.md" 2>&1 || status=1
+  "$bin/e2e_decode_bench" $quick > "$out/e2e_decode_bench.md" 2>&1 || status=1
+fi
+echo "== $(head -2 "$out/gpu.txt" | tail -1)"
+grep -hE "^\[  (PASSED|FAILED)|tests ran|^\[ model \]|worst relative error" "$out"/*_test.log 2>/dev/null
+tail -n 3 "$out"/torch_*.log "$out/server_smoke.log" 2>/dev/null
+cat "$out/nsa_decode_bench.md" "$out/sdpa_decode.md" "$out/e2e_decode_bench.md" 2>/dev/null
 exit $status

@@ -5,6 +5,9 @@
 #include "kernels/common/status.h"
 #include "kernels/cuda/device_info.h"
 #include "models/nsa_model.h"
+#ifdef NSA_HAVE_CUDA
+#include "engine/runner/cuda_runner.h"
+#endif
 
 namespace nsa {
 
@@ -14,15 +17,30 @@ absl::StatusOr<Backend> MakeBackend(const std::string& model_dir, const BackendO
   }
   const int gpus = cuda::DeviceCount();
   Backend b;
-  if (options.backend == "cuda") {
-    // The CUDA model runner is not part of this build yet (the kernels land with it).
-    return absl::UnimplementedError(absl::StrCat("the CUDA backend is not available in this build (",
-                                                 gpus > 0 ? cuda::DeviceDescription(0) : "no GPU found",
-                                                 "); use --backend cpu"));
+#ifdef NSA_HAVE_CUDA
+  if (options.backend == "cuda" || (options.backend == "auto" && gpus > 0)) {
+    if (gpus == 0) return absl::FailedPreconditionError("--backend cuda: no CUDA device found; use --backend cpu");
+    CudaRunnerOptions o;
+    o.memory_fraction = options.gpu_memory_utilization;
+    o.max_num_seqs = options.max_num_seqs;
+    o.max_step_tokens = options.max_num_batched_tokens;
+    o.max_context = options.max_model_len;
+    o.cuda_graphs = !options.enforce_eager;
+    o.progress = options.progress;
+    ASSIGN_OR_RETURN(std::unique_ptr<CudaRunner> runner, CudaRunner::Load(model_dir, o));
+    b.note = options.backend == "auto" ? absl::StrCat("GPU found (", cuda::DeviceDescription(0), "): CUDA backend")
+                                       : "CUDA backend";
+    b.runner = std::move(runner);
+    return b;
   }
-  b.note = gpus > 0 && options.backend == "auto"
-               ? absl::StrCat("GPU found (", cuda::DeviceDescription(0), ") but this build has no CUDA runner yet: CPU backend")
-               : "CPU backend";
+  b.note = gpus > 0 ? "CPU backend (--backend cpu)" : "no GPU found: CPU backend";
+#else
+  if (options.backend == "cuda") {
+    return absl::UnimplementedError(absl::StrCat("this build has no CUDA backend (built without nvcc; ",
+                                                 gpus > 0 ? cuda::DeviceDescription(0) : "no GPU found", "); use --backend cpu"));
+  }
+  b.note = "CPU backend (built without CUDA)";
+#endif
   ASSIGN_OR_RETURN(std::unique_ptr<NsaModel> model, NsaModel::Load(model_dir, options.progress));
   const int32_t pages = CpuRunner::PagesFor(model->config(), options.kv_cache_bytes);
   if (pages < 1) return absl::InvalidArgumentError("the KV cache memory holds no page; raise it");

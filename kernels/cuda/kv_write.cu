@@ -16,6 +16,7 @@ __global__ void KvWriteKernel(KvWriteArgs a) {
   const KvLayout& L = a.layout;
   const int64_t t = a.token_pos[i];
   const int64_t seq = a.token_seq[i];
+  if (seq < 0) return;  // padding of a fixed-size (graph-captured) step
   const int64_t page_index = t / L.page_tokens, slot = t % L.page_tokens;
   const int hd = L.head_dim, vhd = L.v_head_dim, kvh = L.num_kv_heads;
   auto dst = [&](const int32_t* tables, KvPlane plane, bool value, int dim) {
@@ -39,6 +40,7 @@ __global__ void SummaryKernel(SummaryArgs a) {
   const KvLayout& L = a.layout;
   const NsaParams& p = a.nsa;
   const int64_t seq = a.summary_seq[s], i = a.summary_index[s];
+  if (seq < 0) return;  // padding of a fixed-size (graph-captured) step
   const int hd = L.head_dim, vhd = L.v_head_dim, l = p.compress_block;
   const int64_t first = i * p.compress_stride;
   const int64_t end_token = first + l - 1;

@@ -22,7 +22,7 @@ struct KvWriteArgs {
   KvLayout layout;
   int layer = 0;
   int num_tokens = 0;
-  const int32_t* token_seq = nullptr;  // [num_tokens]: which sequence (row of the tables)
+  const int32_t* token_seq = nullptr;  // [num_tokens]: which sequence (row of the tables); -1 skips
   const int64_t* token_pos = nullptr;  // [num_tokens]: its position
   const int32_t* raw_tables = nullptr;  // [sequences][max_pages]
   const int32_t* win_tables = nullptr;  // per_branch, else null
@@ -42,7 +42,7 @@ struct SummaryArgs {
   int layer = 0;
   double rope_theta = 10000.0;
   int num_summaries = 0;
-  const int32_t* summary_seq = nullptr;  // [num_summaries]
+  const int32_t* summary_seq = nullptr;  // [num_summaries]; -1 skips
   const int64_t* summary_index = nullptr;  // [num_summaries]: compressed block i
   const int32_t* raw_tables = nullptr;
   const int32_t* src_tables = nullptr;  // compression inputs, when the layout has them

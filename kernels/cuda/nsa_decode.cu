@@ -277,7 +277,8 @@ __global__ void CompressedKernel(NsaDecodeArgs a, Sizes z, float* ws) {
   extern __shared__ __align__(16) unsigned char smem[];
   const RunSmem sm = CarveRun(smem, G, hd, vhd);
   LoadQuery(a, b, g, G, sm.qs);
-  const int32_t* table = a.raw_tables + static_cast<int64_t>(b) * a.max_pages;
+  const int64_t table_row = a.table_rows ? a.table_rows[b] : b;
+  const int32_t* table = a.raw_tables + table_row * a.max_pages;
   const KvLayout& L = a.layout;
   const int64_t k_off = L.Offset(KvPlane::kCmp, a.layer, g, false), v_off = L.Offset(KvPlane::kCmp, a.layer, g, true);
   __shared__ int64_t row_page[kTileRows];
@@ -488,9 +489,10 @@ __global__ void SegmentKernel(NsaDecodeArgs a, Sizes z, float* ws) {
   const int first = selected ? split * z.sel_per_split : (split - z.sel_splits) * z.win_per_split;
   const int last = selected ? min(z.n, first + z.sel_per_split) : min(z.window_pages, first + z.win_per_split);
   const int32_t* sel = reinterpret_cast<const int32_t*>(ws + z.sel) + bk * z.n;
-  const int32_t* table = a.raw_tables + static_cast<int64_t>(b) * a.max_pages;
+  const int64_t table_row = a.table_rows ? a.table_rows[b] : b;
+  const int32_t* table = a.raw_tables + table_row * a.max_pages;
   KvPlane plane = KvPlane::kSel;
-  if (!selected && a.win_tables) table = a.win_tables + static_cast<int64_t>(b) * a.max_pages, plane = KvPlane::kWin;
+  if (!selected && a.win_tables) table = a.win_tables + table_row * a.max_pages, plane = KvPlane::kWin;
   const int64_t window_start = Max(0, t - a.nsa.window + 1);
   if (first >= last) return EmptyPart(part, G, vhd);
 
@@ -580,8 +582,10 @@ cudaError_t LaunchNsaDecode(const NsaDecodeArgs& a, cudaStream_t stream) {
   if (a.num_kv_heads <= 0 || a.num_heads % a.num_kv_heads != 0) return cudaErrorInvalidValue;
   const Sizes z = SizesOf(a);
   if (z.G > kMaxG || z.n > kMaxSelected || z.n < 1) return cudaErrorInvalidValue;
-  if (a.head_dim != 64 && a.head_dim != 128 && a.head_dim != 192) return cudaErrorInvalidValue;
-  if (a.v_head_dim != 64 && a.v_head_dim != 128) return cudaErrorInvalidValue;
+  // Tiles step through key dims 16 at a time (mma k) and value dims 16 at a time; rows are
+  // copied 16 bytes at a time. Shared memory bounds the largest dims.
+  if (a.head_dim % 16 != 0 || a.head_dim < 16 || a.head_dim > 192) return cudaErrorInvalidValue;
+  if (a.v_head_dim % 16 != 0 || a.v_head_dim < 16 || a.v_head_dim > 128) return cudaErrorInvalidValue;
   if (a.max_context / a.nsa.select_block + 1 > kMaxBlocks || a.batch < 1) return cudaErrorInvalidValue;
   // One page is one tile: pages longer than kTileRows tokens would need a loop the kernel lacks.
   if (a.nsa.select_block > kTileRows) return cudaErrorInvalidValue;

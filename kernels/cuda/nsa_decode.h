@@ -28,8 +28,8 @@ struct NsaDecodeArgs {
   int batch = 0;
   int num_heads = 0;
   int num_kv_heads = 0;
-  int head_dim = 0;  // 64, 128 or 192
-  int v_head_dim = 0;  // 64 or 128
+  int head_dim = 0;  // a multiple of 16 up to 192 (64, 128, 192/128 and the tiny presets' 32, 48/32)
+  int v_head_dim = 0;  // a multiple of 16 up to 128
   int layer = 0;  // which layer of the pages
   float scale = 0;
   NsaParams nsa;
@@ -41,6 +41,9 @@ struct NsaDecodeArgs {
   const int32_t* raw_tables = nullptr;  // [batch][max_pages]: raw pages (selection K/V, summaries)
   const int32_t* win_tables = nullptr;  // [batch][max_pages]: window pages (per_branch), else null
   int max_pages = 0;  // row stride of the tables
+  // Optional [batch]: which row of the tables query b reads (prefill runs each position of a
+  // chunk as its own query over its sequence's tables); null: row b.
+  const int32_t* table_rows = nullptr;
   const int64_t* positions = nullptr;  // [batch]: the query's position t (context t + 1)
   int64_t max_context = 0;  // largest t + 1 in the batch (sizes the grids and the workspace)
 

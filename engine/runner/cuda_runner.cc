@@ -1,0 +1,537 @@
+#include "engine/runner/cuda_runner.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "kernels/common/status.h"
+#include "kernels/cuda/device_info.h"
+#include "kernels/cuda/gemm.h"
+#include "kernels/cuda/kv_write.h"
+#include "kernels/cuda/model_ops.h"
+#include "kernels/cuda/nsa_decode.h"
+#include "kernels/kv_layout.h"
+#include "models/dtype.h"
+#include "models/presets.h"
+
+namespace nsa {
+
+using bf16 = __nv_bfloat16;
+
+namespace {
+
+absl::Status CudaStatus(cudaError_t e, const char* what) {
+  if (e == cudaSuccess) return absl::OkStatus();
+  const std::string msg = absl::StrCat("CUDA ", what, ": ", cudaGetErrorString(e));
+  return e == cudaErrorMemoryAllocation ? absl::ResourceExhaustedError(msg) : absl::InternalError(msg);
+}
+
+#define CUDA_OK(call, what) RETURN_IF_ERROR(CudaStatus((call), what))
+
+// Decode batch sizes that get their own graph; a step pads up to the next one.
+int BatchBucket(int n, int max_seqs) {
+  static constexpr int kBuckets[] = {1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024};
+  for (int b : kBuckets) {
+    if (b >= n) return std::min(b, max_seqs);
+  }
+  return max_seqs;
+}
+
+// Context bucket of a decode graph: the attention's grids depend on the longest context.
+int64_t ContextBucket(int64_t context, int64_t max_context) {
+  int64_t b = 4096;
+  while (b < context) b *= 2;
+  return std::min(b, max_context);
+}
+
+}  // namespace
+
+// Device memory of the runner. Layer weights are fused for the GEMMs: q|k|v|gates(|k_win|v_win|
+// k_cmp|v_cmp) rows in one matrix, gate|up rows in another.
+struct CudaRunner::DeviceState {
+  struct Layer {
+    bf16 *qkvg = nullptr, *o = nullptr, *gate_up = nullptr, *down = nullptr;
+    float *q_bias = nullptr, *k_bias = nullptr, *v_bias = nullptr;
+    float *attn_norm = nullptr, *mlp_norm = nullptr;
+    float* intra_block_pe = nullptr;
+    bf16 *compress_key = nullptr, *compress_value = nullptr;
+  };
+  std::vector<Layer> layers;
+  bf16 *embeddings = nullptr, *lm_head = nullptr;
+  float* norm = nullptr;
+  int qkvg_width = 0;
+  std::vector<void*> allocations;
+
+  cudaStream_t stream = nullptr;
+  cuda::Gemm gemm;
+
+  // Activations for up to T tokens.
+  float *x = nullptr, *proj = nullptr, *gates = nullptr, *attn = nullptr, *logits = nullptr;
+  bf16 *h = nullptr, *q = nullptr, *k = nullptr, *v = nullptr, *k_win = nullptr, *v_win = nullptr, *k_src = nullptr,
+       *v_src = nullptr;
+  void* attn_workspace = nullptr;
+
+  // Step metadata, device side, and its pinned host staging (same layout).
+  struct Meta {
+    int32_t *tokens, *token_seq, *attn_row, *summary_seq, *logit_rows, *raw, *win, *src;
+    int64_t *positions, *summary_index;
+  };
+  Meta dev{}, host{};
+  void* meta_dev = nullptr;
+  void* meta_host = nullptr;
+  float* logits_host = nullptr;
+  int64_t T = 0, max_summaries = 0;
+  int table_rows = 0;  // max_num_seqs + 1: the last row is the padding row (all scratch page)
+
+  // This step's sizes (Forward reads them).
+  int num_summaries = 0;
+
+  template <typename T>
+  absl::Status Alloc(T** p, int64_t count) {
+    void* raw = nullptr;
+    const cudaError_t e = cudaMalloc(&raw, std::max<int64_t>(count, 1) * sizeof(T));
+    if (e != cudaSuccess) {
+      return absl::ResourceExhaustedError(absl::StrCat("GPU memory: cannot allocate ", count * sizeof(T), " bytes: ",
+                                                       cudaGetErrorString(e)));
+    }
+    allocations.push_back(raw);
+    *p = static_cast<T*>(raw);
+    return absl::OkStatus();
+  }
+  ~DeviceState() {
+    for (void* p : allocations) cudaFree(p);
+    if (meta_host) cudaFreeHost(meta_host);
+    if (logits_host) cudaFreeHost(logits_host);
+    if (stream) cudaStreamDestroy(stream);
+  }
+};
+
+CudaRunner::CudaRunner(ModelConfig config, CudaRunnerOptions options)
+    : config_(std::move(config)), options_(options), d_(std::make_unique<DeviceState>()) {}
+
+CudaRunner::~CudaRunner() {
+  for (auto& [key, exec] : graphs_) cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(exec));
+  d_.reset();
+  if (pages_) cudaFree(pages_);
+}
+
+int64_t CudaRunner::page_bytes() const {
+  return KvLayout::Make(config_.num_layers, config_.num_kv_heads, config_.head_dim, config_.v_head_dim, config_.nsa).page_elems *
+         int64_t{sizeof(bf16)};
+}
+
+absl::StatusOr<std::unique_ptr<CudaRunner>> CudaRunner::Create(const ModelConfig& config, const ModelWeights* weights,
+                                                               uint64_t random_seed, const CudaRunnerOptions& options) {
+  RETURN_IF_ERROR(config.Validate());
+  if (cuda::DeviceCount() <= options.device) return absl::FailedPreconditionError("no CUDA device found");
+  if (!(options.memory_fraction > 0 && options.memory_fraction <= 1)) {
+    return absl::InvalidArgumentError(absl::StrCat("the GPU memory fraction must be in (0, 1], got ", options.memory_fraction));
+  }
+  if (options.max_num_seqs < 1 || options.max_step_tokens < 1) {
+    return absl::InvalidArgumentError("max_num_seqs and max_step_tokens must be positive");
+  }
+  std::unique_ptr<CudaRunner> r(new CudaRunner(config, options));
+  RETURN_IF_ERROR(r->Init(weights, random_seed));
+  return r;
+}
+
+absl::StatusOr<std::unique_ptr<CudaRunner>> CudaRunner::Load(const std::string& dir, const CudaRunnerOptions& options) {
+  ASSIGN_OR_RETURN(ModelConfig config, ModelConfig::FromFile(dir + "/config.json"));
+  ASSIGN_OR_RETURN(ModelWeights weights, LoadWeights(dir, config, options.progress));
+  return Create(config, &weights, 0, options);
+}
+
+absl::Status CudaRunner::Init(const ModelWeights* weights, uint64_t seed) {
+  const ModelConfig& c = config_;
+  DeviceState& d = *d_;
+  CUDA_OK(cudaSetDevice(options_.device), "set device");
+  device_name_ = cuda::DeviceDescription(options_.device);
+  CUDA_OK(cudaStreamCreateWithFlags(&d.stream, cudaStreamNonBlocking), "stream");
+  RETURN_IF_ERROR(d.gemm.Init());
+
+  const int64_t H = c.hidden_size, M = c.intermediate_size, V = c.vocab_size;
+  const int nh = c.num_heads, kvh = c.num_kv_heads, hd = c.head_dim, vhd = c.v_head_dim;
+  const bool per_branch = c.nsa.kv_sharing == KvSharing::kPerBranch;
+  const bool linear = c.nsa.compress_fn == CompressFn::kLinear;
+  d.qkvg_width = nh * hd + kvh * hd + kvh * vhd + 3 * nh + (per_branch ? 2 * (kvh * hd + kvh * vhd) : 0);
+
+  // Weights: allocate the fused matrices, then place every checkpoint tensor into them.
+  d.layers.resize(c.num_layers);
+  RETURN_IF_ERROR(d.Alloc(&d.embeddings, V * H));
+  RETURN_IF_ERROR(d.Alloc(&d.norm, H));
+  if (!c.tie_word_embeddings) RETURN_IF_ERROR(d.Alloc(&d.lm_head, V * H));
+  for (DeviceState::Layer& L : d.layers) {
+    RETURN_IF_ERROR(d.Alloc(&L.qkvg, d.qkvg_width * H));
+    RETURN_IF_ERROR(d.Alloc(&L.o, H * nh * vhd));
+    RETURN_IF_ERROR(d.Alloc(&L.gate_up, 2 * M * H));
+    RETURN_IF_ERROR(d.Alloc(&L.down, H * M));
+    RETURN_IF_ERROR(d.Alloc(&L.attn_norm, H));
+    RETURN_IF_ERROR(d.Alloc(&L.mlp_norm, H));
+    if (c.qkv_bias) {
+      RETURN_IF_ERROR(d.Alloc(&L.q_bias, nh * hd));
+      RETURN_IF_ERROR(d.Alloc(&L.k_bias, kvh * hd));
+      RETURN_IF_ERROR(d.Alloc(&L.v_bias, kvh * vhd));
+    }
+    if (linear) {
+      const int64_t l = c.nsa.compress_block;
+      RETURN_IF_ERROR(d.Alloc(&L.intra_block_pe, kvh * l * hd));
+      RETURN_IF_ERROR(d.Alloc(&L.compress_key, kvh * l * hd * hd));
+      RETURN_IF_ERROR(d.Alloc(&L.compress_value, kvh * l * vhd * vhd));
+    }
+  }
+  // Row offsets in the fused q|k|v|gates|k_win|v_win|k_cmp|v_cmp matrix.
+  const int64_t off_k = nh * hd, off_v = off_k + kvh * hd, off_g = off_v + kvh * vhd, off_kw = off_g + 3 * nh,
+                off_vw = off_kw + kvh * hd, off_kc = off_vw + kvh * vhd, off_vc = off_kc + kvh * hd;
+  std::vector<bf16> staging;
+  for (const TensorSpec& s : ExpectedTensors(c)) {
+    bf16* dst16 = nullptr;
+    float* dst32 = nullptr;
+    using LW = LayerWeights;
+    if (s.layer < 0) {
+      if (s.model_field == &ModelWeights::embeddings) dst16 = d.embeddings;
+      if (s.model_field == &ModelWeights::lm_head) dst16 = d.lm_head;
+      if (s.model_field == &ModelWeights::norm) dst32 = d.norm;
+    } else {
+      DeviceState::Layer& L = d.layers[s.layer];
+      auto f = s.layer_field;
+      if (f == &LW::q_proj) dst16 = L.qkvg;
+      if (f == &LW::k_proj) dst16 = L.qkvg + off_k * H;
+      if (f == &LW::v_proj) dst16 = L.qkvg + off_v * H;
+      if (f == &LW::g_proj) dst16 = L.qkvg + off_g * H;
+      if (f == &LW::k_win_proj) dst16 = L.qkvg + off_kw * H;
+      if (f == &LW::v_win_proj) dst16 = L.qkvg + off_vw * H;
+      if (f == &LW::k_cmp_proj) dst16 = L.qkvg + off_kc * H;
+      if (f == &LW::v_cmp_proj) dst16 = L.qkvg + off_vc * H;
+      if (f == &LW::o_proj) dst16 = L.o;
+      if (f == &LW::gate_proj) dst16 = L.gate_up;
+      if (f == &LW::up_proj) dst16 = L.gate_up + M * H;
+      if (f == &LW::down_proj) dst16 = L.down;
+      if (f == &LW::compress_key) dst16 = L.compress_key;
+      if (f == &LW::compress_value) dst16 = L.compress_value;
+      if (f == &LW::attn_norm) dst32 = L.attn_norm;
+      if (f == &LW::mlp_norm) dst32 = L.mlp_norm;
+      if (f == &LW::q_bias) dst32 = L.q_bias;
+      if (f == &LW::k_bias) dst32 = L.k_bias;
+      if (f == &LW::v_bias) dst32 = L.v_bias;
+      if (f == &LW::intra_block_pe) dst32 = L.intra_block_pe;
+    }
+    if (!dst16 && !dst32) return absl::InternalError(absl::StrCat("the CUDA runner has no place for tensor ", s.name));
+    const int64_t n = s.NumElements();
+    weight_bytes_ += n * (dst16 ? 2 : 4);
+    if (weights == nullptr) {
+      const uint64_t hash = HashName(s.name);
+      CUDA_OK(dst16 ? cuda::LaunchRandomBf16(dst16, n, seed, hash, s.init_mean, s.init_std, d.stream)
+                    : cuda::LaunchRandomFloat(dst32, n, seed, hash, s.init_mean, s.init_std, d.stream),
+              "random weights");
+      continue;
+    }
+    const std::vector<float>& src = s.layer >= 0 ? weights->layers[s.layer].*s.layer_field : weights->*s.model_field;
+    if (static_cast<int64_t>(src.size()) != n) return absl::InvalidArgumentError(absl::StrCat("tensor ", s.name, " has the wrong size"));
+    if (dst32) {
+      CUDA_OK(cudaMemcpy(dst32, src.data(), n * sizeof(float), cudaMemcpyHostToDevice), "upload");
+    } else {
+      staging.resize(n);
+      ConvertFromFloat(DType::kBF16, src.data(), n, reinterpret_cast<std::byte*>(staging.data()));
+      CUDA_OK(cudaMemcpy(dst16, staging.data(), n * sizeof(bf16), cudaMemcpyHostToDevice), "upload");
+    }
+  }
+  staging = {};
+  if (c.tie_word_embeddings) d.lm_head = d.embeddings;
+
+  // Activations and step metadata.
+  const int64_t T = std::max<int64_t>(options_.max_step_tokens, options_.max_num_seqs);
+  d.T = T;
+  const int64_t hidden_in = std::max({H, int64_t{nh} * vhd, M});
+  RETURN_IF_ERROR(d.Alloc(&d.x, T * H));
+  RETURN_IF_ERROR(d.Alloc(&d.h, T * hidden_in));
+  RETURN_IF_ERROR(d.Alloc(&d.proj, T * std::max<int64_t>(d.qkvg_width, 2 * M)));
+  RETURN_IF_ERROR(d.Alloc(&d.gates, T * 3 * nh));
+  RETURN_IF_ERROR(d.Alloc(&d.attn, T * nh * vhd));
+  RETURN_IF_ERROR(d.Alloc(&d.q, T * nh * hd));
+  RETURN_IF_ERROR(d.Alloc(&d.k, T * kvh * hd));
+  RETURN_IF_ERROR(d.Alloc(&d.v, T * kvh * vhd));
+  if (per_branch) {
+    RETURN_IF_ERROR(d.Alloc(&d.k_win, T * kvh * hd));
+    RETURN_IF_ERROR(d.Alloc(&d.v_win, T * kvh * vhd));
+    RETURN_IF_ERROR(d.Alloc(&d.v_src, T * kvh * vhd));
+  }
+  if (per_branch || linear) RETURN_IF_ERROR(d.Alloc(&d.k_src, T * kvh * hd));
+  RETURN_IF_ERROR(d.Alloc(&d.logits, int64_t{options_.max_num_seqs} * V));
+  CUDA_OK(cudaMallocHost(&d.logits_host, int64_t{options_.max_num_seqs} * V * sizeof(float)), "pinned logits");
+  RETURN_IF_ERROR(d.Alloc(reinterpret_cast<char**>(&d.attn_workspace), options_.attention_workspace_bytes));
+
+  const int64_t max_context = options_.max_context > 0 ? options_.max_context : c.max_position_embeddings;
+  options_.max_context = max_context;
+  max_pages_ = static_cast<int>(max_context / c.nsa.select_block + 2);
+  d.table_rows = options_.max_num_seqs + 1;
+  d.max_summaries = T / c.nsa.compress_stride + options_.max_num_seqs + 1;
+  // One block of metadata: int64 arrays first (alignment), then int32 arrays.
+  const int64_t table_elems = int64_t{d.table_rows} * max_pages_;
+  const int64_t meta_bytes = (T + d.max_summaries) * 8 + (3 * T + d.max_summaries + options_.max_num_seqs + 3 * table_elems) * 4;
+  RETURN_IF_ERROR(d.Alloc(reinterpret_cast<char**>(&d.meta_dev), meta_bytes));
+  CUDA_OK(cudaMallocHost(&d.meta_host, meta_bytes), "pinned metadata");
+  auto carve = [&](void* base, DeviceState::Meta* m) {
+    char* p = static_cast<char*>(base);
+    auto take = [&](auto** out, int64_t count) {
+      *out = reinterpret_cast<std::remove_reference_t<decltype(*out)>>(p);
+      p += count * sizeof(**out);
+    };
+    take(&m->positions, T);
+    take(&m->summary_index, d.max_summaries);
+    take(&m->tokens, T);
+    take(&m->token_seq, T);
+    take(&m->attn_row, T);
+    take(&m->summary_seq, d.max_summaries);
+    take(&m->logit_rows, options_.max_num_seqs);
+    take(&m->raw, table_elems);
+    take(&m->win, table_elems);
+    take(&m->src, table_elems);
+  };
+  carve(d.meta_dev, &d.dev);
+  carve(d.meta_host, &d.host);
+
+  // The KV pages: what the memory fraction leaves, plus one scratch page for padding rows.
+  const KvLayout layout = KvLayout::Make(c.num_layers, kvh, hd, vhd, c.nsa);
+  const int64_t pbytes = layout.page_elems * int64_t{sizeof(bf16)};
+  CUDA_OK(cudaDeviceSynchronize(), "weights");
+  int64_t pages = options_.num_pages;
+  if (pages <= 0) {
+    size_t free_bytes = 0, total_bytes = 0;
+    CUDA_OK(cudaMemGetInfo(&free_bytes, &total_bytes), "memory info");
+    const int64_t used = static_cast<int64_t>(total_bytes - free_bytes);
+    // Leave room for graphs and cuBLASLt's own state.
+    const int64_t budget = static_cast<int64_t>(options_.memory_fraction * static_cast<double>(total_bytes)) - used - (int64_t{256} << 20);
+    pages = budget / pbytes - 1;
+    if (pages < 1) {
+      return absl::ResourceExhaustedError(absl::StrFormat(
+          "no GPU memory left for the KV cache: %.2f GiB of %.2f GiB used by weights and buffers at memory fraction %.2f",
+          used / 1073741824.0, total_bytes / 1073741824.0, options_.memory_fraction));
+    }
+  }
+  pages = std::min<int64_t>(pages, (int64_t{1} << 31) - 2);
+  num_pages_ = static_cast<int32_t>(pages);
+  CUDA_OK(cudaMalloc(&pages_, (pages + 1) * pbytes), "KV pages");
+  CUDA_OK(cudaMemset(static_cast<char*>(pages_) + pages * pbytes, 0, pbytes), "scratch page");
+  // The padding row of every table points at the scratch page.
+  for (int32_t* t : {d.host.raw, d.host.win, d.host.src}) {
+    std::fill(t + int64_t{options_.max_num_seqs} * max_pages_, t + table_elems, num_pages_);
+  }
+  for (auto [h, dv] : {std::pair{d.host.raw, d.dev.raw}, std::pair{d.host.win, d.dev.win}, std::pair{d.host.src, d.dev.src}}) {
+    const int64_t off = int64_t{options_.max_num_seqs} * max_pages_;
+    CUDA_OK(cudaMemcpy(dv + off, h + off, max_pages_ * sizeof(int32_t), cudaMemcpyHostToDevice), "tables");
+  }
+  return absl::OkStatus();
+}
+
+std::string CudaRunner::Describe() const {
+  const double gib = 1073741824.0;
+  return absl::StrFormat("cuda: %s, bf16, weights %.2f GiB, %d KV pages of %d tokens (%.2f GiB), CUDA graphs %s", device_name_,
+                         weight_bytes_ / gib, num_pages_, config_.nsa.select_block, num_pages_ * double(page_bytes()) / gib,
+                         options_.cuda_graphs ? "on" : "off");
+}
+
+absl::Status CudaRunner::Forward(int N, int R, int64_t context) {
+  const ModelConfig& c = config_;
+  DeviceState& d = *d_;
+  cudaStream_t st = d.stream;
+  const int H = c.hidden_size, M = c.intermediate_size, V = c.vocab_size;
+  const int nh = c.num_heads, kvh = c.num_kv_heads, hd = c.head_dim, vhd = c.v_head_dim;
+  const bool per_branch = c.nsa.kv_sharing == KvSharing::kPerBranch;
+  const bool linear = c.nsa.compress_fn == CompressFn::kLinear;
+  const KvLayout layout = KvLayout::Make(c.num_layers, kvh, hd, vhd, c.nsa);
+  bf16* pages = static_cast<bf16*>(pages_);
+
+  CUDA_OK(cuda::LaunchEmbed(d.dev.tokens, N, d.embeddings, H, d.x, st), "embedding");
+  for (int layer = 0; layer < c.num_layers; ++layer) {
+    const DeviceState::Layer& L = d.layers[layer];
+    CUDA_OK(cuda::LaunchRmsNorm(d.x, nullptr, N, H, L.attn_norm, c.norm_eps, d.h, st), "attn norm");
+    RETURN_IF_ERROR(d.gemm.Run(d.h, N, H, L.qkvg, d.qkvg_width, d.proj, false, st));
+    cuda::QkvSplitArgs qa;
+    qa.n = N, qa.width = d.qkvg_width, qa.num_heads = nh, qa.num_kv_heads = kvh, qa.head_dim = hd, qa.v_head_dim = vhd;
+    qa.per_branch = per_branch, qa.linear = linear, qa.rope_theta = c.rope_theta;
+    qa.proj = d.proj, qa.q_bias = L.q_bias, qa.k_bias = L.k_bias, qa.v_bias = L.v_bias, qa.positions = d.dev.positions;
+    qa.q = d.q, qa.gates = d.gates, qa.k = d.k, qa.v = d.v, qa.k_win = d.k_win, qa.v_win = d.v_win, qa.k_src = d.k_src,
+    qa.v_src = d.v_src;
+    CUDA_OK(cuda::LaunchQkvSplit(qa, st), "qkv split");
+
+    cuda::KvWriteArgs wa;
+    wa.layout = layout, wa.layer = layer, wa.num_tokens = N, wa.token_seq = d.dev.token_seq, wa.token_pos = d.dev.positions;
+    wa.raw_tables = d.dev.raw, wa.win_tables = layout.has_win ? d.dev.win : nullptr;
+    wa.src_tables = layout.has_src_k || layout.has_src_v ? d.dev.src : nullptr, wa.max_pages = max_pages_;
+    wa.k = d.k, wa.v = d.v, wa.k_win = d.k_win, wa.v_win = d.v_win, wa.k_src = d.k_src, wa.v_src = d.v_src, wa.pages = pages;
+    CUDA_OK(cuda::LaunchKvWrite(wa, st), "kv write");
+
+    cuda::SummaryArgs sa;
+    sa.layout = layout, sa.nsa = c.nsa, sa.layer = layer, sa.rope_theta = c.rope_theta, sa.num_summaries = d.num_summaries;
+    sa.summary_seq = d.dev.summary_seq, sa.summary_index = d.dev.summary_index, sa.raw_tables = d.dev.raw;
+    sa.src_tables = wa.src_tables, sa.max_pages = max_pages_, sa.intra_block_pe = L.intra_block_pe;
+    sa.compress_key = L.compress_key, sa.compress_value = L.compress_value, sa.pages = pages;
+    CUDA_OK(cuda::LaunchSummaries(sa, st), "summaries");
+
+    // Attention, in runs of queries whose workspace fits.
+    cuda::NsaDecodeArgs aa;
+    aa.num_heads = nh, aa.num_kv_heads = kvh, aa.head_dim = hd, aa.v_head_dim = vhd, aa.layer = layer;
+    aa.scale = 1.0f / std::sqrt(static_cast<float>(hd)), aa.nsa = c.nsa, aa.layout = layout, aa.pages = pages;
+    aa.raw_tables = d.dev.raw, aa.win_tables = wa.win_tables, aa.max_pages = max_pages_, aa.max_context = context;
+    aa.workspace = d.attn_workspace;
+    int run = N;
+    for (;;) {
+      aa.batch = run;
+      if (run == 1 || cuda::NsaDecodeWorkspaceBytes(aa) <= static_cast<size_t>(options_.attention_workspace_bytes)) break;
+      run = (run + 1) / 2;
+    }
+    if (cuda::NsaDecodeWorkspaceBytes(aa) > static_cast<size_t>(options_.attention_workspace_bytes)) {
+      return absl::ResourceExhaustedError("the attention workspace is too small for one query at this context");
+    }
+    for (int q0 = 0; q0 < N; q0 += run) {
+      aa.batch = std::min(run, N - q0);
+      aa.q = d.q + int64_t{q0} * nh * hd, aa.gates = d.gates + int64_t{q0} * nh * 3;
+      aa.positions = d.dev.positions + q0, aa.table_rows = d.dev.attn_row + q0;
+      aa.out = d.attn + int64_t{q0} * nh * vhd;
+      CUDA_OK(cuda::LaunchNsaDecode(aa, st), "attention");
+    }
+    CUDA_OK(cuda::LaunchToBf16(d.attn, int64_t{N} * nh * vhd, d.h, st), "attention out");
+    RETURN_IF_ERROR(d.gemm.Run(d.h, N, nh * vhd, L.o, H, d.x, true, st));
+
+    CUDA_OK(cuda::LaunchRmsNorm(d.x, nullptr, N, H, L.mlp_norm, c.norm_eps, d.h, st), "mlp norm");
+    RETURN_IF_ERROR(d.gemm.Run(d.h, N, H, L.gate_up, 2 * M, d.proj, false, st));
+    CUDA_OK(cuda::LaunchSiluMul(d.proj, N, M, d.h, st), "swiglu");
+    RETURN_IF_ERROR(d.gemm.Run(d.h, N, M, L.down, H, d.x, true, st));
+  }
+  if (R > 0) {
+    CUDA_OK(cuda::LaunchRmsNorm(d.x, d.dev.logit_rows, R, H, d.norm, c.norm_eps, d.h, st), "final norm");
+    RETURN_IF_ERROR(d.gemm.Run(d.h, R, H, d.lm_head, V, d.logits, false, st));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<std::vector<float>>> CudaRunner::Execute(std::span<const RunnerSeq> seqs) {
+  const ModelConfig& c = config_;
+  DeviceState& d = *d_;
+  const NsaParams& p = c.nsa;
+  cudaStream_t st = d.stream;
+  const int S = static_cast<int>(seqs.size());
+  if (S > options_.max_num_seqs) {
+    return absl::InvalidArgumentError(absl::StrCat("a step of ", S, " sequences exceeds the runner's ", options_.max_num_seqs));
+  }
+  int64_t total = 0, context = 1;
+  bool decode_only = true;
+  for (const RunnerSeq& s : seqs) {
+    total += static_cast<int64_t>(s.tokens.size());
+    context = std::max<int64_t>(context, s.first_token + static_cast<int64_t>(s.tokens.size()));
+    decode_only = decode_only && s.tokens.size() == 1;
+    if (static_cast<int64_t>(s.tables->raw.size()) > max_pages_) {
+      return absl::InvalidArgumentError(absl::StrCat("a sequence of ", s.first_token + s.tokens.size(),
+                                                     " tokens exceeds the runner's maximum context ", options_.max_context));
+    }
+  }
+  if (total > options_.max_step_tokens && !(decode_only && total <= d.T)) {
+    return absl::InvalidArgumentError(absl::StrCat("a step of ", total, " tokens exceeds the runner's ", options_.max_step_tokens));
+  }
+  const bool graph = options_.cuda_graphs && decode_only && S > 0;
+  const int N = graph ? BatchBucket(S, options_.max_num_seqs) : static_cast<int>(total);
+  if (graph) context = ContextBucket(context, options_.max_context + 1);
+
+  // Copy-on-write page copies first: this step's writes go to the copies.
+  const int64_t pbytes = page_bytes();
+  for (const RunnerSeq& s : seqs) {
+    for (const PageCopy& cp : s.copies) {
+      CUDA_OK(cudaMemcpyAsync(static_cast<char*>(pages_) + cp.dst * pbytes, static_cast<char*>(pages_) + cp.src * pbytes, pbytes,
+                              cudaMemcpyDeviceToDevice, st),
+              "page copy");
+    }
+  }
+
+  // Metadata. Padding rows (graph steps) write nowhere and read the scratch row.
+  DeviceState::Meta& h = d.host;
+  const int pad_row = options_.max_num_seqs;
+  int n = 0, summaries = 0, rows = 0;
+  for (int i = 0; i < S; ++i) {
+    const RunnerSeq& s = seqs[i];
+    for (auto [dst, src] : {std::pair{h.raw, &s.tables->raw}, std::pair{h.win, &s.tables->win}, std::pair{h.src, &s.tables->src}}) {
+      int32_t* row = dst + int64_t{i} * max_pages_;
+      const size_t len = std::min<size_t>(src->size(), max_pages_);
+      std::copy(src->begin(), src->begin() + len, row);
+      std::fill(row + len, row + max_pages_, -1);
+    }
+    const int64_t t0 = s.first_token, count = static_cast<int64_t>(s.tokens.size());
+    for (int64_t j = 0; j < count; ++j, ++n) {
+      h.tokens[n] = s.tokens[j], h.positions[n] = t0 + j, h.token_seq[n] = i, h.attn_row[n] = i;
+    }
+    for (int64_t b = p.NumCompressed(t0); b < p.NumCompressed(t0 + count); ++b) {
+      h.summary_seq[summaries] = i, h.summary_index[summaries] = b, ++summaries;
+    }
+    if (graph) {
+      h.logit_rows[rows++] = n - 1;
+    } else if (s.want_logits) {
+      h.logit_rows[rows++] = n - 1;
+    }
+  }
+  if (graph) {
+    for (; n < N; ++n) h.tokens[n] = 0, h.positions[n] = 0, h.token_seq[n] = -1, h.attn_row[n] = pad_row;
+    for (; summaries < N; ++summaries) h.summary_seq[summaries] = -1, h.summary_index[summaries] = 0;
+    for (; rows < N; ++rows) h.logit_rows[rows] = rows;
+  }
+  d.num_summaries = summaries;
+  auto up = [&](auto* dst, auto* src, int64_t count) {
+    return CudaStatus(cudaMemcpyAsync(dst, src, count * sizeof(*src), cudaMemcpyHostToDevice, st), "metadata upload");
+  };
+  RETURN_IF_ERROR(up(d.dev.tokens, h.tokens, n));
+  RETURN_IF_ERROR(up(d.dev.positions, h.positions, n));
+  RETURN_IF_ERROR(up(d.dev.token_seq, h.token_seq, n));
+  RETURN_IF_ERROR(up(d.dev.attn_row, h.attn_row, n));
+  RETURN_IF_ERROR(up(d.dev.summary_seq, h.summary_seq, summaries));
+  RETURN_IF_ERROR(up(d.dev.summary_index, h.summary_index, summaries));
+  RETURN_IF_ERROR(up(d.dev.logit_rows, h.logit_rows, rows));
+  RETURN_IF_ERROR(up(d.dev.raw, h.raw, int64_t{S} * max_pages_));
+  const KvLayout layout = KvLayout::Make(c.num_layers, c.num_kv_heads, c.head_dim, c.v_head_dim, p);
+  if (layout.has_win) RETURN_IF_ERROR(up(d.dev.win, h.win, int64_t{S} * max_pages_));
+  if (layout.has_src_k || layout.has_src_v) RETURN_IF_ERROR(up(d.dev.src, h.src, int64_t{S} * max_pages_));
+
+  if (graph) {
+    const auto key = std::make_pair(N, context);
+    auto it = graphs_.find(key);
+    if (it == graphs_.end()) {
+      // First step of this shape: run it eagerly (its result is this step's), then capture it
+      // for the next ones.
+      RETURN_IF_ERROR(Forward(N, N, context));
+      cudaGraph_t g = nullptr;
+      CUDA_OK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal), "graph capture");
+      const absl::Status fs = Forward(N, N, context);
+      const cudaError_t ce = cudaStreamEndCapture(st, &g);
+      RETURN_IF_ERROR(fs);
+      CUDA_OK(ce, "graph capture");
+      cudaGraphExec_t exec = nullptr;
+      const cudaError_t ie = cudaGraphInstantiate(&exec, g, 0);
+      cudaGraphDestroy(g);
+      CUDA_OK(ie, "graph instantiate");
+      graphs_.emplace(key, exec);
+    } else {
+      CUDA_OK(cudaGraphLaunch(static_cast<cudaGraphExec_t>(it->second), st), "graph launch");
+    }
+  } else {
+    RETURN_IF_ERROR(Forward(N, rows, context));
+  }
+
+  // Logits of the sequences that sample.
+  std::vector<std::vector<float>> out;
+  const int64_t V = c.vocab_size;
+  CUDA_OK(cudaMemcpyAsync(d.logits_host, d.logits, int64_t{graph ? S : rows} * V * sizeof(float), cudaMemcpyDeviceToHost, st),
+          "logits download");
+  CUDA_OK(cudaStreamSynchronize(st), "step");
+  for (int i = 0, r = 0; i < S; ++i) {
+    if (graph) r = i;
+    if (!seqs[i].want_logits) continue;
+    const float* row = d.logits_host + int64_t{r} * V;
+    out.emplace_back(row, row + V);
+    if (!graph) ++r;
+  }
+  return out;
+}
+
+}  // namespace nsa
