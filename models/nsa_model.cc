@@ -1,6 +1,7 @@
 #include "models/nsa_model.h"
 
 #include <cmath>
+#include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/common/status.h"
@@ -15,6 +16,17 @@ absl::StatusOr<std::unique_ptr<NsaModel>> NsaModel::Load(const std::string& dir,
   ASSIGN_OR_RETURN(ModelConfig config, ModelConfig::FromFile(dir + "/config.json"));
   ASSIGN_OR_RETURN(ModelWeights weights, LoadWeights(dir, config, progress));
   return std::make_unique<NsaModel>(std::move(config), std::move(weights));
+}
+
+void NsaModel::Round(float* x, int64_t n) const {
+  if (!bf16_activations_) return;
+  for (int64_t i = 0; i < n; ++i) {
+    // Round to nearest even on the upper 16 bits (finite values only in this model).
+    uint32_t bits;
+    std::memcpy(&bits, &x[i], 4);
+    bits = (bits + 0x7FFFu + ((bits >> 16) & 1u)) & 0xFFFF0000u;
+    std::memcpy(&x[i], &bits, 4);
+  }
 }
 
 namespace {
@@ -60,6 +72,7 @@ void NsaModel::Attention(int layer, const float* h, int n, KvStore& store, float
     k_src = k;  // linear compression reads the keys before RoPE
   }
   RopeRows(k.data(), n, kvh, hd, t0, c.rope_theta);
+  for (std::vector<float>* rows : {&q, &k, &v, &k_win, &v_win, &k_src, &v_src}) Round(*rows);
 
   auto put = [&](KvPlane plane, bool value, const std::vector<float>& rows, int dim) {
     for (int g = 0; g < kvh; ++g) {
@@ -98,6 +111,8 @@ void NsaModel::Attention(int layer, const float* h, int n, KvStore& store, float
         ref::CompressMean(src_k, first, p.compress_block, hd, dk);
         ref::CompressMean(src_v, first, p.compress_block, vhd, dv);
       }
+      Round(dk, hd);
+      Round(dv, vhd);
     }
   }
 
@@ -130,14 +145,18 @@ std::vector<float> NsaModel::Forward(std::span<const int> tokens, KvStore& store
   for (int layer = 0; layer < c.num_layers; ++layer) {
     const LayerWeights& W = weights_.layers[layer];
     ref::RmsNorm(x.data(), n, H, W.attn_norm.data(), c.norm_eps, h.data());
+    Round(h);
     Attention(layer, h.data(), n, store, attn.data());
+    Round(attn);
     ref::Linear(attn.data(), n, c.num_heads * c.v_head_dim, W.o_proj.data(), H, nullptr, proj.data());
     for (size_t j = 0; j < x.size(); ++j) x[j] += proj[j];
 
     ref::RmsNorm(x.data(), n, H, W.mlp_norm.data(), c.norm_eps, h.data());
+    Round(h);
     ref::Linear(h.data(), n, H, W.gate_proj.data(), M, nullptr, gate.data());
     ref::Linear(h.data(), n, H, W.up_proj.data(), M, nullptr, up.data());
     ref::SiluMul(gate.data(), up.data(), int64_t{n} * M, gate.data());
+    Round(gate);
     ref::Linear(gate.data(), n, M, W.down_proj.data(), H, nullptr, proj.data());
     for (size_t j = 0; j < x.size(); ++j) x[j] += proj[j];
   }
@@ -145,6 +164,7 @@ std::vector<float> NsaModel::Forward(std::span<const int> tokens, KvStore& store
   if (!want_logits && all_logits == nullptr) return {};
 
   ref::RmsNorm(x.data(), n, H, weights_.norm.data(), c.norm_eps, h.data());
+  Round(h);
   const float* out_w = weights_.output_matrix().data();
   if (all_logits != nullptr) {
     all_logits->resize(int64_t{n} * V);

@@ -28,6 +28,11 @@ class NsaModel {
   static absl::StatusOr<std::unique_ptr<NsaModel>> Load(const std::string& dir, bool progress);
 
   const ModelConfig& config() const { return config_; }
+  // Rounds to bf16 where the CUDA backend holds bf16 (GEMM inputs: normed activations, the
+  // attention output and the SwiGLU product; q; every K/V row and summary in the cache), so the
+  // GPU can be held to this model tightly: with float32 everywhere, a block-score near-tie that
+  // bf16 rounding flips changes a selected block and a logit row by percents. Off by default.
+  void set_bf16_activations(bool on) { bf16_activations_ = on; }
   ContiguousKvStore NewCache() const { return ContiguousKvStore(config_); }
 
   // Appends `tokens` at positions store.num_tokens() onwards and returns the logits of the
@@ -39,8 +44,11 @@ class NsaModel {
 
  private:
   void Attention(int layer, const float* h, int num_new, KvStore& store, float* out) const;
+  void Round(float* x, int64_t n) const;
+  void Round(std::vector<float>& x) const { Round(x.data(), static_cast<int64_t>(x.size())); }
   ModelConfig config_;
   ModelWeights weights_;
+  bool bf16_activations_ = false;
 };
 
 }  // namespace nsa

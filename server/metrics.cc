@@ -1,8 +1,12 @@
 #include "server/metrics.h"
 
+#include <httplib.h>
+
 #include <chrono>
+#include <stdexcept>
 
 #include "prometheus/histogram.h"
+#include "prometheus/text_serializer.h"
 
 namespace nsa {
 namespace {
@@ -85,14 +89,34 @@ Metrics::Metrics(const std::string& model_name, int max_model_len)
 }
 
 void Metrics::Expose(const std::string& address) {
-  exposer_ = std::make_unique<prometheus::Exposer>(address);
-  exposer_->RegisterCollectable(registry_);
+  const size_t colon = address.rfind(':');
+  if (colon == std::string::npos) throw std::runtime_error("the metrics address needs HOST:PORT");
+  std::string host = address.substr(0, colon);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  const int port = std::stoi(address.substr(colon + 1));
+  http_ = std::make_unique<httplib::Server>();
+  std::weak_ptr<prometheus::Registry> registry = registry_;
+  http_->Get("/metrics", [registry](const httplib::Request&, httplib::Response& res) {
+    const std::shared_ptr<prometheus::Registry> r = registry.lock();
+    if (!r) return;
+    res.set_content(prometheus::TextSerializer().Serialize(r->Collect()), "text/plain; version=0.0.4; charset=utf-8");
+  });
+  port_ = port == 0 ? http_->bind_to_any_port(host) : (http_->bind_to_port(host, port) ? port : -1);
+  if (port_ <= 0) {
+    http_.reset();
+    throw std::runtime_error("cannot listen there (port in use or address not local)");
+  }
+  http_thread_ = std::thread([this] { http_->listen_after_bind(); });
 }
 
-int Metrics::port() const {
-  const std::vector<int> ports = exposer_ ? exposer_->GetListeningPorts() : std::vector<int>{};
-  return ports.empty() ? 0 : ports[0];
+Metrics::~Metrics() {
+  if (http_) {
+    http_->stop();
+    if (http_thread_.joinable()) http_thread_.join();
+  }
 }
+
+int Metrics::port() const { return port_; }
 
 void Metrics::OnStep(const StepStats& s) {
   running_->Set(static_cast<double>(s.load.running));

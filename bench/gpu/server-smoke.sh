@@ -4,14 +4,23 @@
 set -uo pipefail
 server=${1:?} model=${2:?}
 log=$(mktemp)
-"$server" --model "$model" --grpc-port 0 --metrics-port 0 --http-port 0 --host 127.0.0.1 > "$log" 2>&1 &
-pid=$!
-for _ in $(seq 1 300); do
-  grep -q " ready" "$log" && break
-  kill -0 $pid 2>/dev/null || break
-  sleep 0.2
-done
-cat "$log"
+start() {  # start METRICS_PORT
+  "$server" --model "$model" --grpc-port 0 --metrics-port "$1" --http-port 0 --host 127.0.0.1 --gpu-memory-utilization 0.5 \
+    > "$log" 2>&1 &
+  pid=$!
+  for _ in $(seq 1 300); do
+    grep -q " ready" "$log" && break
+    kill -0 $pid 2>/dev/null || break
+    sleep 0.2
+  done
+  cat "$log"
+}
+start 0
+if ! grep -q " ready" "$log"; then
+  echo "-- retry with a fixed metrics port; loopback check:"
+  python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); print('python bound', s.getsockname())"
+  start 29400
+fi
 http=$(grep -o "http 127.0.0.1:[0-9]*" "$log" | head -1 | cut -d: -f2)
 [ -n "$http" ] || { echo "FAIL: the server did not start"; exit 1; }
 grep -q "CUDA backend" "$log" || { echo "FAIL: the server did not pick the CUDA backend"; kill $pid; exit 1; }

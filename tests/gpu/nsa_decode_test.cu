@@ -1,8 +1,9 @@
 // The CUDA NSA decode attention against its CPU twin (ref::NsaAttendGroup) on fresh random
 // inputs: paged bf16 caches with scrambled page ids, batches of mixed lengths (boundaries,
-// 8k, 64k, 128k), G from 1 to 64, head dims 64/128/192 (values 64/128), the fla default and the
-// paper variant (l=32, d=16, l'=64, per-branch window pages). Outputs within 2e-3 relative
-// (float32 math on both sides, different summation order); selected block sets equal.
+// 8k, 64k, 128k), G from 1 to 64, head dims 32/48/64/128/192 (values 32/64/128), the fla default
+// and the paper variant (l=32, d=16, l'=64, per-branch window pages), and the tiny presets.
+// Outputs within 4e-3 relative (the kernel rounds softmax weights to bf16 for the tensor-core
+// P.V product, 2^-9 relative each; small head dims measured 3.0e-3); selected block sets equal.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -162,7 +163,7 @@ TEST_P(NsaDecodeTest, MatchesTheCpuTwin) {
         err = std::max(err, static_cast<double>(std::abs(x - want[i])));
         scale = std::max(scale, static_cast<double>(std::abs(want[i])));
       }
-      EXPECT_LE(err / scale, 2e-3) << c.name << ": sequence " << b << " (context " << c.contexts[b] << "), kv head " << g;
+      EXPECT_LE(err / scale, 4e-3) << c.name << ": sequence " << b << " (context " << c.contexts[b] << "), kv head " << g;
     }
   }
   EXPECT_EQ(mismatched_sets, 0) << c.name << ": selected block sets differ from the reference";
