@@ -39,7 +39,7 @@ double CacheBytesPerSeq(const ModelConfig& c, int64_t T) {
   return entries * (c.head_dim + c.v_head_dim) * 2.0 * c.num_kv_heads * c.num_layers;
 }
 
-int Run(const char* preset, const std::vector<Case>& cases, double ceiling, int steps) {
+int Run(const char* preset, const std::vector<Case>& cases, double ceiling, int steps, bool graphs = true) {
   ModelConfig config = *PresetConfig(preset);
   int64_t max_context = 0;
   int max_batch = 1;
@@ -49,6 +49,8 @@ int Run(const char* preset, const std::vector<Case>& cases, double ceiling, int 
   o.max_step_tokens = o.max_num_seqs;
   o.max_context = max_context + 128;
   o.progress = false;
+  o.cuda_graphs = graphs;
+  o.profile = !graphs;
   auto runner_or = CudaRunner::Create(config, nullptr, 1, o);
   if (!runner_or.ok()) {
     std::fprintf(stderr, "%s: %s\n", preset, runner_or.status().ToString().c_str());
@@ -107,6 +109,7 @@ int Run(const char* preset, const std::vector<Case>& cases, double ceiling, int 
     const double floor_ms = (weight_read + cache) / ceiling * 1e3;
     std::printf("| %d x %lld | %.3f | %.0f | %.2f | %.2f | %.3f | %.2f |\n", c.batch, (long long)c.context, step,
                 c.batch / step * 1e3, weight_read / 1e9, cache / 1e9, floor_ms, step / floor_ms);
+    if (!graphs) std::printf("\nstage times (eager, CUDA events): %s\n", r.ProfileReport().c_str());
     std::fflush(stdout);
   }
   std::printf("\n");
@@ -118,6 +121,10 @@ int Run(const char* preset, const std::vector<Case>& cases, double ceiling, int 
 
 int main(int argc, char** argv) {
   const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
+  // --profile: a few eager steps of one small case, for nsys / ncu to break down.
+  if (argc > 1 && std::strcmp(argv[1], "--profile") == 0) {
+    return nsa::Run("1.3b", {{1, 1024}, {32, 65536}}, 3e12, 3, false);
+  }
   cudaDeviceProp prop;
   cudaGetDeviceProperties(&prop, 0);
   const double ceiling = nsa::bench::CopyCeiling();

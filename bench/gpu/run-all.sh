@@ -36,9 +36,10 @@ if [ "$only" != bench ]; then
     "$bin/$t" > "$out/$t.log" 2>&1 || status=1
   done
   # The CUDA runner against the independent PyTorch reference (tests/reference).
+  models=$(mktemp -d)
   for preset in tiny tiny-paper; do
-    "$bin/nsa-model" create --preset $preset --out "$out/models/$preset" --seed 3 > /dev/null 2>&1
-    python3 "$here/tests/reference/compare_logits.py" --model "$out/models/$preset" \
+    "$bin/nsa-model" create --preset $preset --out "$models/$preset" --seed 3 > /dev/null 2>&1
+    python3 "$here/tests/reference/compare_logits.py" --model "$models/$preset" \
       --logits-tool "$here/bench/gpu/nsa-logits-cuda" --prompt-len 150 --num-decode 100 --seed 4 --rtol 0.1 \
       > "$out/torch_$preset.log" 2>&1 || status=1
   done

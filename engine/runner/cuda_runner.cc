@@ -335,10 +335,55 @@ std::string CudaRunner::Describe() const {
                          options_.cuda_graphs ? "on" : "off");
 }
 
+namespace {
+
+// Stage timing for benchmarks: an event after each stage, summed per stage name after the step.
+class StageTimer {
+ public:
+  StageTimer(bool on, cudaStream_t stream) : on_(on), stream_(stream) {
+    if (on_) Mark("start");
+  }
+  ~StageTimer() {
+    for (auto& [name, e] : marks_) cudaEventDestroy(e);
+  }
+  void Mark(const char* stage) {
+    if (!on_) return;
+    cudaEvent_t e;
+    cudaEventCreate(&e);
+    cudaEventRecord(e, stream_);
+    marks_.emplace_back(stage, e);
+  }
+  std::string Report() {
+    if (!on_ || marks_.size() < 2) return "";
+    cudaEventSynchronize(marks_.back().second);
+    std::map<std::string, float> total;
+    float all = 0;
+    for (size_t i = 1; i < marks_.size(); ++i) {
+      float ms = 0;
+      cudaEventElapsedTime(&ms, marks_[i - 1].second, marks_[i].second);
+      total[marks_[i].first] += ms;
+      all += ms;
+    }
+    std::string out = absl::StrFormat("step %.3f ms:", all);
+    for (const auto& [name, ms] : total) absl::StrAppendFormat(&out, " %s %.3f", name, ms);
+    return out;
+  }
+
+ private:
+  bool on_;
+  cudaStream_t stream_;
+  std::vector<std::pair<const char*, cudaEvent_t>> marks_;
+};
+
+}  // namespace
+
 absl::Status CudaRunner::Forward(int N, int R, int64_t context) {
   const ModelConfig& c = config_;
   DeviceState& d = *d_;
   cudaStream_t st = d.stream;
+  cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
+  cudaStreamIsCapturing(st, &capturing);
+  StageTimer timer(options_.profile && capturing == cudaStreamCaptureStatusNone, st);
   const int H = c.hidden_size, M = c.intermediate_size, V = c.vocab_size;
   const int nh = c.num_heads, kvh = c.num_kv_heads, hd = c.head_dim, vhd = c.v_head_dim;
   const bool per_branch = c.nsa.kv_sharing == KvSharing::kPerBranch;
@@ -347,10 +392,13 @@ absl::Status CudaRunner::Forward(int N, int R, int64_t context) {
   bf16* pages = static_cast<bf16*>(pages_);
 
   CUDA_OK(cuda::LaunchEmbed(d.dev.tokens, N, d.embeddings, H, d.x, st), "embedding");
+  timer.Mark("embed");
   for (int layer = 0; layer < c.num_layers; ++layer) {
     const DeviceState::Layer& L = d.layers[layer];
     CUDA_OK(cuda::LaunchRmsNorm(d.x, nullptr, N, H, L.attn_norm, c.norm_eps, d.h, st), "attn norm");
+    timer.Mark("norm");
     RETURN_IF_ERROR(d.gemm.Run(d.h, N, H, L.qkvg, d.qkvg_width, d.proj, false, st));
+    timer.Mark("gemm_qkvg");
     cuda::QkvSplitArgs qa;
     qa.n = N, qa.width = d.qkvg_width, qa.num_heads = nh, qa.num_kv_heads = kvh, qa.head_dim = hd, qa.v_head_dim = vhd;
     qa.per_branch = per_branch, qa.linear = linear, qa.rope_theta = c.rope_theta;
@@ -358,6 +406,7 @@ absl::Status CudaRunner::Forward(int N, int R, int64_t context) {
     qa.q = d.q, qa.gates = d.gates, qa.k = d.k, qa.v = d.v, qa.k_win = d.k_win, qa.v_win = d.v_win, qa.k_src = d.k_src,
     qa.v_src = d.v_src;
     CUDA_OK(cuda::LaunchQkvSplit(qa, st), "qkv split");
+    timer.Mark("qkv_split");
 
     cuda::KvWriteArgs wa;
     wa.layout = layout, wa.layer = layer, wa.num_tokens = N, wa.token_seq = d.dev.token_seq, wa.token_pos = d.dev.positions;
@@ -372,6 +421,7 @@ absl::Status CudaRunner::Forward(int N, int R, int64_t context) {
     sa.src_tables = wa.src_tables, sa.max_pages = max_pages_, sa.intra_block_pe = L.intra_block_pe;
     sa.compress_key = L.compress_key, sa.compress_value = L.compress_value, sa.pages = pages;
     CUDA_OK(cuda::LaunchSummaries(sa, st), "summaries");
+    timer.Mark("kv_write_summaries");
 
     // Attention, in runs of queries whose workspace fits.
     cuda::NsaDecodeArgs aa;
@@ -395,18 +445,27 @@ absl::Status CudaRunner::Forward(int N, int R, int64_t context) {
       aa.out = d.attn + int64_t{q0} * nh * vhd;
       CUDA_OK(cuda::LaunchNsaDecode(aa, st), "attention");
     }
+    timer.Mark("attention");
     CUDA_OK(cuda::LaunchToBf16(d.attn, int64_t{N} * nh * vhd, d.h, st), "attention out");
+    timer.Mark("convert");
     RETURN_IF_ERROR(d.gemm.Run(d.h, N, nh * vhd, L.o, H, d.x, true, st));
+    timer.Mark("gemm_o");
 
     CUDA_OK(cuda::LaunchRmsNorm(d.x, nullptr, N, H, L.mlp_norm, c.norm_eps, d.h, st), "mlp norm");
+    timer.Mark("norm");
     RETURN_IF_ERROR(d.gemm.Run(d.h, N, H, L.gate_up, 2 * M, d.proj, false, st));
+    timer.Mark("gemm_gate_up");
     CUDA_OK(cuda::LaunchSiluMul(d.proj, N, M, d.h, st), "swiglu");
+    timer.Mark("swiglu");
     RETURN_IF_ERROR(d.gemm.Run(d.h, N, M, L.down, H, d.x, true, st));
+    timer.Mark("gemm_down");
   }
   if (R > 0) {
     CUDA_OK(cuda::LaunchRmsNorm(d.x, d.dev.logit_rows, R, H, d.norm, c.norm_eps, d.h, st), "final norm");
     RETURN_IF_ERROR(d.gemm.Run(d.h, R, H, d.lm_head, V, d.logits, false, st));
+    timer.Mark("lm_head");
   }
+  if (const std::string r = timer.Report(); !r.empty()) profile_report_ = r;
   return absl::OkStatus();
 }
 

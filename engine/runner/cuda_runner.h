@@ -41,6 +41,8 @@ struct CudaRunnerOptions {
   bool cuda_graphs = true;
   int64_t attention_workspace_bytes = int64_t{256} << 20;
   bool progress = true;
+  // Benchmarks: time every stage of eager steps with CUDA events (ProfileReport()).
+  bool profile = false;
 };
 
 class CudaRunner : public ModelRunner {
@@ -63,6 +65,8 @@ class CudaRunner : public ModelRunner {
   int64_t page_bytes() const;
   int num_graphs() const { return static_cast<int>(graphs_.size()); }
   int64_t weight_bytes() const { return weight_bytes_; }
+  // With options.profile: GPU time per stage (summed over layers) of the last eager step.
+  std::string ProfileReport() const { return profile_report_; }
 
   struct DeviceState;  // device buffers (cuda_runner.cc)
 
@@ -79,6 +83,7 @@ class CudaRunner : public ModelRunner {
   int max_pages_ = 0;  // page-table row length
   int64_t weight_bytes_ = 0;
   std::string device_name_;
+  std::string profile_report_;
   std::map<std::pair<int, int64_t>, void*> graphs_;  // (batch bucket, context bucket) -> cudaGraphExec_t
 };
 
