@@ -47,7 +47,7 @@ int Run(const char* preset, const std::vector<Case>& cases, double ceiling, int 
   CudaRunnerOptions o;
   o.max_num_seqs = std::max(max_batch, 64);
   o.max_step_tokens = o.max_num_seqs;
-  o.max_context = max_context + 128;
+  o.max_context = max_context + 256;
   o.progress = false;
   o.cuda_graphs = graphs;
   o.profile = !graphs;
@@ -72,7 +72,9 @@ int Run(const char* preset, const std::vector<Case>& cases, double ceiling, int 
   std::printf("|---|---|---|---|---|---|---|\n");
   std::mt19937 rng(5);
   for (Case c : cases) {
-    const int64_t per_seq = c.context / L.page_tokens + 1;
+    // Steps advance one position each from `context` (a real decode): one step in d completes
+    // a compressed block, as in serving; the median is an ordinary step.
+    const int64_t per_seq = (c.context + steps + 3) / L.page_tokens + 1;
     const int kinds = 1 + L.has_win + (L.has_src_k || L.has_src_v);
     if (c.batch == 0) c.batch = static_cast<int>(std::min<int64_t>(o.max_num_seqs, r.num_pages() / (per_seq * kinds)));
     if (c.batch < 1 || int64_t{c.batch} * per_seq * kinds > r.num_pages()) {
@@ -93,7 +95,7 @@ int Run(const char* preset, const std::vector<Case>& cases, double ceiling, int 
     for (int s = 0; s < steps + 3; ++s) {
       for (int& x : tokens) x = static_cast<int>(rng() % config.vocab_size);
       std::vector<RunnerSeq> seqs;
-      for (int i = 0; i < c.batch; ++i) seqs.push_back(RunnerSeq{i, &tables[i], c.context - 1, {&tokens[i], 1}, {}, true});
+      for (int i = 0; i < c.batch; ++i) seqs.push_back(RunnerSeq{i, &tables[i], c.context - 1 + s, {&tokens[i], 1}, {}, true});
       const auto t0 = std::chrono::steady_clock::now();
       auto out = r.Execute(seqs);
       const auto t1 = std::chrono::steady_clock::now();

@@ -64,6 +64,7 @@ struct CudaRunner::DeviceState {
   std::vector<Layer> layers;
   bf16 *embeddings = nullptr, *lm_head = nullptr;
   float* norm = nullptr;
+  double* inv_freq = nullptr;  // RoPE frequencies [head_dim / 2]
   int qkvg_width = 0;
   std::vector<void*> allocations;
 
@@ -242,6 +243,11 @@ absl::Status CudaRunner::Init(const ModelWeights* weights, uint64_t seed) {
   }
   staging = {};
   if (c.tie_word_embeddings) d.lm_head = d.embeddings;
+  // RoPE frequencies with the host's pow, as kernels/reference/ops.cc computes them.
+  std::vector<double> inv_freq(hd / 2);
+  for (int i = 0; i < hd / 2; ++i) inv_freq[i] = std::pow(c.rope_theta, -2.0 * i / hd);
+  RETURN_IF_ERROR(d.Alloc(&d.inv_freq, hd / 2));
+  CUDA_OK(cudaMemcpy(d.inv_freq, inv_freq.data(), inv_freq.size() * sizeof(double), cudaMemcpyHostToDevice), "upload");
 
   // Activations and step metadata.
   const int64_t T = std::max<int64_t>(options_.max_step_tokens, options_.max_num_seqs);
@@ -401,7 +407,7 @@ absl::Status CudaRunner::Forward(int N, int R, int64_t context) {
     timer.Mark("gemm_qkvg");
     cuda::QkvSplitArgs qa;
     qa.n = N, qa.width = d.qkvg_width, qa.num_heads = nh, qa.num_kv_heads = kvh, qa.head_dim = hd, qa.v_head_dim = vhd;
-    qa.per_branch = per_branch, qa.linear = linear, qa.rope_theta = c.rope_theta;
+    qa.per_branch = per_branch, qa.linear = linear, qa.inv_freq = d.inv_freq;
     qa.proj = d.proj, qa.q_bias = L.q_bias, qa.k_bias = L.k_bias, qa.v_bias = L.v_bias, qa.positions = d.dev.positions;
     qa.q = d.q, qa.gates = d.gates, qa.k = d.k, qa.v = d.v, qa.k_win = d.k_win, qa.v_win = d.v_win, qa.k_src = d.k_src,
     qa.v_src = d.v_src;

@@ -1,5 +1,7 @@
 #include "kernels/cuda/model_ops.h"
 
+#include <algorithm>
+
 namespace nsa::cuda {
 namespace {
 
@@ -56,7 +58,7 @@ __global__ void QkvSplitKernel(QkvSplitArgs a) {
   const int nh = a.num_heads, kvh = a.num_kv_heads, hd = a.head_dim, vhd = a.v_head_dim;
   __shared__ float cs[128], sn[128];  // head_dim <= 256
   for (int i = threadIdx.x; i < hd / 2; i += blockDim.x) {
-    const double angle = static_cast<double>(a.positions[t]) * pow(a.rope_theta, -2.0 * i / hd);
+    const double angle = static_cast<double>(a.positions[t]) * a.inv_freq[i];
     cs[i] = static_cast<float>(cos(angle));
     sn[i] = static_cast<float>(sin(angle));
   }
@@ -83,10 +85,13 @@ __global__ void QkvSplitKernel(QkvSplitArgs a) {
   }
 }
 
+// grid (rows, column blocks): a decode step has few rows, so the columns spread over blocks.
 __global__ void SiluMulKernel(const float* gu, int M, __nv_bfloat16* out) {
   const float* g = gu + static_cast<int64_t>(blockIdx.x) * 2 * M;
   __nv_bfloat16* o = out + static_cast<int64_t>(blockIdx.x) * M;
-  for (int j = threadIdx.x; j < M; j += blockDim.x) o[j] = __float2bfloat16(g[j] / (1.0f + expf(-g[j])) * g[M + j]);
+  for (int j = blockIdx.y * blockDim.x + threadIdx.x; j < M; j += gridDim.y * blockDim.x) {
+    o[j] = __float2bfloat16(g[j] / (1.0f + expf(-g[j])) * g[M + j]);
+  }
 }
 
 __global__ void ToBf16Kernel(const float* in, int64_t count, __nv_bfloat16* out) {
@@ -147,6 +152,7 @@ cudaError_t LaunchRmsNorm(const float* x, const int32_t* rows, int n, int dim, c
 cudaError_t LaunchQkvSplit(const QkvSplitArgs& a, cudaStream_t stream) {
   if (a.n == 0) return cudaSuccess;
   if (a.head_dim > 256 || a.head_dim % 2 != 0 || a.v_head_dim % 2 != 0) return cudaErrorInvalidValue;
+  if (!a.inv_freq) return cudaErrorInvalidValue;
   if ((a.per_branch && (!a.k_win || !a.v_win || !a.k_src || !a.v_src)) || (a.linear && !a.k_src)) return cudaErrorInvalidValue;
   QkvSplitKernel<<<a.n, 256, 0, stream>>>(a);
   return cudaGetLastError();
@@ -154,7 +160,8 @@ cudaError_t LaunchQkvSplit(const QkvSplitArgs& a, cudaStream_t stream) {
 
 cudaError_t LaunchSiluMul(const float* gu, int n, int M, __nv_bfloat16* out, cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
-  SiluMulKernel<<<n, 256, 0, stream>>>(gu, M, out);
+  const int column_blocks = std::max(1, std::min((M + 255) / 256, 1024 / std::max(n, 1)));
+  SiluMulKernel<<<dim3(n, column_blocks), 256, 0, stream>>>(gu, M, out);
   return cudaGetLastError();
 }
 

@@ -26,7 +26,7 @@ struct QkvSplitArgs {
   int n = 0, width = 0;
   int num_heads = 0, num_kv_heads = 0, head_dim = 0, v_head_dim = 0;
   bool per_branch = false, linear = false;
-  double rope_theta = 10000.0;
+  const double* inv_freq = nullptr;  // [head_dim / 2]: theta^(-2i / head_dim), computed on the host as the CPU does
   const float* proj = nullptr;
   const float *q_bias = nullptr, *k_bias = nullptr, *v_bias = nullptr;  // or null
   const int64_t* positions = nullptr;  // [n]
