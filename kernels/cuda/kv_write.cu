@@ -126,6 +126,7 @@ cudaError_t LaunchSummaries(const SummaryArgs& a, cudaStream_t stream) {
   static const cudaError_t opt_in = [] {
     int max_smem = 0;
     cudaDeviceGetAttribute(&max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0);
+    max_smem -= 8 << 10;  // room for the kernel's static shared memory (the mean's row table)
     return cudaFuncSetAttribute(SummaryKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, max_smem);
   }();
   if (opt_in != cudaSuccess) return opt_in;

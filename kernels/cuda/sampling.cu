@@ -8,23 +8,31 @@ namespace {
 
 using u64 = unsigned long long;
 
-// One block per draw. Every pass over a row gives id i to thread i % kThreads, so a thread only
-// ever reads back what it wrote itself (the weights overwrite the processed logits in place).
+// One block per draw. Every pass over a row gives id i to thread i % kThreads (so the weights can
+// overwrite the processed logits in place); the passes load kUnroll values per thread before
+// using them, since one block streams a whole row and a pass that waits on each load in turn is
+// bound by memory latency, not bandwidth.
 constexpr int kThreads = 1024;
+constexpr int kUnroll = 8;
 constexpr int kWarps = kThreads / 32;
 static_assert(kWarps == 32, "the block reductions scan one value per warp within one warp");
-// Radix select: 32-bit keys in three passes of 11, 11 and 10 bits.
-constexpr int kRadixBins = 2048;
-static_assert(kRadixBins >= kThreads && kRadixBins % kThreads == 0, "each thread owns whole bins");
+// Radix select: 32-bit keys in four passes of 8 bits. Each lane adds into its own copy of the
+// histogram: the ids of a row crowd into a few bins (the exponents of their values), and lanes
+// of a warp adding to one shared address serialise.
+constexpr int kRadixBits = 8;
+constexpr int kRadixBins = 1 << kRadixBits;
+constexpr int kCopies = 32;
+static_assert(kRadixBins <= kThreads, "one thread per bin");
 // Masses are integers: weights in [0, 1] times 2^45, rounded. 2^18 ids of weight <= 1 sum below 2^63.
 constexpr float kQuantScale = 35184372088832.0f;  // 2^45
 
 struct Shared {
   u64 scan[kWarps];  // block reductions and scans of integers
   double dscan[kWarps];  // ... of doubles
-  unsigned warp_count[kWarps];  // tie scans
-  u64 before;  // radix select: the mass above the chosen bin
+  u64 before;  // radix select: the mass above the chosen bin; tie scan and draw: before the walker
+  u64 equal;  // radix select: the mass in the chosen bin
   int digit;  // radix select: the chosen bin
+  int walker;  // tie scan and draw: the thread whose ids hold the one sought
   int cut;  // tie scan: the last id kept
   int token;  // the draw
   int count;  // logprob alternatives gathered
@@ -92,6 +100,26 @@ __device__ u64 BlockExclusiveSum(u64 v, u64* total, u64* scratch) {
   return (warp ? warps_before : 0) + x - v;
 }
 
+// Calls body(i, x[i], valid) for the ids of this thread (i % kThreads == threadIdx.x), kUnroll
+// loads at a time. Warp-uniform: every lane of a warp calls body the same number of times (in the
+// tail with valid = false past n), so body may use warp collectives.
+template <typename Body>
+__device__ __forceinline__ void ForRow(const float* x, int n, Body body) {
+  const int lane = threadIdx.x & 31;
+  int base = threadIdx.x & ~31;
+  for (; base + (kUnroll - 1) * kThreads + 31 < n; base += kUnroll * kThreads) {
+    float v[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) v[u] = x[base + u * kThreads + lane];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) body(base + u * kThreads + lane, v[u], true);
+  }
+  for (; base < n; base += kThreads) {
+    const int i = base + lane;
+    body(i, i < n ? x[i] : 0.0f, i < n);
+  }
+}
+
 struct Selection {
   uint32_t key;  // the threshold key T
   u64 above;  // the weight of the ids with key > T
@@ -99,85 +127,85 @@ struct Selection {
 };
 
 // Finds the key T at which the weight of the ids, walked from the largest key down, reaches
-// `need`: above < need <= above + equal. key_weight(i, key, w) gives id i's key and weight, or
-// false when the id takes no part. Precondition: 1 <= need <= the total weight. Three passes
+// `need`: above < need <= above + equal. key_weight(i, x[i], key, w) gives id i's key and weight,
+// or false when the id takes no part. Precondition: 1 <= need <= the total weight. Four passes
 // over the row; each builds a histogram of the weight per digit among the ids that match the
 // digits chosen so far, then finds the bin where the running weight from the top crosses need.
+// hist: [kRadixBins][kCopies].
 template <typename KeyWeight>
-__device__ Selection RadixSelect(int n, u64 need, KeyWeight key_weight, u64* hist, Shared& sh) {
+__device__ Selection RadixSelect(const float* x, int n, u64 need, KeyWeight key_weight, u64* hist, Shared& sh) {
+  const int lane = threadIdx.x & 31;
   uint32_t prefix = 0, mask = 0;
   u64 above = 0, equal = 0;
-  for (int pass = 0; pass < 3; ++pass) {
-    const int shift = pass == 0 ? 21 : pass == 1 ? 10 : 0;
-    const int bins = pass < 2 ? 2048 : 1024;
+  for (int shift = 32 - kRadixBits; shift >= 0; shift -= kRadixBits) {
     __syncthreads();  // the previous pass (or caller) is done with hist and sh
-    for (int b = threadIdx.x; b < bins; b += kThreads) hist[b] = 0;
-    if (threadIdx.x == 0) sh.digit = 0, sh.before = 0;
+    for (int b = threadIdx.x; b < kRadixBins * kCopies; b += kThreads) hist[b] = 0;
+    if (threadIdx.x == 0) sh.digit = 0, sh.before = 0, sh.equal = 0;
     __syncthreads();
-    for (int i = threadIdx.x; i < n; i += kThreads) {
+    ForRow(x, n, [&](int i, float v, bool valid) {
       uint32_t key;
-      u64 w;
-      if (key_weight(i, key, w) && (key & mask) == prefix && w != 0) {
-        atomicAdd(&hist[(key >> shift) & (bins - 1)], w);
+      u64 w = 0;
+      if (valid && key_weight(i, v, key, w) && (key & mask) == prefix && w != 0) {
+        atomicAdd(&hist[((key >> shift) & (kRadixBins - 1)) * kCopies + lane], w);
       }
-    }
+    });
     __syncthreads();
-    // Thread t owns bins (bins - 1 - t * per) downwards: thread order is bin order from the top.
-    const int per = bins / kThreads;
+    // Thread t < kRadixBins owns bin kRadixBins - 1 - t: thread order is bin order from the top.
+    // Its lanes start at different copies so that their reads fall in different banks.
+    const int bin = kRadixBins - 1 - static_cast<int>(threadIdx.x);
     u64 local = 0;
-    for (int j = 0; j < per; ++j) local += hist[bins - 1 - (threadIdx.x * per + j)];
-    u64 total;
-    u64 before = BlockExclusiveSum(local, &total, sh.scan);
-    if (before < need && need <= before + local) {  // exactly one thread
-      for (int j = 0; j < per; ++j) {
-        const int b = bins - 1 - (threadIdx.x * per + j);
-        if (need <= before + hist[b]) {
-          sh.digit = b, sh.before = before;
-          break;
-        }
-        before += hist[b];
-      }
+    if (bin >= 0) {
+      for (int c = 0; c < kCopies; ++c) local += hist[bin * kCopies + ((c + lane) & (kCopies - 1))];
     }
+    u64 total;
+    const u64 before = BlockExclusiveSum(local, &total, sh.scan);
+    if (before < need && need <= before + local) sh.digit = bin, sh.before = before, sh.equal = local;  // one thread
     __syncthreads();
-    const int digit = sh.digit;
-    prefix |= static_cast<uint32_t>(digit) << shift;
-    mask |= static_cast<uint32_t>(bins - 1) << shift;
+    prefix |= static_cast<uint32_t>(sh.digit) << shift;
+    mask |= static_cast<uint32_t>(kRadixBins - 1) << shift;
     above += sh.before;
     need -= sh.before;
-    equal = hist[digit];
+    equal = sh.equal;
   }
   return {prefix, above, equal};
 }
 
 // The id of the need-th id (need >= 1) in id order for which is_tie holds: ties at a threshold
 // go to the lower ids, as the CPU's sorts by (value desc, id asc) have it. INT_MAX when fewer.
-// Walks the row in tiles of kThreads ids with a block-wide count per tile and stops at the tile
-// that holds it; only rows whose ties straddle a boundary get here.
+// Only rows whose ties straddle a boundary get here (with bf16 logits, not rare). Thread t counts
+// the ties in the t-th contiguous chunk of ids, a scan over the threads orders the chunks, and the
+// warp of the chunk that holds the one sought walks it 32 ids at a time.
 template <typename IsTie>
 __device__ int TieCut(int n, u64 need, IsTie is_tie, Shared& sh) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  __syncthreads();  // a previous user of sh.cut is done
-  if (threadIdx.x == 0) sh.cut = INT_MAX;
-  u64 running = 0;
-  for (int base = 0; base < n; base += kThreads) {
-    const int i = base + threadIdx.x;
-    const bool tie = i < n && is_tie(i);
-    const unsigned ballot = __ballot_sync(0xffffffffu, tie);
-    if (lane == 0) sh.warp_count[warp] = __popc(ballot);
-    __syncthreads();
-    const unsigned count = sh.warp_count[lane];
-    unsigned incl = count;
-    for (int o = 1; o < 32; o <<= 1) {
-      const unsigned y = __shfl_up_sync(0xffffffffu, incl, o);
-      if (lane >= o) incl += y;
+  const int lane = threadIdx.x & 31;
+  const int chunk = (n + kThreads - 1) / kThreads;
+  const int begin = min(n, static_cast<int>(threadIdx.x) * chunk), end = min(n, begin + chunk);
+  unsigned count = 0;
+  for (int i = begin; i < end; i += kUnroll) {
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) count += i + u < end && is_tie(i + u);
+  }
+  __syncthreads();  // a previous user of sh is done
+  if (threadIdx.x == 0) sh.cut = INT_MAX, sh.walker = -1;
+  u64 total;
+  const u64 before = BlockExclusiveSum(count, &total, sh.scan);  // its barriers publish the above
+  if (before < need && need <= before + count) sh.walker = threadIdx.x, sh.before = before;
+  __syncthreads();
+  const int walker = sh.walker;
+  if (walker >= 0 && (threadIdx.x >> 5) == (walker >> 5)) {
+    const int wb = min(n, walker * chunk), we = min(n, wb + chunk);
+    u64 running = sh.before;
+    for (int base = wb; base < we; base += 32) {
+      const int i = base + lane;
+      const bool tie = i < we && is_tie(i);
+      const unsigned ballot = __ballot_sync(0xffffffffu, tie);
+      const unsigned c = __popc(ballot);
+      if (running + c >= need) {  // the same in every lane
+        if (tie && running + __popc(ballot & ((1u << lane) - 1u)) + 1 == need) sh.cut = i;
+        break;
+      }
+      running += c;
     }
-    const unsigned warps_before = __shfl_sync(0xffffffffu, incl - count, warp);
-    const unsigned tile_total = __shfl_sync(0xffffffffu, incl, 31);
-    const u64 rank = running + warps_before + __popc(ballot & ((1u << lane) - 1u));  // 0-based
-    if (tie && rank + 1 == need) sh.cut = i;
-    running += tile_total;
-    __syncthreads();  // warp_count is rewritten by the next tile
-    if (running >= need) break;  // the same in every thread
   }
   __syncthreads();
   return sh.cut;
@@ -186,16 +214,18 @@ __device__ int TieCut(int n, u64 need, IsTie is_tie, Shared& sh) {
 // The lowest id among the largest values (the CPU's std::max_element).
 __device__ int ArgMax(const float* x, int n, Shared& sh) {
   u64 best = 0;  // key in the high half, then ~id so that the lower id wins ties
-  for (int i = threadIdx.x; i < n; i += kThreads) {
-    best = MaxOp()(best, (static_cast<u64>(FloatKey(x[i])) << 32) | (0xffffffffu - static_cast<uint32_t>(i)));
-  }
+  ForRow(x, n, [&](int i, float v, bool valid) {
+    if (valid) best = MaxOp()(best, (static_cast<u64>(FloatKey(v)) << 32) | (0xffffffffu - static_cast<uint32_t>(i)));
+  });
   best = BlockReduce(best, MaxOp(), sh.scan);
   return static_cast<int>(0xffffffffu - static_cast<uint32_t>(best));
 }
 
 __device__ float RowMax(const float* x, int n, Shared& sh) {
   u64 key = 0;
-  for (int i = threadIdx.x; i < n; i += kThreads) key = MaxOp()(key, FloatKey(x[i]));
+  ForRow(x, n, [&](int, float v, bool valid) {
+    if (valid) key = MaxOp()(key, FloatKey(v));
+  });
   return KeyFloat(static_cast<uint32_t>(BlockReduce(key, MaxOp(), sh.scan)));
 }
 
@@ -216,7 +246,9 @@ __device__ void AtomicAddExact(float* p, float v) {
 // build has none). `seen` (shared, n bits) makes the repetition penalty once per token.
 __device__ void ProcessLogits(const float* raw, float* ws, int n, const DeviceSampleRow& row,
                               const DeviceSampleExtra* extras, uint32_t* seen) {
-  for (int i = threadIdx.x; i < n; i += kThreads) ws[i] = raw[i];
+  ForRow(raw, n, [&](int i, float v, bool valid) {
+    if (valid) ws[i] = v;
+  });
   const float r = row.repetition_penalty, f = row.frequency_penalty, p = row.presence_penalty;
   const bool repetition = r != 1.0f, additive = f != 0.0f || p != 0.0f;
   if (repetition) {
@@ -276,9 +308,9 @@ __device__ int Draw(const float* L, float* W, int n, const DeviceSampleRow& row,
   int k_cut = INT_MAX;
   if (use_k) {
     const Selection s = RadixSelect(
-        n, static_cast<u64>(row.top_k),
-        [&](int i, uint32_t& key, u64& w) {
-          key = FloatKey(L[i]);
+        L, n, static_cast<u64>(row.top_k),
+        [](int, float v, uint32_t& key, u64& w) {
+          key = FloatKey(v);
           w = 1;
           return true;
         },
@@ -292,8 +324,8 @@ __device__ int Draw(const float* L, float* W, int n, const DeviceSampleRow& row,
   // exp((logit - top) * (1 / T)), dropped below min_p. W = the weight, or -1 for ids outside
   // top-k or below min_p.
   const float inv_t = __fdiv_rn(1.0f, row.temperature);
-  for (int i = threadIdx.x; i < n; i += kThreads) {
-    const float x = L[i];
+  ForRow(L, n, [&](int i, float x, bool valid) {
+    if (!valid) return;
     const uint32_t key = FloatKey(x);
     float w = -1.0f;
     if (!use_k || key > k_key || (key == k_key && i <= k_cut)) {
@@ -301,7 +333,7 @@ __device__ int Draw(const float* L, float* W, int n, const DeviceSampleRow& row,
       if (!(e < row.min_p)) w = e;
     }
     W[i] = w;
-  }
+  });
   __syncthreads();
 
   // Top-p: the shortest prefix in (weight desc, id asc) order whose mass reaches top_p * mass.
@@ -311,17 +343,15 @@ __device__ int Draw(const float* L, float* W, int n, const DeviceSampleRow& row,
   int p_cut = INT_MAX;
   if (use_p) {
     u64 mass = 0;
-    for (int i = threadIdx.x; i < n; i += kThreads) {
-      const float w = W[i];
-      if (w >= 0.0f) mass += Quantize(w);
-    }
+    ForRow(W, n, [&](int, float w, bool valid) {
+      if (valid && w >= 0.0f) mass += Quantize(w);
+    });
     mass = BlockReduce(mass, AddOp(), sh.scan);
     u64 target = static_cast<u64>(ceil(static_cast<double>(row.top_p) * static_cast<double>(mass)));
     target = target < 1 ? 1 : target > mass ? mass : target;
     const Selection s = RadixSelect(
-        n, target,
-        [&](int i, uint32_t& key, u64& q) {
-          const float w = W[i];
+        W, n, target,
+        [](int, float w, uint32_t& key, u64& q) {
           if (!(w >= 0.0f)) return false;
           key = __float_as_uint(w);
           q = Quantize(w);
@@ -338,37 +368,47 @@ __device__ int Draw(const float* L, float* W, int n, const DeviceSampleRow& row,
       }
     }
   }
-  auto kept = [&](int i, float& w) {
-    w = W[i];
+  auto kept = [&](int i, float w) {  // w = W[i]
     if (!(w >= 0.0f)) return false;
     if (!use_p) return true;
     const uint32_t b = __float_as_uint(w);
     return b > p_bits || (b == p_bits && i <= p_cut);
   };
 
-  // The draw: r = floor(u * mass) in the kept ids' integer masses, thread-major order. The
-  // thread whose range holds r walks its own ids.
+  // The draw: r = floor(u * mass) in the kept ids' integer masses, in thread-major order (thread
+  // 0's ids t, t + kThreads, ..., then thread 1's). The warp of the thread whose range holds r
+  // walks that thread's ids, 32 at a time.
   u64 local = 0;
-  for (int i = threadIdx.x; i < n; i += kThreads) {
-    float w;
-    if (kept(i, w)) local += Quantize(w);
-  }
-  if (threadIdx.x == 0) sh.token = -1;
+  ForRow(W, n, [&](int i, float w, bool valid) {
+    if (valid && kept(i, w)) local += Quantize(w);
+  });
+  if (threadIdx.x == 0) sh.token = -1, sh.walker = -1;
   u64 mass;
-  const u64 before = BlockExclusiveSum(local, &mass, sh.scan);  // its barriers publish sh.token
+  const u64 before = BlockExclusiveSum(local, &mass, sh.scan);  // its barriers publish the above
   const double u = fmin(fmax(row.u, 0.0), 1.0);
   u64 r = static_cast<u64>(u * static_cast<double>(mass));
   if (r >= mass) r = mass - 1;  // mass >= 2^45: the most likely id is always kept
-  if (before <= r && r < before + local) {
-    u64 cum = before;
-    for (int i = threadIdx.x; i < n; i += kThreads) {
-      float w;
-      if (!kept(i, w)) continue;
-      cum += Quantize(w);
-      if (r < cum) {
-        sh.token = i;
+  if (before <= r && r < before + local) sh.walker = threadIdx.x, sh.before = before;
+  __syncthreads();
+  const int walker = sh.walker;
+  if (walker >= 0 && (threadIdx.x >> 5) == (walker >> 5)) {
+    const int lane = threadIdx.x & 31;
+    const int count = (n - walker + kThreads - 1) / kThreads;  // the walker's ids
+    u64 running = sh.before;
+    for (int j0 = 0; j0 < count; j0 += 32) {
+      const int j = j0 + lane, i = walker + j * kThreads;
+      const float w = j < count ? W[i] : -1.0f;
+      u64 incl = j < count && kept(i, w) ? Quantize(w) : 0;
+      for (int o = 1; o < 32; o <<= 1) {
+        const u64 y = __shfl_up_sync(0xffffffffu, incl, o);
+        if (lane >= o) incl += y;
+      }
+      const unsigned hit = __ballot_sync(0xffffffffu, r < running + incl);
+      if (hit) {  // the first lane whose running mass passes r
+        if (lane == __ffs(hit) - 1) sh.token = i;
         break;
       }
+      running += __shfl_sync(0xffffffffu, incl, 31);
     }
   }
   __syncthreads();
@@ -376,7 +416,7 @@ __device__ int Draw(const float* L, float* W, int n, const DeviceSampleRow& row,
   if (token < 0) return one_hot(ArgMax(L, n, sh));  // cannot happen (mass > 0); kept for safety
   if (debug_probs) {
     for (int i = threadIdx.x; i < vocab; i += kThreads) {
-      float w;
+      const float w = i < n ? W[i] : -1.0f;
       debug_probs[i] = i < n && kept(i, w) ? static_cast<float>(static_cast<double>(Quantize(w)) / static_cast<double>(mass)) : -1.0f;
     }
   }
@@ -384,12 +424,15 @@ __device__ int Draw(const float* L, float* W, int n, const DeviceSampleRow& row,
 }
 
 // The chosen token's logprob and the `num_top` most likely ids of the raw distribution (ties:
-// lower id), as the CPU: log_z = max + log(sum exp(x - max)) in double.
+// lower id), as the CPU: log_z = max + log(sum exp(x - max)), summed in double; the terms are
+// float exps (2 ulp) of the float difference where the CPU takes double ones: ~1e-7 apart.
 __device__ void Logprobs(const float* raw, int n, int token, int num_top, u64* hist, Shared& sh, float* out_logprob,
                          DeviceLogprob* out_top) {
   const float max_raw = RowMax(raw, n, sh);
   double z = 0.0;
-  for (int i = threadIdx.x; i < n; i += kThreads) z += exp(static_cast<double>(raw[i]) - static_cast<double>(max_raw));
+  ForRow(raw, n, [&](int, float v, bool valid) {
+    if (valid) z += expf(__fsub_rn(v, max_raw));
+  });
   z = BlockReduce(z, AddOp(), sh.dscan);
   const double log_z = static_cast<double>(max_raw) + log(z);
   if (threadIdx.x == 0 && out_logprob) *out_logprob = static_cast<float>(static_cast<double>(raw[token]) - log_z);
@@ -397,9 +440,9 @@ __device__ void Logprobs(const float* raw, int n, int token, int num_top, u64* h
   const int k = min(min(num_top, kMaxTopLogprobs), n);
   if (k > 0) {
     const Selection s = RadixSelect(
-        n, static_cast<u64>(k),
-        [&](int i, uint32_t& key, u64& w) {
-          key = FloatKey(raw[i]);
+        raw, n, static_cast<u64>(k),
+        [](int, float v, uint32_t& key, u64& w) {
+          key = FloatKey(v);
           w = 1;
           return true;
         },
@@ -409,13 +452,13 @@ __device__ void Logprobs(const float* raw, int n, int token, int num_top, u64* h
     if (need < s.equal) cut = TieCut(n, need, [&](int i) { return FloatKey(raw[i]) == s.key; }, sh);
     if (threadIdx.x == 0) sh.count = 0;
     __syncthreads();
-    for (int i = threadIdx.x; i < n; i += kThreads) {
-      const uint32_t key = FloatKey(raw[i]);
-      if (key > s.key || (key == s.key && i <= cut)) {
+    ForRow(raw, n, [&](int i, float v, bool valid) {
+      const uint32_t key = FloatKey(v);
+      if (valid && (key > s.key || (key == s.key && i <= cut))) {
         const int slot = atomicAdd(&sh.count, 1);
         if (slot < kMaxTopLogprobs) sh.top_ids[slot] = i;  // exactly k ids pass
       }
-    }
+    });
     __syncthreads();
   }
   if (threadIdx.x == 0) {
@@ -494,7 +537,7 @@ __global__ void __launch_bounds__(kThreads) SampleKernel(SampleArgs a) {
 
 size_t DynamicSmemBytes(int vocab) {
   const size_t bitmask = (static_cast<size_t>(vocab) + 31) / 32 * sizeof(uint32_t);
-  return std::max(bitmask, kRadixBins * sizeof(u64));
+  return std::max(bitmask, static_cast<size_t>(kRadixBins) * kCopies * sizeof(u64));
 }
 
 }  // namespace
@@ -508,12 +551,22 @@ cudaError_t LaunchSample(const SampleArgs& a, cudaStream_t stream) {
   if (a.num_rows == 0) return cudaSuccess;
   if (a.num_rows < 0 || a.vocab <= 0 || a.logits_stride < a.vocab) return cudaErrorInvalidValue;
   if (!a.logits || !a.rows || !a.workspace || !a.token) return cudaErrorInvalidValue;
-  const size_t smem = DynamicSmemBytes(a.vocab);
-  if (smem > 48 * 1024) {  // vocabularies beyond 384k ids: opt in to more shared memory
-    const cudaError_t e = cudaFuncSetAttribute(SampleKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
-    if (e != cudaSuccess) return e;
-  }
-  SampleKernel<<<a.num_rows, kThreads, smem, stream>>>(a);
+  // 64 KiB of histograms (more for the bitmask of vocabularies beyond 512k ids): opt in to large
+  // shared memory once per process (the attribute is per kernel, not per launch).
+  static const cudaError_t opt_in = [] {
+    int device = 0, max_smem = 0;
+    cudaFuncAttributes attr;
+    cudaError_t e = cudaGetDevice(&device);
+    if (e == cudaSuccess) e = cudaDeviceGetAttribute(&max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+    if (e == cudaSuccess) e = cudaFuncGetAttributes(&attr, SampleKernel);
+    if (e == cudaSuccess) {
+      e = cudaFuncSetAttribute(SampleKernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                               max_smem - static_cast<int>(attr.sharedSizeBytes));
+    }
+    return e;
+  }();
+  if (opt_in != cudaSuccess) return opt_in;
+  SampleKernel<<<a.num_rows, kThreads, DynamicSmemBytes(a.vocab), stream>>>(a);
   return cudaGetLastError();
 }
 
