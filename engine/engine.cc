@@ -379,14 +379,28 @@ void Engine::Step() {
         stats.selected_blocks += std::min<int64_t>(p.num_selected, t / p.select_block + 1);
       }
     }
-    absl::StatusOr<std::vector<std::vector<float>>> logits = runner_->Execute(work);
-    scheduler_->Commit(out);
-    if (!logits.ok()) {
-      for (const ScheduledSeq& e : out.seqs) Finish(e.seq, FinishReason::kError, "", std::string(logits.status().message()));
+    if (runner_->SamplesOnDevice()) {
+      const absl::Status status = runner_->ExecuteKeepingLogits(work);
+      scheduler_->Commit(out);
+      if (!status.ok()) {
+        for (const ScheduledSeq& e : out.seqs) Finish(e.seq, FinishReason::kError, "", std::string(status.message()));
+      } else {
+        std::vector<Sequence*> parents;
+        for (const ScheduledSeq& e : out.seqs) {
+          if (e.samples) parents.push_back(e.seq);
+        }
+        if (!parents.empty()) SampleOnDevice(parents);
+      }
     } else {
-      size_t j = 0;
-      for (const ScheduledSeq& e : out.seqs) {
-        if (e.samples) Sample(e.seq, (*logits)[j++]);
+      absl::StatusOr<std::vector<std::vector<float>>> logits = runner_->Execute(work);
+      scheduler_->Commit(out);
+      if (!logits.ok()) {
+        for (const ScheduledSeq& e : out.seqs) Finish(e.seq, FinishReason::kError, "", std::string(logits.status().message()));
+      } else {
+        size_t j = 0;
+        for (const ScheduledSeq& e : out.seqs) {
+          if (e.samples) Sample(e.seq, (*logits)[j++]);
+        }
       }
     }
     // One delta per completion per step.
@@ -418,48 +432,92 @@ void Engine::Step() {
   if (observer_ && (!out.empty() || !ended.empty())) observer_->OnStep(stats);
 }
 
-void Engine::Sample(Sequence* seq, std::span<const float> logits) {
+std::vector<Sequence*> Engine::ForkCompletions(Sequence* seq) {
   const Request& r = *seq->params;
-  // n > 1: the first sample forks the other completions off the prompt's pages.
-  if (r.n > 1 && seq->index == 0 && !seq->forked) {
-    seq->forked = true;
-    for (int i = 1; i < r.n; ++i) {
-      auto child = std::make_unique<Sequence>();
-      child->id = next_seq_id_++;
-      child->index = i;
-      child->request = seq->request;
-      child->params = seq->params;
-      child->tokens = seq->tokens;
-      child->num_prompt = seq->num_prompt;
-      child->num_computed = seq->num_computed;
-      child->max_total_tokens = seq->max_total_tokens;
-      child->priority = seq->priority;
-      child->arrival = seq->arrival;
-      child->ever_scheduled = true;
-      child->forked = true;
-      child->cached_tokens = seq->cached_tokens;
-      child->num_preemptions = seq->num_preemptions;
-      child->sampler = Sampler(SeedFor(r, i));
-      child->history = seq->history;
-      child->detokenizer = std::make_unique<IncrementalDetokenizer>(*tokenizer_, seq->tokens);
-      child->stop_checker = std::make_unique<StopChecker>(r.stop.stop, r.stop.include_stop_in_output);
-      child->timings = seq->timings;
-      cache_->Fork(seq->id, child->id);
-      Sequence* raw = child.get();
-      seqs_[raw->id] = std::move(child);
-      scheduler_->AddRunning(raw);
-      Sample(raw, logits);
-      if (auto it = seqs_.find(raw->id); it != seqs_.end()) Flush(raw);
-    }
+  std::vector<Sequence*> children;
+  if (r.n <= 1 || seq->index != 0 || seq->forked) return children;
+  seq->forked = true;
+  for (int i = 1; i < r.n; ++i) {
+    auto child = std::make_unique<Sequence>();
+    child->id = next_seq_id_++;
+    child->index = i;
+    child->request = seq->request;
+    child->params = seq->params;
+    child->tokens = seq->tokens;
+    child->num_prompt = seq->num_prompt;
+    child->num_computed = seq->num_computed;
+    child->max_total_tokens = seq->max_total_tokens;
+    child->priority = seq->priority;
+    child->arrival = seq->arrival;
+    child->ever_scheduled = true;
+    child->forked = true;
+    child->cached_tokens = seq->cached_tokens;
+    child->num_preemptions = seq->num_preemptions;
+    child->sampler = Sampler(SeedFor(r, i));
+    child->history = seq->history;
+    child->detokenizer = std::make_unique<IncrementalDetokenizer>(*tokenizer_, seq->tokens);
+    child->stop_checker = std::make_unique<StopChecker>(r.stop.stop, r.stop.include_stop_in_output);
+    child->timings = seq->timings;
+    cache_->Fork(seq->id, child->id);
+    Sequence* raw = child.get();
+    seqs_[raw->id] = std::move(child);
+    scheduler_->AddRunning(raw);
+    children.push_back(raw);
   }
+  return children;
+}
+
+std::vector<int> Engine::BannedIds(const Sequence* seq) const {
+  const Request& r = *seq->params;
   std::vector<int> banned;
   if (seq->num_output() < r.stop.min_tokens) {
     banned = r.stop.stop_token_ids;
     if (!r.stop.ignore_eos) banned.push_back(config().eos_token_id);
   }
+  return banned;
+}
+
+void Engine::Sample(Sequence* seq, std::span<const float> logits) {
+  const Request& r = *seq->params;
+  for (Sequence* child : ForkCompletions(seq)) {
+    Sample(child, logits);
+    if (auto it = seqs_.find(child->id); it != seqs_.end()) Flush(child);
+  }
+  const std::vector<int> banned = BannedIds(seq);
   const SampleResult result =
       seq->sampler.Sample(logits, r.sampling, tokenizer_->vocab_size(), &seq->history, banned, r.logprobs);
   AppendToken(seq, result);
+}
+
+void Engine::SampleOnDevice(const std::vector<Sequence*>& parents) {
+  // Draws in the order the host path takes them: each parent's new completions, then the parent.
+  std::vector<Sequence*> order;
+  std::vector<SampleDraw> draws;
+  std::vector<bool> is_child;
+  for (size_t row = 0; row < parents.size(); ++row) {
+    std::vector<Sequence*> group = ForkCompletions(parents[row]);
+    const size_t children = group.size();
+    group.push_back(parents[row]);
+    for (size_t k = 0; k < group.size(); ++k) {
+      Sequence* s = group[k];
+      const Request& r = *s->params;
+      draws.push_back(SampleDraw{static_cast<int>(row), &r.sampling, &s->history, BannedIds(s), tokenizer_->vocab_size(),
+                                 r.logprobs, s->sampler.UniformFor(r.sampling)});
+      order.push_back(s);
+      is_child.push_back(k < children);
+    }
+  }
+  absl::StatusOr<std::vector<SampleResult>> results = runner_->SampleLast(draws);
+  for (size_t i = 0; i < order.size(); ++i) {
+    if (!results.ok()) {
+      Finish(order[i], FinishReason::kError, "", std::string(results.status().message()));
+      continue;
+    }
+    AppendToken(order[i], (*results)[i]);
+    if (is_child[i]) {
+      if (auto it = seqs_.find(order[i]->id); it != seqs_.end()) Flush(order[i]);
+    }
+  }
 }
 
 void Engine::AppendToken(Sequence* seq, const SampleResult& result) {

@@ -137,6 +137,12 @@ class Engine {
   void Admit(Request request, std::shared_ptr<RequestState> state);
   void Step();
   void Sample(Sequence* seq, std::span<const float> logits);
+  // n > 1: the first sample forks the other completions off the prompt's pages; returns them
+  // (they sample from the same logits, before `seq`).
+  std::vector<Sequence*> ForkCompletions(Sequence* seq);
+  std::vector<int> BannedIds(const Sequence* seq) const;
+  // The step's draws on the runner's device: parents and the completions they fork.
+  void SampleOnDevice(const std::vector<Sequence*>& samplers);
   void AppendToken(Sequence* seq, const SampleResult& result);
   void Finish(Sequence* seq, FinishReason reason, std::string matched = "", std::string error = "");
   void Flush(Sequence* seq);

@@ -20,7 +20,42 @@ namespace {
 using ::testing::HasSubstr;
 const std::string kModel = std::string(NSA_TEST_MODELS) + "/tiny";
 
-std::unique_ptr<Engine> MakeEngine(EngineOptions options = {}, int32_t pages = 512) {
+// The CPU runner behind the device-sampling interface (ExecuteKeepingLogits + SampleLast), with
+// the draws made by SampleWithUniform: the engine's device path on the CPU, where it must give
+// exactly the host path's tokens (both draw the same uniforms from each sequence's generator).
+class KeepLogitsRunner : public ModelRunner {
+ public:
+  explicit KeepLogitsRunner(std::unique_ptr<ModelRunner> inner) : inner_(std::move(inner)) {}
+  const ModelConfig& config() const override { return inner_->config(); }
+  int32_t num_pages() const override { return inner_->num_pages(); }
+  std::string Describe() const override { return "cpu, sampling through SampleLast"; }
+  absl::StatusOr<std::vector<std::vector<float>>> Execute(std::span<const RunnerSeq> seqs) override {
+    return absl::InternalError("the engine must use ExecuteKeepingLogits when SamplesOnDevice()");
+  }
+  bool SamplesOnDevice() const override { return true; }
+  absl::Status ExecuteKeepingLogits(std::span<const RunnerSeq> seqs) override {
+    auto logits = inner_->Execute(seqs);
+    if (!logits.ok()) return logits.status();
+    kept_ = std::move(*logits);
+    return absl::OkStatus();
+  }
+  absl::StatusOr<std::vector<SampleResult>> SampleLast(std::span<const SampleDraw> draws) override {
+    std::vector<SampleResult> out;
+    for (const SampleDraw& d : draws) {
+      ++draws_;
+      out.push_back(SampleWithUniform(kept_.at(d.logits_row), *d.params, d.vocab_limit, d.history, d.banned, d.num_top, d.u));
+    }
+    return out;
+  }
+  int draws() const { return draws_; }
+
+ private:
+  std::unique_ptr<ModelRunner> inner_;
+  std::vector<std::vector<float>> kept_;
+  int draws_ = 0;
+};
+
+std::unique_ptr<Engine> MakeEngine(EngineOptions options = {}, int32_t pages = 512, bool keep_logits = false) {
   Progress::SetEnabled(false);
   auto model = NsaModel::Load(kModel, false);
   EXPECT_TRUE(model.ok()) << model.status();
@@ -28,7 +63,9 @@ std::unique_ptr<Engine> MakeEngine(EngineOptions options = {}, int32_t pages = 5
   auto tokenizer = Tokenizer::Load(kModel + "/tokenizer.model", &error);
   EXPECT_NE(tokenizer, nullptr) << error;
   if (options.seed == 0) options.seed = 1234;
-  auto engine = Engine::Create(options, std::make_unique<CpuRunner>(std::move(*model), pages), std::move(tokenizer));
+  std::unique_ptr<ModelRunner> runner = std::make_unique<CpuRunner>(std::move(*model), pages);
+  if (keep_logits) runner = std::make_unique<KeepLogitsRunner>(std::move(runner));
+  auto engine = Engine::Create(options, std::move(runner), std::move(tokenizer));
   EXPECT_TRUE(engine.ok()) << engine.status();
   return std::move(*engine);
 }
@@ -188,6 +225,60 @@ TEST(EngineTest, NCompletionsShareThePromptAndReproduce) {
   auto again = Collect(**e->Submit(r));
   for (int i = 0; i < 3; ++i) EXPECT_EQ(again[i].tokens, out[i].tokens);
   e->CheckInvariants();
+}
+
+TEST(EngineTest, DeviceSamplingPathGivesTheHostPathsTokens) {
+  // n = 3 forks, penalties, bias, min_tokens bans, top-k/top-p/min-p and logprobs, several
+  // requests in one batch: the same tokens, logprobs and finish reasons either way.
+  auto requests = [] {
+    std::vector<Request> rs;
+    Request a = Text("Permission is hereby granted", 20, 0.9f, 7);
+    a.n = 3;
+    a.sampling.top_p = 0.9f;
+    a.sampling.presence_penalty = 0.5f;
+    a.sampling.frequency_penalty = 0.3f;
+    a.logprobs = 2;
+    rs.push_back(a);
+    Request b = Text("THE SOFTWARE IS PROVIDED", 16, 1.1f, 8);
+    b.sampling.top_k = 20;
+    b.sampling.min_p = 0.05f;
+    b.sampling.repetition_penalty = 1.3f;
+    b.sampling.logit_bias = {{5, 3.0f}, {9, -100.0f}};
+    b.stop.ignore_eos = false;
+    b.stop.min_tokens = 5;
+    rs.push_back(b);
+    rs.push_back(Text("without warranty", 12));  // greedy
+    return rs;
+  };
+  auto run = [&](bool keep) {
+    auto e = MakeEngine({}, 512, keep);
+    std::vector<std::unique_ptr<RequestHandle>> handles;
+    for (Request& r : requests()) {
+      auto h = e->Submit(std::move(r));
+      EXPECT_TRUE(h.ok()) << h.status();
+      handles.push_back(std::move(*h));
+    }
+    std::vector<std::map<int, Completion>> out;
+    for (auto& h : handles) out.push_back(Collect(*h));
+    return out;
+  };
+  const auto host = run(false), device = run(true);
+  ASSERT_EQ(host.size(), device.size());
+  int completions = 0;
+  for (size_t i = 0; i < host.size(); ++i) {
+    ASSERT_EQ(host[i].size(), device[i].size()) << "request " << i;
+    for (const auto& [index, c] : host[i]) {
+      const Completion& d = device[i].at(index);
+      EXPECT_EQ(c.tokens, d.tokens) << "request " << i << " completion " << index;
+      ASSERT_EQ(c.logprobs.size(), d.logprobs.size());
+      for (size_t t = 0; t < c.logprobs.size(); ++t) EXPECT_EQ(c.logprobs[t].logprob, d.logprobs[t].logprob);
+      ASSERT_TRUE(c.final && d.final);
+      EXPECT_EQ(c.final->reason, d.final->reason);
+      ++completions;
+    }
+  }
+  EXPECT_EQ(completions, 5);
+  EXPECT_EQ(host[0].size(), 3u);
 }
 
 TEST(EngineTest, StopStringSplitAcrossTokens) {

@@ -31,7 +31,8 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$out/gpu
 echo "cuBLASLt from: ${cublas:-not found}" >> "$out/gpu.txt"
 status=0
 if [ "$only" != bench ]; then
-  for t in nsa_decode_test kv_write_test model_gpu_test sampling_gpu_test; do
+  export NSA_TEST_MODEL_DIR=$here/stage/models/tiny
+  for t in nsa_decode_test kv_write_test sampling_gpu_test model_gpu_test engine_gpu_test; do
     [ -x "$bin/$t" ] || continue
     "$bin/$t" > "$out/$t.log" 2>&1 || status=1
   done

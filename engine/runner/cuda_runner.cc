@@ -15,6 +15,7 @@
 #include "kernels/cuda/kv_write.h"
 #include "kernels/cuda/model_ops.h"
 #include "kernels/cuda/nsa_decode.h"
+#include "kernels/cuda/sampling.h"
 #include "kernels/kv_layout.h"
 #include "models/dtype.h"
 #include "models/presets.h"
@@ -92,6 +93,16 @@ struct CudaRunner::DeviceState {
   // This step's sizes (Forward reads them).
   int num_summaries = 0;
 
+  // Device sampling buffers, grown to the largest step's draws.
+  int sample_capacity = 0;
+  int64_t extra_capacity = 0;
+  cuda::DeviceSampleRow* sample_rows = nullptr;
+  cuda::DeviceSampleExtra* sample_extras = nullptr;
+  int32_t* sample_token = nullptr;
+  float* sample_logprob = nullptr;
+  cuda::DeviceLogprob* sample_top = nullptr;
+  void* sample_workspace = nullptr;
+
   template <typename T>
   absl::Status Alloc(T** p, int64_t count) {
     void* raw = nullptr;
@@ -105,6 +116,10 @@ struct CudaRunner::DeviceState {
     return absl::OkStatus();
   }
   ~DeviceState() {
+    for (void* p : {static_cast<void*>(sample_rows), static_cast<void*>(sample_extras), static_cast<void*>(sample_token),
+                    static_cast<void*>(sample_logprob), static_cast<void*>(sample_top), sample_workspace}) {
+      if (p) cudaFree(p);
+    }
     for (void* p : allocations) cudaFree(p);
     if (meta_host) cudaFreeHost(meta_host);
     if (logits_host) cudaFreeHost(logits_host);
@@ -476,6 +491,96 @@ absl::Status CudaRunner::Forward(int N, int R, int64_t context) {
 }
 
 absl::StatusOr<std::vector<std::vector<float>>> CudaRunner::Execute(std::span<const RunnerSeq> seqs) {
+  return Step(seqs, true);
+}
+
+absl::Status CudaRunner::ExecuteKeepingLogits(std::span<const RunnerSeq> seqs) { return Step(seqs, false).status(); }
+
+absl::StatusOr<std::vector<SampleResult>> CudaRunner::SampleLast(std::span<const SampleDraw> draws) {
+  DeviceState& d = *d_;
+  cudaStream_t st = d.stream;
+  const int D = static_cast<int>(draws.size());
+  const int V = config_.vocab_size;
+  if (D == 0) return std::vector<SampleResult>{};
+  // Rows and their per-token controls (CSR), as engine/sampler/sampler.cc applies them.
+  std::vector<cuda::DeviceSampleRow> rows(D);
+  std::vector<cuda::DeviceSampleExtra> extras;
+  for (int i = 0; i < D; ++i) {
+    const SampleDraw& s = draws[i];
+    if (s.logits_row < 0 || s.logits_row >= static_cast<int>(kept_rows_.size())) {
+      return absl::InternalError(absl::StrCat("sample draw ", i, " names logits row ", s.logits_row, " of ", kept_rows_.size()));
+    }
+    const SamplingParams& p = *s.params;
+    cuda::DeviceSampleRow& r = rows[i];
+    r.logits_row = kept_rows_[s.logits_row];
+    r.vocab_limit = std::min(s.vocab_limit, V);
+    r.temperature = p.temperature, r.top_p = p.top_p, r.min_p = p.min_p, r.top_k = p.top_k;
+    r.repetition_penalty = p.repetition_penalty, r.presence_penalty = p.presence_penalty;
+    r.frequency_penalty = p.frequency_penalty, r.num_top = s.num_top, r.u = s.u;
+    r.extra_begin = static_cast<int32_t>(extras.size());
+    for (const auto& [token, bias] : p.logit_bias) extras.push_back({token, cuda::kExtraBias, bias});
+    for (int token : s.banned) extras.push_back({token, cuda::kExtraBanned, 0.f});
+    if (s.history != nullptr && p.NeedsPenalties()) {
+      if (p.repetition_penalty != 1.0f) {
+        for (const auto& [token, unused] : s.history->prompt_tokens) extras.push_back({token, cuda::kExtraPrompt, 0.f});
+      }
+      for (const auto& [token, count] : s.history->output_counts) {
+        extras.push_back({token, cuda::kExtraOutput, static_cast<float>(count)});
+      }
+    }
+    r.extra_end = static_cast<int32_t>(extras.size());
+  }
+  // Buffers grow to the largest step seen (allocation is outside any graph).
+  if (D > d.sample_capacity) {
+    for (void* p : {static_cast<void*>(d.sample_rows), static_cast<void*>(d.sample_token), static_cast<void*>(d.sample_logprob),
+                    static_cast<void*>(d.sample_top), d.sample_workspace}) {
+      if (p) cudaFree(p);
+    }
+    const int cap = std::max(D, 2 * d.sample_capacity);
+    CUDA_OK(cudaMalloc(&d.sample_rows, cap * sizeof(cuda::DeviceSampleRow)), "sampling buffers");
+    CUDA_OK(cudaMalloc(&d.sample_token, cap * sizeof(int32_t)), "sampling buffers");
+    CUDA_OK(cudaMalloc(&d.sample_logprob, cap * sizeof(float)), "sampling buffers");
+    CUDA_OK(cudaMalloc(&d.sample_top, int64_t{cap} * cuda::kMaxTopLogprobs * sizeof(cuda::DeviceLogprob)), "sampling buffers");
+    CUDA_OK(cudaMalloc(&d.sample_workspace, cuda::SampleWorkspaceBytes(cap, V)), "sampling workspace");
+    d.sample_capacity = cap;
+  }
+  if (static_cast<int64_t>(extras.size()) > d.extra_capacity) {
+    if (d.sample_extras) cudaFree(d.sample_extras);
+    const int64_t cap = std::max<int64_t>(extras.size(), 2 * d.extra_capacity);
+    CUDA_OK(cudaMalloc(&d.sample_extras, cap * sizeof(cuda::DeviceSampleExtra)), "sampling extras");
+    d.extra_capacity = cap;
+  }
+  CUDA_OK(cudaMemcpyAsync(d.sample_rows, rows.data(), D * sizeof(rows[0]), cudaMemcpyHostToDevice, st), "sampling upload");
+  if (!extras.empty()) {
+    CUDA_OK(cudaMemcpyAsync(d.sample_extras, extras.data(), extras.size() * sizeof(extras[0]), cudaMemcpyHostToDevice, st),
+            "sampling upload");
+  }
+  cuda::SampleArgs a;
+  a.num_rows = D, a.vocab = V, a.logits_stride = V, a.logits = d.logits, a.rows = d.sample_rows;
+  a.extras = extras.empty() ? nullptr : d.sample_extras, a.workspace = d.sample_workspace;
+  a.token = d.sample_token, a.logprob = d.sample_logprob, a.top = d.sample_top;
+  CUDA_OK(cuda::LaunchSample(a, st), "sampling");
+  std::vector<int32_t> tokens(D);
+  std::vector<float> logprobs(D);
+  std::vector<cuda::DeviceLogprob> top(int64_t{D} * cuda::kMaxTopLogprobs);
+  CUDA_OK(cudaMemcpyAsync(tokens.data(), d.sample_token, D * sizeof(int32_t), cudaMemcpyDeviceToHost, st), "sampling download");
+  CUDA_OK(cudaMemcpyAsync(logprobs.data(), d.sample_logprob, D * sizeof(float), cudaMemcpyDeviceToHost, st), "sampling download");
+  CUDA_OK(cudaMemcpyAsync(top.data(), d.sample_top, top.size() * sizeof(top[0]), cudaMemcpyDeviceToHost, st), "sampling download");
+  CUDA_OK(cudaStreamSynchronize(st), "sampling");
+  std::vector<SampleResult> out(D);
+  for (int i = 0; i < D; ++i) {
+    out[i].token = tokens[i];
+    if (draws[i].num_top < 0) continue;
+    out[i].logprob = logprobs[i];
+    for (int k = 0; k < std::min(draws[i].num_top, cuda::kMaxTopLogprobs); ++k) {
+      const cuda::DeviceLogprob& lp = top[int64_t{i} * cuda::kMaxTopLogprobs + k];
+      if (lp.token >= 0) out[i].top.push_back({lp.token, lp.logprob});
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<std::vector<float>>> CudaRunner::Step(std::span<const RunnerSeq> seqs, bool download) {
   const ModelConfig& c = config_;
   DeviceState& d = *d_;
   const NsaParams& p = c.nsa;
@@ -583,18 +688,24 @@ absl::StatusOr<std::vector<std::vector<float>>> CudaRunner::Execute(std::span<co
     RETURN_IF_ERROR(Forward(N, rows, context));
   }
 
-  // Logits of the sequences that sample.
+  // Where the logits of the sequences that sample are: row i (graph steps compute every row) or
+  // the r-th of those that want them.
+  kept_rows_.clear();
+  for (int i = 0, r = 0; i < S; ++i) {
+    if (seqs[i].want_logits) kept_rows_.push_back(graph ? i : r++);
+  }
   std::vector<std::vector<float>> out;
+  if (!download) {
+    CUDA_OK(cudaStreamSynchronize(st), "step");  // errors surface with the step that caused them
+    return out;
+  }
   const int64_t V = c.vocab_size;
   CUDA_OK(cudaMemcpyAsync(d.logits_host, d.logits, int64_t{graph ? S : rows} * V * sizeof(float), cudaMemcpyDeviceToHost, st),
           "logits download");
   CUDA_OK(cudaStreamSynchronize(st), "step");
-  for (int i = 0, r = 0; i < S; ++i) {
-    if (graph) r = i;
-    if (!seqs[i].want_logits) continue;
-    const float* row = d.logits_host + int64_t{r} * V;
-    out.emplace_back(row, row + V);
-    if (!graph) ++r;
+  for (int row : kept_rows_) {
+    const float* p = d.logits_host + int64_t{row} * V;
+    out.emplace_back(p, p + V);
   }
   return out;
 }

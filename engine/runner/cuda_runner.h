@@ -43,6 +43,8 @@ struct CudaRunnerOptions {
   bool progress = true;
   // Benchmarks: time every stage of eager steps with CUDA events (ProfileReport()).
   bool profile = false;
+  // Sample on the GPU (kernels/cuda/sampling.h) instead of copying logits to the host.
+  bool device_sampling = true;
 };
 
 class CudaRunner : public ModelRunner {
@@ -58,6 +60,9 @@ class CudaRunner : public ModelRunner {
   int32_t num_pages() const override { return num_pages_; }
   std::string Describe() const override;
   absl::StatusOr<std::vector<std::vector<float>>> Execute(std::span<const RunnerSeq> seqs) override;
+  bool SamplesOnDevice() const override { return options_.device_sampling; }
+  absl::Status ExecuteKeepingLogits(std::span<const RunnerSeq> seqs) override;
+  absl::StatusOr<std::vector<SampleResult>> SampleLast(std::span<const SampleDraw> draws) override;
 
   // For benchmarks: the page storage (bf16, [num_pages + 1][page_elems], the last page is the
   // padding scratch page) and the graphs captured so far.
@@ -74,6 +79,9 @@ class CudaRunner : public ModelRunner {
   explicit CudaRunner(ModelConfig config, CudaRunnerOptions options);
   absl::Status Init(const ModelWeights* weights, uint64_t random_seed);
   absl::Status Forward(int num_tokens, int num_rows, int64_t context);
+  // A step; the logits stay on the device (rows in kept_rows_) and are copied to the host only
+  // when `download`.
+  absl::StatusOr<std::vector<std::vector<float>>> Step(std::span<const RunnerSeq> seqs, bool download);
 
   ModelConfig config_;
   CudaRunnerOptions options_;
@@ -84,7 +92,8 @@ class CudaRunner : public ModelRunner {
   int64_t weight_bytes_ = 0;
   std::string device_name_;
   std::string profile_report_;
-  std::map<std::pair<int, int64_t>, void*> graphs_;  // (batch bucket, context bucket) -> cudaGraphExec_t
+  std::map<std::pair<int, int64_t>, void*> graphs_;
+  std::vector<int> kept_rows_;  // device logits row of each sequence of the last step that wanted logits  // (batch bucket, context bucket) -> cudaGraphExec_t
 };
 
 }  // namespace nsa

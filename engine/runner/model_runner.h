@@ -8,8 +8,10 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "engine/kv_cache/kv_cache_manager.h"
+#include "engine/sampler/sampler.h"
 #include "models/config.h"
 
 namespace nsa {
@@ -25,6 +27,17 @@ struct RunnerSeq {
   bool want_logits;
 };
 
+// One draw from the logits a step left on the device (runners that sample there).
+struct SampleDraw {
+  int logits_row;  // which of the step's sequences with want_logits, in order
+  const SamplingParams* params;
+  const TokenHistory* history;  // for the penalties; may be null
+  std::vector<int> banned;  // EOS and stop ids before min_tokens
+  int vocab_limit;
+  int num_top;  // < 0: no logprobs
+  double u;  // Sampler::UniformFor of the sequence's own generator
+};
+
 class ModelRunner {
  public:
   virtual ~ModelRunner() = default;
@@ -35,6 +48,17 @@ class ModelRunner {
   // Logits ([vocab] each) of the sequences with want_logits, in order. An error fails the
   // step's sequences.
   virtual absl::StatusOr<std::vector<std::vector<float>>> Execute(std::span<const RunnerSeq> seqs) = 0;
+
+  // Runners that sample where the logits are (the CUDA runner): ExecuteKeepingLogits runs the
+  // step like Execute but leaves the logits there, and SampleLast draws from them (several draws
+  // may read one row: n > 1). The engine uses this pair when SamplesOnDevice() is true.
+  virtual bool SamplesOnDevice() const { return false; }
+  virtual absl::Status ExecuteKeepingLogits(std::span<const RunnerSeq> seqs) {
+    return absl::UnimplementedError("this runner samples on the host");
+  }
+  virtual absl::StatusOr<std::vector<SampleResult>> SampleLast(std::span<const SampleDraw> draws) {
+    return absl::UnimplementedError("this runner samples on the host");
+  }
 };
 
 }  // namespace nsa

@@ -30,7 +30,9 @@ absl::Status SamplingParams::Validate(int vocab_size) const {
   return absl::OkStatus();
 }
 
-int Sampler::Draw(std::span<const float> logits, const SamplingParams& params) {
+namespace {
+
+int Draw(std::span<const float> logits, const SamplingParams& params, double u01) {
   const int n = static_cast<int>(logits.size());
   const float top = *std::max_element(logits.begin(), logits.end());
   // Candidates: every id, or the top-k sorted by logit (ties: lower id first).
@@ -92,7 +94,8 @@ int Sampler::Draw(std::span<const float> logits, const SamplingParams& params) {
     ids = std::move(keep);
     mass = cum;
   }
-  const double u = std::uniform_real_distribution<double>(0.0, mass)(rng_);
+  // uniform_real_distribution(0, mass) computes mass x canonical: the same value.
+  const double u = mass * u01;
   double cum = 0;
   for (int id : ids) {
     cum += w[id];
@@ -101,8 +104,10 @@ int Sampler::Draw(std::span<const float> logits, const SamplingParams& params) {
   return ids.back();
 }
 
-SampleResult Sampler::Sample(std::span<const float> raw, const SamplingParams& params, int vocab_limit,
-                             const TokenHistory* history, std::span<const int> banned, int num_top) {
+}  // namespace
+
+SampleResult SampleWithUniform(std::span<const float> raw, const SamplingParams& params, int vocab_limit,
+                               const TokenHistory* history, std::span<const int> banned, int num_top, double u) {
   const int n = std::min<int>(vocab_limit, static_cast<int>(raw.size()));
   constexpr float kNegInf = -std::numeric_limits<float>::infinity();
   std::vector<float> logits(raw.begin(), raw.begin() + n);
@@ -133,7 +138,7 @@ SampleResult Sampler::Sample(std::span<const float> raw, const SamplingParams& p
   if (params.temperature == 0.0f) {
     result.token = static_cast<int>(std::max_element(logits.begin(), logits.end()) - logits.begin());
   } else {
-    result.token = Draw(logits, params);
+    result.token = Draw(logits, params, u);
   }
 
   if (num_top >= 0) {

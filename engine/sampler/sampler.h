@@ -59,16 +59,29 @@ struct SampleResult {
   std::vector<Logprob> top;  // the num_top most likely tokens, raw distribution
 };
 
+// Samples from logits[0, vocab_limit); ids at or above vocab_limit are never chosen. `banned` ids
+// (EOS and stop ids before min_tokens) are masked. num_top < 0: no logprobs. `u` in [0, 1)
+// picks the token (unused when greedy): the draw is the first kept token whose cumulative
+// weight exceeds u x the kept mass.
+SampleResult SampleWithUniform(std::span<const float> logits, const SamplingParams& params, int vocab_limit,
+                               const TokenHistory* history, std::span<const int> banned, int num_top, double u);
+
 class Sampler {
  public:
   explicit Sampler(uint64_t seed) : rng_(seed) {}
-  // Samples from logits[0, vocab_limit); ids at or above vocab_limit are never chosen.
-  // `banned` ids (EOS and stop ids before min_tokens) are masked. num_top < 0: no logprobs.
+  // SampleWithUniform with the next uniform of this sequence's generator (none when greedy).
   SampleResult Sample(std::span<const float> logits, const SamplingParams& params, int vocab_limit,
-                      const TokenHistory* history = nullptr, std::span<const int> banned = {}, int num_top = -1);
+                      const TokenHistory* history = nullptr, std::span<const int> banned = {}, int num_top = -1) {
+    return SampleWithUniform(logits, params, vocab_limit, history, banned, num_top, UniformFor(params));
+  }
+  // The uniform a draw with these params consumes: one from the generator, or none (0) when
+  // greedy. Device sampling takes it here, so a seeded sequence draws the same stream on either
+  // backend.
+  double UniformFor(const SamplingParams& params) {
+    return params.temperature == 0.0f ? 0.0 : std::uniform_real_distribution<double>(0.0, 1.0)(rng_);
+  }
 
  private:
-  int Draw(std::span<const float> logits, const SamplingParams& params);
   std::mt19937_64 rng_;
 };
 
