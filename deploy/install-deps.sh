@@ -11,7 +11,7 @@ packages=(
   libsentencepiece-dev sentencepiece prometheus-cpp-dev nlohmann-json3-dev libcpp-httplib-dev libssl-dev zlib1g-dev libbrotli-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
-  python3-torch python3-numpy python3-grpcio python3-protobuf python3-yaml python3-jinja2 prometheus curl nodejs
+  python3-torch python3-numpy python3-grpcio python3-protobuf python3-yaml python3-jinja2 prometheus curl nodejs gnuplot-nox
 )
 
 # npm ships inside some nodejs builds (NodeSource's) and separately in Debian's.
