@@ -247,6 +247,65 @@ TEST_P(ModelTest, PaddedBatchEqualsEachSequenceAloneAndGraphsEqualEager) {
   EXPECT_GE(graphs->num_graphs(), 2);  // batch 1 and batch 4
 }
 
+// Prefill of long prompts on the GPU, chunked as the scheduler chunks them, against the CPU
+// reference (one layer, bf16 activations: both sides select from the same inputs): the last
+// prompt position's logits and 8 decode steps after it.
+struct LongCase {
+  const char* preset;
+  int prompt;
+  int chunk;
+};
+class LongPrefillTest : public ::testing::TestWithParam<LongCase> {};
+
+TEST_P(LongPrefillTest, LongPromptMatchesTheCpuReference) {
+  const LongCase& c = GetParam();
+  ModelConfig config = *PresetConfig(c.preset);
+  config.num_layers = 1;
+  config.max_position_embeddings = c.prompt + 64;
+  CudaRunnerOptions o;
+  o.num_pages = 3 * (c.prompt / config.nsa.select_block + 8);
+  o.max_num_seqs = 4;
+  o.max_step_tokens = c.chunk;
+  o.max_context = c.prompt + 64;
+  o.progress = false;
+  auto gpu = CudaRunner::Create(config, nullptr, 21, o);
+  ASSERT_TRUE(gpu.ok()) << gpu.status();
+  NsaModel cpu(config, RandomModelWeights(config, 21, DType::kBF16));
+  cpu.set_bf16_activations(true);
+  const std::vector<int> prompt = RandomTokens(c.prompt, config.vocab_size, 9);
+  ContiguousKvStore cache = cpu.NewCache();
+  std::vector<std::vector<float>> want{cpu.Forward(prompt, cache)};
+  std::vector<int> next;
+  for (int s = 0; s < 8; ++s) {
+    next.push_back(Argmax(want.back()));
+    want.push_back(cpu.Forward(std::span<const int>(&next.back(), 1), cache));
+  }
+  DirectBatch batch(**gpu, 5);
+  const int seq = batch.AddSequence();
+  std::vector<std::vector<float>> got{Prefill(batch, seq, prompt, c.chunk)};
+  for (int s = 0; s < 8; ++s) {
+    DirectBatch::Work w{seq, {next[s]}, true};
+    auto out = batch.Step({&w, 1});
+    ASSERT_TRUE(out.ok()) << out.status();
+    got.push_back((*out)[0]);
+  }
+  double worst = 0;
+  for (size_t r = 0; r < want.size(); ++r) worst = std::max(worst, RelErr(got[r], want[r]));
+  std::printf("[ model ] %s (1 layer): prompt of %d tokens in chunks of %d + 8 decode steps: worst relative logit error %.3g\n",
+              c.preset, c.prompt, c.chunk, worst);
+  EXPECT_LE(worst, 2e-2);
+  for (size_t r = 0; r < want.size(); ++r) EXPECT_EQ(Argmax(got[r]), Argmax(want[r])) << "row " << r;
+}
+
+INSTANTIATE_TEST_SUITE_P(Prompts, LongPrefillTest,
+                         ::testing::Values(LongCase{"tiny", 131072 - 64, 4096}, LongCase{"tiny-paper", 32768 + 7, 2048},
+                                           LongCase{"fla-340m", 65536 + 33, 4096}),
+                         [](const auto& info) {
+                           std::string s = info.param.preset;
+                           std::replace(s.begin(), s.end(), '-', '_');
+                           return s + "_" + std::to_string(info.param.prompt);
+                         });
+
 INSTANTIATE_TEST_SUITE_P(Presets, ModelTest,
                          ::testing::Values(Case{"tiny", 0, 300, 77}, Case{"tiny-paper", 0, 300, 77},
                                            Case{"tiny", 1, 300, 77, true}, Case{"tiny-paper", 1, 300, 77, true},
