@@ -1,0 +1,237 @@
+// The model's GPU operators (kernels/cuda/model_ops.h, kernels/cuda/gemm.h) against their CPU
+// twins (kernels/reference/ops.h, models/presets.h RandomWeight) on fresh random inputs:
+// embedding rows, RMSNorm with and without a row gather, the q|k|v|gates split with biases, RoPE
+// at positions up to 128k and the sigmoid, SwiGLU, the cuBLASLt projection (plain and added onto
+// its output), and the device's random weights element for element.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include <cuda_bf16.h>
+
+#include "kernels/cuda/gemm.h"
+#include "kernels/cuda/model_ops.h"
+#include "kernels/reference/ops.h"
+#include "models/presets.h"
+
+namespace nsa {
+namespace {
+
+#define CUDA_OK(expr) ASSERT_EQ((expr), cudaSuccess) << cudaGetErrorString(expr)
+
+float Bf(float x) { return __bfloat162float(__float2bfloat16(x)); }
+
+template <typename T>
+T* Upload(const std::vector<T>& v) {
+  T* d = nullptr;
+  EXPECT_EQ(cudaMalloc(&d, std::max<size_t>(v.size(), 1) * sizeof(T)), cudaSuccess);
+  EXPECT_EQ(cudaMemcpy(d, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice), cudaSuccess);
+  return d;
+}
+
+template <typename T>
+std::vector<T> Download(const T* d, size_t n) {
+  std::vector<T> v(n);
+  EXPECT_EQ(cudaMemcpy(v.data(), d, n * sizeof(T), cudaMemcpyDeviceToHost), cudaSuccess);
+  return v;
+}
+
+std::vector<float> ToFloat(const std::vector<__nv_bfloat16>& v) {
+  std::vector<float> f(v.size());
+  for (size_t i = 0; i < v.size(); ++i) f[i] = __bfloat162float(v[i]);
+  return f;
+}
+
+// max |a - b| / max |b|
+double RelErr(const std::vector<float>& a, const std::vector<float>& b) {
+  double e = 0, s = 0;
+  for (size_t i = 0; i < b.size(); ++i) {
+    if (!std::isfinite(a[i])) return INFINITY;
+    e = std::max(e, std::fabs(double(a[i]) - b[i]));
+    s = std::max(s, std::fabs(double(b[i])));
+  }
+  return e / s;
+}
+
+std::vector<float> Random(size_t n, std::mt19937& rng, float scale = 1.0f, bool bf16 = true) {
+  std::normal_distribution<float> nd(0.f, scale);
+  std::vector<float> v(n);
+  for (float& x : v) x = bf16 ? Bf(nd(rng)) : nd(rng);
+  return v;
+}
+
+std::vector<__nv_bfloat16> ToBf(const std::vector<float>& v) {
+  std::vector<__nv_bfloat16> b(v.size());
+  for (size_t i = 0; i < v.size(); ++i) b[i] = __float2bfloat16(v[i]);
+  return b;
+}
+
+TEST(ModelOpsTest, EmbeddingAndRmsNorm) {
+  std::mt19937 rng(1);
+  const int V = 300, H = 1000, n = 7;
+  const std::vector<float> table = Random(size_t{V} * H, rng), weight = Random(H, rng, 0.3f, false);
+  const std::vector<int32_t> tokens = {5, 0, 299, 17, 17, 120, 3};
+  int32_t* d_tokens = Upload(tokens);
+  __nv_bfloat16* d_table = Upload(ToBf(table));
+  float *d_weight = Upload(weight), *d_x = nullptr;
+  CUDA_OK(cudaMalloc(&d_x, n * H * sizeof(float)));
+  CUDA_OK(cuda::LaunchEmbed(d_tokens, n, d_table, H, d_x, nullptr));
+  const std::vector<float> x = Download(d_x, size_t{n} * H);
+  for (int i = 0; i < n; ++i) {
+    for (int j = 0; j < H; ++j) ASSERT_EQ(x[i * H + j], table[size_t{tokens[i]} * H + j]);
+  }
+  // RMSNorm of every row, and of a gathered subset.
+  __nv_bfloat16* d_out = nullptr;
+  CUDA_OK(cudaMalloc(&d_out, n * H * sizeof(__nv_bfloat16)));
+  std::vector<float> want(size_t{n} * H);
+  ref::RmsNorm(x.data(), n, H, weight.data(), 1e-6f, want.data());
+  CUDA_OK(cuda::LaunchRmsNorm(d_x, nullptr, n, H, d_weight, 1e-6f, d_out, nullptr));
+  EXPECT_LE(RelErr(ToFloat(Download(d_out, size_t{n} * H)), want), 4e-3);
+  const std::vector<int32_t> rows = {6, 2};
+  int32_t* d_rows = Upload(rows);
+  CUDA_OK(cuda::LaunchRmsNorm(d_x, d_rows, 2, H, d_weight, 1e-6f, d_out, nullptr));
+  const std::vector<float> got = ToFloat(Download(d_out, size_t{2} * H));
+  for (int r = 0; r < 2; ++r) {
+    const std::vector<float> g(got.begin() + r * H, got.begin() + (r + 1) * H);
+    const std::vector<float> w(want.begin() + rows[r] * H, want.begin() + (rows[r] + 1) * H);
+    EXPECT_LE(RelErr(g, w), 4e-3) << "gathered row " << r;
+  }
+  for (void* p : {(void*)d_tokens, (void*)d_table, (void*)d_weight, (void*)d_x, (void*)d_out, (void*)d_rows}) cudaFree(p);
+}
+
+TEST(ModelOpsTest, QkvSplitWithRopeBiasAndGates) {
+  for (bool per_branch : {false, true}) {
+    for (bool linear : {false, true}) {
+      std::mt19937 rng(2 + per_branch * 2 + linear);
+      const int n = 5, nh = 8, kvh = 2, hd = 48, vhd = 32;
+      const int width = nh * hd + kvh * hd + kvh * vhd + 3 * nh + (per_branch ? 2 * (kvh * hd + kvh * vhd) : 0);
+      const std::vector<float> proj = Random(size_t{n} * width, rng, 1.0f, false);
+      const std::vector<float> qb = Random(nh * hd, rng, 0.1f, false), kb = Random(kvh * hd, rng, 0.1f, false),
+                               vb = Random(kvh * vhd, rng, 0.1f, false);
+      const std::vector<int64_t> pos = {0, 1, 777, 65535, 131071};
+      const double theta = 500000.0;
+      std::vector<double> inv_freq(hd / 2);
+      for (int i = 0; i < hd / 2; ++i) inv_freq[i] = std::pow(theta, -2.0 * i / hd);
+      cuda::QkvSplitArgs a;
+      a.n = n, a.width = width, a.num_heads = nh, a.num_kv_heads = kvh, a.head_dim = hd, a.v_head_dim = vhd;
+      a.per_branch = per_branch, a.linear = linear, a.inv_freq = Upload(inv_freq), a.proj = Upload(proj);
+      a.q_bias = Upload(qb), a.k_bias = Upload(kb), a.v_bias = Upload(vb), a.positions = Upload(pos);
+      auto alloc = [](size_t count) {
+        __nv_bfloat16* p = nullptr;
+        cudaMalloc(&p, count * sizeof(__nv_bfloat16));
+        return p;
+      };
+      a.q = alloc(n * nh * hd), a.k = alloc(n * kvh * hd), a.v = alloc(n * kvh * vhd);
+      a.k_win = alloc(n * kvh * hd), a.v_win = alloc(n * kvh * vhd), a.k_src = alloc(n * kvh * hd), a.v_src = alloc(n * kvh * vhd);
+      CUDA_OK(cudaMalloc(&a.gates, n * nh * 3 * sizeof(float)));
+      CUDA_OK(cuda::LaunchQkvSplit(a, nullptr));
+      // The CPU twin: models/nsa_model.cc's projection split.
+      std::vector<float> q, k, v, g, kw, vw, kc, vc, ksrc;
+      for (int t = 0; t < n; ++t) {
+        const float* row = proj.data() + size_t{t} * width;
+        auto take = [&](std::vector<float>& dst, int off, int count, const std::vector<float>* bias) {
+          for (int i = 0; i < count; ++i) dst.push_back(row[off + i] + (bias ? (*bias)[i] : 0.f));
+        };
+        int off = 0;
+        take(q, off, nh * hd, &qb), off += nh * hd;
+        take(k, off, kvh * hd, &kb), off += kvh * hd;
+        take(v, off, kvh * vhd, &vb), off += kvh * vhd;
+        take(g, off, 3 * nh, nullptr), off += 3 * nh;
+        if (per_branch) {
+          take(kw, off, kvh * hd, nullptr), off += kvh * hd;
+          take(vw, off, kvh * vhd, nullptr), off += kvh * vhd;
+          take(kc, off, kvh * hd, nullptr), off += kvh * hd;
+          take(vc, off, kvh * vhd, nullptr);
+        }
+        if (linear && !per_branch) ksrc.insert(ksrc.end(), k.end() - kvh * hd, k.end());  // keys before RoPE
+        ref::ApplyRope(q.data() + size_t{t} * nh * hd, nh, hd, pos[t], theta);
+        ref::ApplyRope(k.data() + size_t{t} * kvh * hd, kvh, hd, pos[t], theta);
+        if (per_branch) {
+          ref::ApplyRope(kw.data() + size_t{t} * kvh * hd, kvh, hd, pos[t], theta);
+          if (!linear) ref::ApplyRope(kc.data() + size_t{t} * kvh * hd, kvh, hd, pos[t], theta);
+        }
+      }
+      for (float& x : g) x = 1.0f / (1.0f + std::exp(-x));
+      auto check = [&](const __nv_bfloat16* d, const std::vector<float>& want, const char* what) {
+        EXPECT_LE(RelErr(ToFloat(Download(d, want.size())), want), 4e-3)
+            << what << (per_branch ? " per-branch" : " shared") << (linear ? " linear" : " mean");
+      };
+      check(a.q, q, "q");
+      check(a.k, k, "k");
+      check(a.v, v, "v");
+      const std::vector<float> gates = Download(a.gates, g.size());
+      EXPECT_LE(RelErr(gates, g), 1e-6) << "gates";
+      if (per_branch) {
+        check(a.k_win, kw, "k_win");
+        check(a.v_win, vw, "v_win");
+        check(a.k_src, kc, "k_cmp");
+        check(a.v_src, vc, "v_cmp");
+      } else if (linear) {
+        check(a.k_src, ksrc, "k_src (before RoPE)");
+      }
+    }
+  }
+}
+
+TEST(ModelOpsTest, SiluMulAndConversions) {
+  std::mt19937 rng(3);
+  for (int n : {1, 3, 64}) {
+    const int M = 5632;
+    const std::vector<float> gu = Random(size_t{n} * 2 * M, rng, 2.0f, false);
+    std::vector<float> want(size_t{n} * M);
+    for (int i = 0; i < n; ++i) ref::SiluMul(gu.data() + size_t{i} * 2 * M, gu.data() + size_t{i} * 2 * M + M, M, want.data() + size_t{i} * M);
+    float* d_gu = Upload(gu);
+    __nv_bfloat16* d_out = nullptr;
+    CUDA_OK(cudaMalloc(&d_out, want.size() * sizeof(__nv_bfloat16)));
+    CUDA_OK(cuda::LaunchSiluMul(d_gu, n, M, d_out, nullptr));
+    EXPECT_LE(RelErr(ToFloat(Download(d_out, want.size())), want), 4e-3) << n << " rows";
+    cudaFree(d_gu);
+    cudaFree(d_out);
+  }
+}
+
+TEST(ModelOpsTest, GemmMatchesLinearAndAccumulates) {
+  cuda::Gemm gemm;
+  ASSERT_TRUE(gemm.Init().ok());
+  std::mt19937 rng(4);
+  for (auto [m, k, n] : {std::tuple{1, 2048, 4704}, std::tuple{7, 256, 2048}, std::tuple{300, 1024, 96}}) {
+    const std::vector<float> x = Random(size_t{m} * k, rng), w = Random(size_t{n} * k, rng, 0.05f), y0 = Random(size_t{m} * n, rng, 1.0f, false);
+    std::vector<float> want(size_t{m} * n);
+    ref::Linear(x.data(), m, k, w.data(), n, nullptr, want.data());
+    __nv_bfloat16 *d_x = Upload(ToBf(x)), *d_w = Upload(ToBf(w));
+    float* d_y = Upload(y0);
+    ASSERT_TRUE(gemm.Run(d_x, m, k, d_w, n, d_y, false, nullptr).ok());
+    EXPECT_LE(RelErr(Download(d_y, want.size()), want), 1e-4) << m << "x" << k << " . " << n << "x" << k;
+    ASSERT_TRUE(gemm.Run(d_x, m, k, d_w, n, d_y, true, nullptr).ok());  // y = 2 x W^T now
+    for (float& v : want) v *= 2;
+    EXPECT_LE(RelErr(Download(d_y, want.size()), want), 1e-4) << "accumulate";
+    cudaFree(d_x);
+    cudaFree(d_w);
+    cudaFree(d_y);
+  }
+}
+
+TEST(ModelOpsTest, DeviceRandomWeightsEqualTheHostsBitForBit) {
+  const int64_t n = 100003;
+  const uint64_t seed = 42, hash = HashName("model.layers.3.attn.q_proj.weight");
+  __nv_bfloat16* d16 = nullptr;
+  float* d32 = nullptr;
+  CUDA_OK(cudaMalloc(&d16, n * sizeof(__nv_bfloat16)));
+  CUDA_OK(cudaMalloc(&d32, n * sizeof(float)));
+  CUDA_OK(cuda::LaunchRandomBf16(d16, n, seed, hash, 0.0f, 0.03f, nullptr));
+  CUDA_OK(cuda::LaunchRandomFloat(d32, n, seed, hash, 1.0f, 0.1f, nullptr));
+  const std::vector<float> got16 = ToFloat(Download(d16, n)), got32 = Download(d32, n);
+  int64_t diff = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    diff += got16[i] != Bf(RandomWeight(seed, hash, i, 0.0f, 0.03f));
+    diff += got32[i] != Bf(RandomWeight(seed, hash, i, 1.0f, 0.1f));
+  }
+  EXPECT_EQ(diff, 0);
+  cudaFree(d16);
+  cudaFree(d32);
+}
+
+}  // namespace
+}  // namespace nsa
