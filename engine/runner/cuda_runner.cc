@@ -592,6 +592,12 @@ absl::StatusOr<std::vector<std::vector<float>>> CudaRunner::Step(std::span<const
   int64_t total = 0, context = 1;
   bool decode_only = true;
   for (const RunnerSeq& s : seqs) {
+    for (int t : s.tokens) {
+      // The embedding gather would read outside the table: refuse before anything runs.
+      if (t < 0 || t >= c.vocab_size) {
+        return absl::InvalidArgumentError(absl::StrCat("token id ", t, " is outside the vocabulary [0, ", c.vocab_size, ")"));
+      }
+    }
     total += static_cast<int64_t>(s.tokens.size());
     context = std::max<int64_t>(context, s.first_token + static_cast<int64_t>(s.tokens.size()));
     decode_only = decode_only && s.tokens.size() == 1;
