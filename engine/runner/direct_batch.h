@@ -40,6 +40,15 @@ class DirectBatch {
     return static_cast<int>(seqs_.size()) - 1;
   }
   int64_t NumTokens(int seq) const { return seqs_[seq].num_tokens; }
+  // Returns the sequence's pages to the free list (the sequence is empty afterwards).
+  void Free(int seq) {
+    Seq& s = seqs_[seq];
+    for (std::vector<int32_t>* t : {&s.tables.raw, &s.tables.win, &s.tables.src}) {
+      free_.insert(free_.end(), t->begin(), t->end());
+      t->clear();
+    }
+    s.num_tokens = 0;
+  }
 
   // One runner step over the given sequences; logits of the entries that want them, in order.
   absl::StatusOr<std::vector<std::vector<float>>> Step(std::span<const Work> work) {
