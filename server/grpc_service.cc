@@ -20,6 +20,38 @@ std::optional<Clock::time_point> EngineDeadline(const grpc::ServerContext& conte
 
 }  // namespace
 
+CancelWatcher::CancelWatcher() : thread_([this] { Run(); }) {}
+
+CancelWatcher::~CancelWatcher() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  thread_.join();
+}
+
+void CancelWatcher::Add(grpc::ServerContext* context, RequestHandle* handle) {
+  std::lock_guard<std::mutex> lock(mu_);
+  calls_[context] = handle;
+}
+
+void CancelWatcher::Remove(grpc::ServerContext* context) {
+  std::lock_guard<std::mutex> lock(mu_);
+  calls_.erase(context);
+}
+
+void CancelWatcher::Run() {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (!cv_.wait_for(lock, std::chrono::milliseconds(50), [this] { return stop_; })) {
+    // Under the lock: a handle stays alive while it is registered (its handler removes it
+    // before the handle goes away). Abort takes only the request's own lock.
+    for (auto& [context, handle] : calls_) {
+      if (context->IsCancelled()) handle->Abort();
+    }
+  }
+}
+
 grpc::Status GenerationService::Generate(grpc::ServerContext* context, const v1::GenerateRequest* request,
                                          grpc::ServerWriter<v1::GenerateResponse>* writer) {
   Request r;
@@ -31,19 +63,27 @@ grpc::Status GenerationService::Generate(grpc::ServerContext* context, const v1:
   absl::StatusOr<std::unique_ptr<RequestHandle>> handle = engine_->Submit(std::move(r));
   if (!handle.ok()) return ToGrpc(handle.status());
   RequestHandle& h = **handle;
+  watcher_.Add(context, &h);
+  struct Unwatch {
+    CancelWatcher& watcher;
+    grpc::ServerContext* context;
+    ~Unwatch() { watcher.Remove(context); }
+  } unwatch{watcher_, context};
 
   std::map<uint32_t, v1::Delta> gathered;  // stream = false: everything per completion
   std::string error;
   bool wrote = false;
   int expired_before_start = 0;
   while (true) {
-    if (context->IsCancelled()) {
-      h.Abort();  // the client cancelled or went away: free the pages now
+    // The watcher aborts the request when the client cancels or goes away (its pages are freed at
+    // the next step); the request's Finals then end this loop.
+    std::optional<Event> event;
+    if (!h.NextFor(std::chrono::seconds(1), &event)) continue;
+    if (!event) break;
+    if (const Final* f = std::get_if<Final>(&*event); f && f->reason == FinishReason::kCancelled && context->IsCancelled()) {
+      h.Abort();
       return grpc::Status(grpc::StatusCode::CANCELLED, "the client cancelled the request");
     }
-    std::optional<Event> event;
-    if (!h.NextFor(std::chrono::milliseconds(20), &event)) continue;
-    if (!event) break;
     v1::GenerateResponse out;
     out.set_request_id(h.request_id());
     if (const Delta* d = std::get_if<Delta>(&*event)) {

@@ -3,13 +3,37 @@
 // cancels or disconnects aborts its request within a step or two and frees its pages.
 #pragma once
 
+#include <condition_variable>
+#include <mutex>
 #include <string>
+#include <thread>
+#include <unordered_map>
 
 #include "engine/engine.h"
 #include "nsa/v1/generate.grpc.pb.h"
 #include "server/http/generation_backend.h"
 
 namespace nsa {
+
+// Aborts the requests whose clients cancelled or went away, so that stream handlers can sleep
+// until their next event: one thread asks every call 20 times a second. (Handlers that woke every
+// 20 ms to ask for themselves spent a 1,000-stream server's CPU in futex wake-ups: 177-222 s for a
+// burst that HTTP served in 20 s.)
+class CancelWatcher {
+ public:
+  CancelWatcher();
+  ~CancelWatcher();
+  void Add(grpc::ServerContext* context, RequestHandle* handle);
+  void Remove(grpc::ServerContext* context);
+
+ private:
+  void Run();
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+  std::unordered_map<grpc::ServerContext*, RequestHandle*> calls_;
+  std::thread thread_;
+};
 
 class GenerationService final : public v1::Generation::Service {
  public:
@@ -31,6 +55,7 @@ class GenerationService final : public v1::Generation::Service {
  private:
   Engine* engine_;
   BackendModelInfo info_;
+  CancelWatcher watcher_;
 };
 
 }  // namespace nsa
