@@ -13,7 +13,8 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "engine/engine.h"
-#include "engine/runner/cpu_runner.h"
+#include "engine/runner/backend.h"
+#include "kernels/kv_layout.h"
 #include "kernels/common/status.h"
 #include "models/nsa_model.h"
 #include "models/tokenizer.h"
@@ -32,6 +33,7 @@ ABSL_FLAG(float, min_p, 0.0f, "drop tokens below min_p x the top probability; 0 
 ABSL_FLAG(uint64_t, seed, 0, "sampling seed");
 ABSL_FLAG(bool, ignore_eos, false, "keep generating after the end-of-sequence token");
 ABSL_FLAG(bool, quiet, false, "no progress or timing on stderr");
+ABSL_FLAG(std::string, backend, "auto", "auto (CUDA when a GPU is present), cpu or cuda");
 
 namespace nsa {
 namespace {
@@ -53,19 +55,26 @@ absl::Status Run() {
   const bool quiet = absl::GetFlag(FLAGS_quiet);
 
   const std::string dir = absl::GetFlag(FLAGS_model);
-  ASSIGN_OR_RETURN(std::unique_ptr<NsaModel> model, NsaModel::Load(dir, !quiet));
+  ASSIGN_OR_RETURN(const ModelConfig config, ModelConfig::FromFile(dir + "/config.json"));
   std::string error;
   std::unique_ptr<Tokenizer> tokenizer = Tokenizer::Load(dir + "/tokenizer.model", &error);
   if (!tokenizer) return absl::InvalidArgumentError(error);
-  // One sequence through the same engine the servers use: pages for the whole context (raw,
-  // window and source kinds), one 4096-token budget per step.
-  const ModelConfig& config = model->config();
-  const int32_t pages = 3 * ((config.max_position_embeddings + config.nsa.select_block - 1) / config.nsa.select_block);
+  // One sequence through the same engine the servers use: on the CPU, pages for the whole context
+  // (raw, window and source kinds); one 4096-token budget per step.
+  BackendOptions backend;
+  backend.backend = absl::GetFlag(FLAGS_backend);
+  backend.progress = !quiet;
+  backend.max_num_seqs = 1;
+  backend.max_num_batched_tokens = 4096;
+  const KvLayout layout = KvLayout::Make(config.num_layers, config.num_kv_heads, config.head_dim, config.v_head_dim, config.nsa);
+  const int64_t pages = 3 * ((config.max_position_embeddings + config.nsa.select_block - 1) / config.nsa.select_block);
+  backend.kv_cache_bytes = pages * layout.page_elems * int64_t{sizeof(float)};
+  ASSIGN_OR_RETURN(Backend runner, MakeBackend(dir, backend));
+  if (!quiet) std::fprintf(stderr, "nsa-generate: %s\n", runner.note.c_str());
   EngineOptions options;
   options.scheduler.max_num_seqs = 1;
   options.scheduler.max_num_batched_tokens = 4096;
-  ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine,
-                   Engine::Create(options, std::make_unique<CpuRunner>(std::move(model), pages), std::move(tokenizer)));
+  ASSIGN_OR_RETURN(std::unique_ptr<Engine> engine, Engine::Create(options, std::move(runner.runner), std::move(tokenizer)));
   ASSIGN_OR_RETURN(std::unique_ptr<RequestHandle> handle, engine->Submit(std::move(request)));
 
   std::fputs(absl::GetFlag(FLAGS_prompt).c_str(), stdout);

@@ -15,4 +15,6 @@ cp -r build/tests/models/tiny stage/models/
 ../shared/tools/bundle-libs stage/lib stage/bin/* build/lib/libnsa_sentencepiece.so
 cp build/lib/libnsa_sentencepiece.so stage/lib/ 2>/dev/null || true
 rm -f stage/lib/libcublas* stage/lib/libcuda.so*
+# The commit the binaries were built from (the GPU machine's copy of the tree has no .git).
+echo "$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . ':!stage' || echo -dirty)" > stage/COMMIT
 du -sh stage
