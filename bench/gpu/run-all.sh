@@ -44,6 +44,14 @@ if [ "$only" != bench ]; then
       --logits-tool "$here/bench/gpu/nsa-logits-cuda" --prompt-len 150 --num-decode 100 --seed 4 --rtol 0.1 \
       > "$out/torch_$preset.log" 2>&1 || status=1
   done
+  # The fla-340m and paper shapes with two layers (a float64 reference of 24-30 layers would take
+  # too long), prompts past the window and the 16 selected blocks.
+  for preset in fla-340m paper; do
+    "$bin/nsa-model" create --preset $preset --num-layers 2 --out "$models/$preset" --seed 3 --quiet > /dev/null 2>&1
+    python3 "$here/tests/reference/compare_logits.py" --model "$models/$preset" \
+      --logits-tool "$here/bench/gpu/nsa-logits-cuda" --prompt-len 1100 --num-decode 50 --seed 4 --rtol 0.1 --timeout 900 \
+      > "$out/torch_$preset.log" 2>&1 || status=1
+  done
   # The server on a GPU machine: the CUDA backend, a streamed completion over HTTP, drain.
   bash "$here/bench/gpu/server-smoke.sh" "$bin/nsa-server" "$here/stage/models/tiny" > "$out/server_smoke.log" 2>&1 || status=1
 fi

@@ -37,6 +37,7 @@ ABSL_FLAG(std::string, corpus, "",
           "/usr/share/common-licenses and package copyright files)");
 ABSL_FLAG(int64_t, max_shard_mib, 5120, "largest safetensors shard, MiB");
 ABSL_FLAG(bool, quiet, false, "no progress output");
+ABSL_FLAG(int, num_layers, 0, "create: this many layers instead of the preset's (0: the preset's), e.g. a preset's shapes in a model small enough for a reference run");
 
 namespace nsa {
 namespace {
@@ -125,6 +126,10 @@ absl::Status Create() {
   const std::string out = absl::GetFlag(FLAGS_out);
   if (out.empty()) return absl::InvalidArgumentError("--out is required");
   ASSIGN_OR_RETURN(ModelConfig config, PresetConfig(absl::GetFlag(FLAGS_preset)));
+  if (const int layers = absl::GetFlag(FLAGS_num_layers); layers != 0) {
+    if (layers < 1 || layers > 1024) return absl::InvalidArgumentError(absl::StrCat("--num-layers must be in [1, 1024], got ", layers));
+    config.num_layers = layers;
+  }
   RandomModelOptions options;
   options.seed = absl::GetFlag(FLAGS_seed);
   const std::string dtype = absl::GetFlag(FLAGS_dtype);
