@@ -30,6 +30,11 @@ def commit():
         return read(os.path.join(HERE, "..", "stage", "COMMIT")).strip() or "unknown"
 
 
+def commit_of(out):
+    """The commit the run was made from (its commit.txt), else this checkout's."""
+    return read(os.path.join(out, "commit.txt")).strip() or commit()
+
+
 def read(path, default=""):
     try:
         with open(path, encoding="utf-8") as f:
@@ -51,11 +56,12 @@ def us(entry):
     return entry["real_time"] * scale
 
 
-def cpu_fragment(out):
+def cpu_fragment(out, archive=None):
     lines = ["<!-- generated:cpu:begin -->", "## CPU machine (generated)", ""]
     machine = read(os.path.join(out, "machine.txt")).strip() or "unknown machine"
-    lines += [f"Machine: {machine}. Date {date.today()}, commit {commit()}. Command: `bash bench/cpu/run-all.sh OUT` "
-              "(raw outputs in OUT).", ""]
+    kept = f"; this run's small files are in `{archive}/`" if archive else ""
+    lines += [f"Machine: {machine}. Date {date.today()}, commit {commit_of(out)}. Command: `bash bench/cpu/run-all.sh OUT` "
+              f"(raw outputs in OUT{kept}).", ""]
     dec = gbench(os.path.join(out, "cpu_decode_bench.json"))
     if dec:
         lines += ["| CPU reference | decode ctx 16 | ctx 256 | ctx 2048 | prefill 256 | prefill 2048 |", "|---|---|---|---|---|---|"]
@@ -88,7 +94,8 @@ def cpu_fragment(out):
                      f"(`{read(os.path.join(out, 'serving_command.txt')).strip() or 'nsa-bench-serving'}`).")
         lines.append("")
     if os.path.exists(os.path.join(out, "sweep", "sweep.png")):
-        lines += ["Sweep (both APIs, tiny, CPU): `OUT/sweep/sweep.png`, data `OUT/sweep/sweep.tsv`.", ""]
+        where = f"`{archive}/sweep.png`" if archive else "`OUT/sweep/sweep.png`"
+        lines += [f"Sweep of both APIs against request rate (tiny, CPU server): {where}.", ""]
     lines.append("<!-- generated:cpu:end -->")
     return "\n".join(lines) + "\n"
 
@@ -96,7 +103,7 @@ def cpu_fragment(out):
 def gpu_fragment(out):
     lines = ["<!-- generated:gpu:begin -->", "## GPU machine (generated)", ""]
     gpu = [l for l in read(os.path.join(out, "gpu.txt")).splitlines() if l and not l.startswith("name")]
-    lines += [f"Card: {gpu[0] if gpu else 'unknown'}. Date {date.today()}, commit {commit()}. Command: "
+    lines += [f"Card: {gpu[0] if gpu else 'unknown'}. Date {date.today()}, commit {commit_of(out)}. Command: "
               "`bash bench/gpu/run-all.sh OUT` on the GPU machine (from `bench/gpu/stage.sh`'s stage/).", ""]
     tests = []
     for log in sorted(os.listdir(out)):
@@ -144,11 +151,12 @@ def main():
     ap.add_argument("what", choices=["cpu", "gpu", "splice"])
     ap.add_argument("path")
     ap.add_argument("--results", default=os.path.join(HERE, "RESULTS.md"))
+    ap.add_argument("--archive", help="cpu: where the run's files are kept in the repository (cited)")
     a = ap.parse_args()
     if a.what == "splice":
         splice(a.path, a.results)
         return
-    fragment = cpu_fragment(a.path) if a.what == "cpu" else gpu_fragment(a.path)
+    fragment = cpu_fragment(a.path, a.archive) if a.what == "cpu" else gpu_fragment(a.path)
     dest = os.path.join(a.path, f"results-{a.what}.md")
     with open(dest, "w", encoding="utf-8") as f:
         f.write(fragment)

@@ -10,6 +10,7 @@ quick=${2:-}
 here=$(cd "$(dirname "$0")/../.." && pwd)
 build=$here/build
 mkdir -p "$out"
+git -C "$here" rev-parse --short HEAD > "$out/commit.txt"
 echo "$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(. /etc/os-release; echo "$PRETTY_NAME")" \
   > "$out/machine.txt"
 min_time=1
@@ -50,5 +51,13 @@ kill -TERM $server
 wait $server || true
 trap - EXIT
 
-python3 "$here/bench/results.py" cpu "$out"
+# The run's small files are kept in the repository beside the generated block that cites them.
+archive=bench/cpu/results/$(date +%F)-$(cat "$out/commit.txt")
+mkdir -p "$here/$archive"
+cp "$out"/{machine.txt,cpu_decode_bench.txt,kv_cache_bench.txt,scheduler_bench.txt,serving_grpc.txt,serving_openai.txt} \
+  "$out/serving_command.txt" "$here/$archive/"
+cp "$out/sweep/sweep.tsv" "$here/$archive/" 2>/dev/null || true
+cp "$out/sweep/sweep.png" "$here/$archive/" 2>/dev/null || true
+python3 "$here/bench/results.py" cpu "$out" --archive "$archive"
+cp "$out/results-cpu.md" "$here/$archive/"
 python3 "$here/bench/results.py" splice "$out/results-cpu.md"

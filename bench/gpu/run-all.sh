@@ -27,6 +27,7 @@ fi
 export LD_LIBRARY_PATH=$here/stage/lib${cublas:+:$cublas}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 bin=$here/stage/bin
 mkdir -p "$out"
+cp "$here/stage/COMMIT" "$out/commit.txt" 2>/dev/null || true
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$out/gpu.txt" 2>&1
 echo "cuBLASLt from: ${cublas:-not found}" >> "$out/gpu.txt"
 status=0
