@@ -561,7 +561,9 @@ void OpenAIServer::Routes() {
               job->stream_handle->Abort();
               return false;
             }
-            if (!job->stream_handle->Next(std::chrono::milliseconds(20), &event)) continue;
+            // Events wake this loop at once; the timeout only bounds how long a request that has
+            // produced nothing yet (queued, or in a long prefill) keeps a vanished client's pages.
+            if (!job->stream_handle->Next(std::chrono::milliseconds(250), &event)) continue;
             if (!event) break;
             if (const Delta* d = std::get_if<Delta>(&*event)) {
               const bool first = !started[d->index];
