@@ -130,4 +130,8 @@ void ConvertFromFloat(DType dtype, const float* src, size_t count, std::byte* ds
   }
 }
 
+void RoundToBFloat16(float* x, size_t n) {
+  for (size_t i = 0; i < n; ++i) x[i] = BFloatToFloat(FloatToBFloat(x[i]));
+}
+
 }  // namespace nsa

@@ -1,12 +1,12 @@
 #include "models/nsa_model.h"
 
 #include <cmath>
-#include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/common/status.h"
 #include "kernels/reference/nsa_attention.h"
 #include "kernels/reference/ops.h"
+#include "models/dtype.h"
 
 namespace nsa {
 
@@ -19,14 +19,7 @@ absl::StatusOr<std::unique_ptr<NsaModel>> NsaModel::Load(const std::string& dir,
 }
 
 void NsaModel::Round(float* x, int64_t n) const {
-  if (!bf16_activations_) return;
-  for (int64_t i = 0; i < n; ++i) {
-    // Round to nearest even on the upper 16 bits (finite values only in this model).
-    uint32_t bits;
-    std::memcpy(&bits, &x[i], 4);
-    bits = (bits + 0x7FFFu + ((bits >> 16) & 1u)) & 0xFFFF0000u;
-    std::memcpy(&x[i], &bits, 4);
-  }
+  if (bf16_activations_) RoundToBFloat16(x, static_cast<size_t>(n));
 }
 
 namespace {
