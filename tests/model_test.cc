@@ -17,6 +17,7 @@
 #include "models/progress.h"
 #include "models/safetensors.h"
 #include "nlohmann/json.hpp"
+#include "tests/test_util.h"
 
 namespace nsa {
 namespace {
@@ -42,14 +43,6 @@ std::string WriteModel(const std::string& preset, const std::string& name, DType
   const absl::Status s = WriteRandomModel(PresetConfig(preset).value(), dir, options);
   EXPECT_TRUE(s.ok()) << s;
   return dir;
-}
-
-std::vector<int> RandomTokens(int n, int vocab, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::uniform_int_distribution<int> pick(3, vocab - 1);
-  std::vector<int> ids(n);
-  for (int& t : ids) t = pick(rng);
-  return ids;
 }
 
 class DecodeEqualsPrefillTest : public ::testing::TestWithParam<std::string> {};

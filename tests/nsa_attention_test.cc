@@ -11,6 +11,8 @@
 #include <random>
 #include <set>
 
+#include "tests/test_util.h"
+
 namespace nsa::ref {
 namespace {
 
@@ -159,15 +161,6 @@ Brute BruteNsa(const NsaParams& p, const Inputs& in, int64_t t, const float* gat
 // ---- tests ------------------------------------------------------------------------------------
 
 class NsaAttentionTest : public ::testing::TestWithParam<Case> {};
-
-double MaxRelErr(const std::vector<float>& got, const std::vector<double>& want) {
-  double err = 0, scale = 1e-6;
-  for (size_t i = 0; i < want.size(); ++i) {
-    err = std::max(err, std::abs(got[i] - want[i]));
-    scale = std::max(scale, std::abs(want[i]));
-  }
-  return err / scale;
-}
 
 // Every position, random gates and each gate alone: all three branches and the mix.
 TEST_P(NsaAttentionTest, MatchesBruteForceAtEveryPosition) {

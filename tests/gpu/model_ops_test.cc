@@ -15,6 +15,7 @@
 #include "kernels/cuda/model_ops.h"
 #include "kernels/reference/ops.h"
 #include "models/presets.h"
+#include "tests/test_util.h"
 
 namespace nsa {
 namespace {
@@ -42,17 +43,6 @@ std::vector<float> ToFloat(const std::vector<__nv_bfloat16>& v) {
   std::vector<float> f(v.size());
   for (size_t i = 0; i < v.size(); ++i) f[i] = __bfloat162float(v[i]);
   return f;
-}
-
-// max |a - b| / max |b|
-double RelErr(const std::vector<float>& a, const std::vector<float>& b) {
-  double e = 0, s = 0;
-  for (size_t i = 0; i < b.size(); ++i) {
-    if (!std::isfinite(a[i])) return INFINITY;
-    e = std::max(e, std::fabs(double(a[i]) - b[i]));
-    s = std::max(s, std::fabs(double(b[i])));
-  }
-  return e / s;
 }
 
 std::vector<float> Random(size_t n, std::mt19937& rng, float scale = 1.0f, bool bf16 = true) {
@@ -88,7 +78,7 @@ TEST(ModelOpsTest, EmbeddingAndRmsNorm) {
   std::vector<float> want(size_t{n} * H);
   ref::RmsNorm(x.data(), n, H, weight.data(), 1e-6f, want.data());
   CUDA_OK(cuda::LaunchRmsNorm(d_x, nullptr, n, H, d_weight, 1e-6f, d_out, nullptr));
-  EXPECT_LE(RelErr(ToFloat(Download(d_out, size_t{n} * H)), want), 4e-3);
+  EXPECT_LE(MaxRelErr(ToFloat(Download(d_out, size_t{n} * H)), want), 4e-3);
   const std::vector<int32_t> rows = {6, 2};
   int32_t* d_rows = Upload(rows);
   CUDA_OK(cuda::LaunchRmsNorm(d_x, d_rows, 2, H, d_weight, 1e-6f, d_out, nullptr));
@@ -96,7 +86,7 @@ TEST(ModelOpsTest, EmbeddingAndRmsNorm) {
   for (int r = 0; r < 2; ++r) {
     const std::vector<float> g(got.begin() + r * H, got.begin() + (r + 1) * H);
     const std::vector<float> w(want.begin() + rows[r] * H, want.begin() + (rows[r] + 1) * H);
-    EXPECT_LE(RelErr(g, w), 4e-3) << "gathered row " << r;
+    EXPECT_LE(MaxRelErr(g, w), 4e-3) << "gathered row " << r;
   }
   for (void* p : {(void*)d_tokens, (void*)d_table, (void*)d_weight, (void*)d_x, (void*)d_out, (void*)d_rows}) cudaFree(p);
 }
@@ -155,14 +145,14 @@ TEST(ModelOpsTest, QkvSplitWithRopeBiasAndGates) {
       }
       for (float& x : g) x = 1.0f / (1.0f + std::exp(-x));
       auto check = [&](const __nv_bfloat16* d, const std::vector<float>& want, const char* what) {
-        EXPECT_LE(RelErr(ToFloat(Download(d, want.size())), want), 4e-3)
+        EXPECT_LE(MaxRelErr(ToFloat(Download(d, want.size())), want), 4e-3)
             << what << (per_branch ? " per-branch" : " shared") << (linear ? " linear" : " mean");
       };
       check(a.q, q, "q");
       check(a.k, k, "k");
       check(a.v, v, "v");
       const std::vector<float> gates = Download(a.gates, g.size());
-      EXPECT_LE(RelErr(gates, g), 1e-6) << "gates";
+      EXPECT_LE(MaxRelErr(gates, g), 1e-6) << "gates";
       if (per_branch) {
         check(a.k_win, kw, "k_win");
         check(a.v_win, vw, "v_win");
@@ -186,7 +176,7 @@ TEST(ModelOpsTest, SiluMulAndConversions) {
     __nv_bfloat16* d_out = nullptr;
     CUDA_OK(cudaMalloc(&d_out, want.size() * sizeof(__nv_bfloat16)));
     CUDA_OK(cuda::LaunchSiluMul(d_gu, n, M, d_out, nullptr));
-    EXPECT_LE(RelErr(ToFloat(Download(d_out, want.size())), want), 4e-3) << n << " rows";
+    EXPECT_LE(MaxRelErr(ToFloat(Download(d_out, want.size())), want), 4e-3) << n << " rows";
     cudaFree(d_gu);
     cudaFree(d_out);
   }
@@ -203,10 +193,10 @@ TEST(ModelOpsTest, GemmMatchesLinearAndAccumulates) {
     __nv_bfloat16 *d_x = Upload(ToBf(x)), *d_w = Upload(ToBf(w));
     float* d_y = Upload(y0);
     ASSERT_TRUE(gemm.Run(d_x, m, k, d_w, n, d_y, false, nullptr).ok());
-    EXPECT_LE(RelErr(Download(d_y, want.size()), want), 1e-4) << m << "x" << k << " . " << n << "x" << k;
+    EXPECT_LE(MaxRelErr(Download(d_y, want.size()), want), 1e-4) << m << "x" << k << " . " << n << "x" << k;
     ASSERT_TRUE(gemm.Run(d_x, m, k, d_w, n, d_y, true, nullptr).ok());  // y = 2 x W^T now
     for (float& v : want) v *= 2;
-    EXPECT_LE(RelErr(Download(d_y, want.size()), want), 1e-4) << "accumulate";
+    EXPECT_LE(MaxRelErr(Download(d_y, want.size()), want), 1e-4) << "accumulate";
     cudaFree(d_x);
     cudaFree(d_w);
     cudaFree(d_y);

@@ -25,6 +25,7 @@
 #include "engine/runner/direct_batch.h"
 #include "models/nsa_model.h"
 #include "models/presets.h"
+#include "tests/test_util.h"
 
 namespace nsa {
 namespace {
@@ -58,24 +59,6 @@ std::unique_ptr<CudaRunner> MakeRunner(const ModelConfig& config, uint64_t seed,
   absl::StatusOr<std::unique_ptr<CudaRunner>> r = CudaRunner::Create(config, nullptr, seed, o);
   EXPECT_TRUE(r.ok()) << r.status();
   return r.ok() ? std::move(*r) : nullptr;
-}
-
-std::vector<int> RandomTokens(int n, int vocab, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::uniform_int_distribution<int> d(3, vocab - 1);
-  std::vector<int> t(n);
-  for (int& x : t) x = d(rng);
-  return t;
-}
-
-double RelErr(const std::vector<float>& got, const std::vector<float>& want) {
-  double err = 0, scale = 0;
-  for (size_t i = 0; i < want.size(); ++i) {
-    if (!std::isfinite(got[i])) return INFINITY;
-    err = std::max(err, std::fabs(double(got[i]) - want[i]));
-    scale = std::max(scale, std::fabs(double(want[i])));
-  }
-  return err / scale;
 }
 
 int Argmax(const std::vector<float>& v) { return static_cast<int>(std::max_element(v.begin(), v.end()) - v.begin()); }
@@ -146,8 +129,8 @@ TEST_P(ModelTest, LogitsAndGreedyTokensMatchTheCpuReference) {
   int worst_row = 0, greedy_diffs = 0, near_ties = 0;
   for (size_t r = 0; r < want.size(); ++r) {
     ASSERT_EQ(got[r].size(), want[r].size());
-    errors.push_back(RelErr(got[r], want[r]));
-    f32_errors.push_back(RelErr(got[r], want_f32[r]));
+    errors.push_back(MaxRelErr(got[r], want[r]));
+    f32_errors.push_back(MaxRelErr(got[r], want_f32[r]));
     if (errors.back() > errors[worst_row]) worst_row = static_cast<int>(r);
     if (r >= 32) continue;
     const Greedy g = CompareGreedy(got[r], want[r]);
@@ -204,7 +187,7 @@ TEST_P(ModelTest, DecodeEqualsPrefillAtEveryPosition) {
     const int s = batch.AddSequence();
     const std::vector<float> got = Prefill(batch, s, std::vector<int>(text.begin(), text.begin() + end), c.chunk);
     batch.Free(s);
-    const double e = RelErr(got, by_decode[end - 1]);
+    const double e = MaxRelErr(got, by_decode[end - 1]);
     worst = std::max(worst, e);
     EXPECT_LE(e, 1e-2) << "position " << end - 1;
   }
@@ -251,7 +234,7 @@ TEST_P(ModelTest, PaddedBatchEqualsEachSequenceAloneAndGraphsEqualEager) {
     for (int i = 0; i < S; ++i) w.push_back({i, {next[i][t]}, true});
     auto o = batch.Step(w);
     ASSERT_TRUE(o.ok()) << o.status();
-    for (int i = 0; i < S; ++i) worst = std::max(worst, RelErr((*o)[i], alone[i][t]));
+    for (int i = 0; i < S; ++i) worst = std::max(worst, MaxRelErr((*o)[i], alone[i][t]));
   }
   std::printf("[ model ] %s: batch of 3 (graph bucket 4) vs alone, worst relative logit error %.3g; %d graphs\n", c.preset,
               worst, graphs->num_graphs());
@@ -302,7 +285,7 @@ TEST_P(LongPrefillTest, LongPromptMatchesTheCpuReference) {
     got.push_back((*out)[0]);
   }
   double worst = 0;
-  for (size_t r = 0; r < want.size(); ++r) worst = std::max(worst, RelErr(got[r], want[r]));
+  for (size_t r = 0; r < want.size(); ++r) worst = std::max(worst, MaxRelErr(got[r], want[r]));
   std::printf("[ model ] %s (1 layer): prompt of %d tokens in chunks of %d + 8 decode steps: worst relative logit error %.3g\n",
               c.preset, c.prompt, c.chunk, worst);
   EXPECT_LE(worst, 2e-2);
