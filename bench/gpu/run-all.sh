@@ -49,7 +49,7 @@ if [ "$only" != bench ]; then
   # too long), prompts past the window and the 16 selected blocks.
   for preset in fla-340m paper; do
     "$bin/nsa-model" create --preset $preset --num-layers 2 --out "$models/$preset" --seed 3 --quiet > /dev/null 2>&1
-    python3 "$here/tests/reference/compare_logits.py" --model "$models/$preset" \
+    timeout 200 python3 "$here/tests/reference/compare_logits.py" --model "$models/$preset" \
       --logits-tool "$here/bench/gpu/nsa-logits-cuda" --prompt-len 1100 --num-decode 50 --seed 4 --rtol 0.1 --timeout 900 \
       > "$out/torch_$preset.log" 2>&1 || status=1
   done
