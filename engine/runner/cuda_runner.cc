@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <tuple>
 
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -87,6 +88,9 @@ struct CudaRunner::DeviceState {
   void* meta_dev = nullptr;
   void* meta_host = nullptr;
   float* logits_host = nullptr;
+  // Recorded after a step's metadata uploads: the next step rewrites the pinned staging only
+  // once they are done (a step that keeps its logits on the device does not wait for itself).
+  cudaEvent_t uploaded = nullptr;
   int64_t T = 0, max_summaries = 0;
   int table_rows = 0;  // max_num_seqs + 1: the last row is the padding row (all scratch page)
 
@@ -123,12 +127,16 @@ struct CudaRunner::DeviceState {
     for (void* p : allocations) cudaFree(p);
     if (meta_host) cudaFreeHost(meta_host);
     if (logits_host) cudaFreeHost(logits_host);
+    if (uploaded) cudaEventDestroy(uploaded);
     if (stream) cudaStreamDestroy(stream);
   }
 };
 
 CudaRunner::CudaRunner(ModelConfig config, CudaRunnerOptions options)
-    : config_(std::move(config)), options_(options), d_(std::make_unique<DeviceState>()) {}
+    : config_(std::move(config)),
+      layout_(KvLayout::Make(config_.num_layers, config_.num_kv_heads, config_.head_dim, config_.v_head_dim, config_.nsa)),
+      options_(options),
+      d_(std::make_unique<DeviceState>()) {}
 
 CudaRunner::~CudaRunner() {
   for (auto& [key, exec] : graphs_) cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(exec));
@@ -136,10 +144,7 @@ CudaRunner::~CudaRunner() {
   if (pages_) cudaFree(pages_);
 }
 
-int64_t CudaRunner::page_bytes() const {
-  return KvLayout::Make(config_.num_layers, config_.num_kv_heads, config_.head_dim, config_.v_head_dim, config_.nsa).page_elems *
-         int64_t{sizeof(bf16)};
-}
+int64_t CudaRunner::page_bytes() const { return layout_.page_elems * int64_t{sizeof(bf16)}; }
 
 absl::StatusOr<std::unique_ptr<CudaRunner>> CudaRunner::Create(const ModelConfig& config, const ModelWeights* weights,
                                                                uint64_t random_seed, const CudaRunnerOptions& options) {
@@ -168,6 +173,7 @@ absl::Status CudaRunner::Init(const ModelWeights* weights, uint64_t seed) {
   CUDA_OK(cudaSetDevice(options_.device), "set device");
   device_name_ = cuda::DeviceDescription(options_.device);
   CUDA_OK(cudaStreamCreateWithFlags(&d.stream, cudaStreamNonBlocking), "stream");
+  CUDA_OK(cudaEventCreateWithFlags(&d.uploaded, cudaEventDisableTiming), "event");
   RETURN_IF_ERROR(d.gemm.Init());
 
   const int64_t H = c.hidden_size, M = c.intermediate_size, V = c.vocab_size;
@@ -317,8 +323,7 @@ absl::Status CudaRunner::Init(const ModelWeights* weights, uint64_t seed) {
   carve(d.meta_host, &d.host);
 
   // The KV pages: what the memory fraction leaves, plus one scratch page for padding rows.
-  const KvLayout layout = KvLayout::Make(c.num_layers, kvh, hd, vhd, c.nsa);
-  const int64_t pbytes = layout.page_elems * int64_t{sizeof(bf16)};
+  const int64_t pbytes = page_bytes();
   CUDA_OK(cudaDeviceSynchronize(), "weights");
   int64_t pages = options_.num_pages;
   if (pages <= 0) {
@@ -409,7 +414,7 @@ absl::Status CudaRunner::Forward(int N, int R, int64_t context) {
   const int nh = c.num_heads, kvh = c.num_kv_heads, hd = c.head_dim, vhd = c.v_head_dim;
   const bool per_branch = c.nsa.kv_sharing == KvSharing::kPerBranch;
   const bool linear = c.nsa.compress_fn == CompressFn::kLinear;
-  const KvLayout layout = KvLayout::Make(c.num_layers, kvh, hd, vhd, c.nsa);
+  const KvLayout& layout = layout_;
   bf16* pages = static_cast<bf16*>(pages_);
 
   CUDA_OK(cuda::LaunchEmbed(d.dev.tokens, N, d.embeddings, H, d.x, st), "embedding");
@@ -601,7 +606,8 @@ absl::StatusOr<std::vector<std::vector<float>>> CudaRunner::Step(std::span<const
     total += static_cast<int64_t>(s.tokens.size());
     context = std::max<int64_t>(context, s.first_token + static_cast<int64_t>(s.tokens.size()));
     decode_only = decode_only && s.tokens.size() == 1;
-    if (static_cast<int64_t>(s.tables->raw.size()) > max_pages_) {
+    const size_t longest = std::max({s.tables->raw.size(), s.tables->win.size(), s.tables->src.size()});
+    if (static_cast<int64_t>(longest) > max_pages_) {
       return absl::InvalidArgumentError(absl::StrCat("a sequence of ", s.first_token + s.tokens.size(),
                                                      " tokens exceeds the runner's maximum context ", options_.max_context));
     }
@@ -626,14 +632,21 @@ absl::StatusOr<std::vector<std::vector<float>>> CudaRunner::Step(std::span<const
   // Metadata. Padding rows (graph steps) write nowhere and read the scratch row.
   DeviceState::Meta& h = d.host;
   const int pad_row = options_.max_num_seqs;
+  CUDA_OK(cudaEventSynchronize(d.uploaded), "previous step's uploads");  // the staging is free again
+  // Page tables: the kinds the layout has, each row as far as the step's longest table (the
+  // kernels read no further), -1 past a sequence's own pages.
+  const bool has_src = layout_.has_src_k || layout_.has_src_v;
+  size_t columns = 1;
+  for (const RunnerSeq& s : seqs) columns = std::max(columns, s.tables->raw.size());
   int n = 0, summaries = 0, rows = 0;
   for (int i = 0; i < S; ++i) {
     const RunnerSeq& s = seqs[i];
-    for (auto [dst, src] : {std::pair{h.raw, &s.tables->raw}, std::pair{h.win, &s.tables->win}, std::pair{h.src, &s.tables->src}}) {
+    for (auto [dst, src, used] : {std::tuple{h.raw, &s.tables->raw, true}, std::tuple{h.win, &s.tables->win, layout_.has_win},
+                                  std::tuple{h.src, &s.tables->src, has_src}}) {
+      if (!used) continue;
       int32_t* row = dst + int64_t{i} * max_pages_;
-      const size_t len = std::min<size_t>(src->size(), max_pages_);
-      std::copy(src->begin(), src->begin() + len, row);
-      std::fill(row + len, row + max_pages_, -1);
+      std::copy(src->begin(), src->end(), row);
+      std::fill(row + src->size(), row + columns, -1);
     }
     const int64_t t0 = s.first_token, count = static_cast<int64_t>(s.tokens.size());
     for (int64_t j = 0; j < count; ++j, ++n) {
@@ -664,10 +677,15 @@ absl::StatusOr<std::vector<std::vector<float>>> CudaRunner::Step(std::span<const
   RETURN_IF_ERROR(up(d.dev.summary_seq, h.summary_seq, summaries));
   RETURN_IF_ERROR(up(d.dev.summary_index, h.summary_index, summaries));
   RETURN_IF_ERROR(up(d.dev.logit_rows, h.logit_rows, rows));
-  RETURN_IF_ERROR(up(d.dev.raw, h.raw, int64_t{S} * max_pages_));
-  const KvLayout layout = KvLayout::Make(c.num_layers, c.num_kv_heads, c.head_dim, c.v_head_dim, p);
-  if (layout.has_win) RETURN_IF_ERROR(up(d.dev.win, h.win, int64_t{S} * max_pages_));
-  if (layout.has_src_k || layout.has_src_v) RETURN_IF_ERROR(up(d.dev.src, h.src, int64_t{S} * max_pages_));
+  auto up_table = [&](int32_t* dst, const int32_t* src) {
+    const size_t pitch = max_pages_ * sizeof(int32_t);
+    return CudaStatus(cudaMemcpy2DAsync(dst, pitch, src, pitch, columns * sizeof(int32_t), S, cudaMemcpyHostToDevice, st),
+                      "page-table upload");
+  };
+  RETURN_IF_ERROR(up_table(d.dev.raw, h.raw));
+  if (layout_.has_win) RETURN_IF_ERROR(up_table(d.dev.win, h.win));
+  if (has_src) RETURN_IF_ERROR(up_table(d.dev.src, h.src));
+  CUDA_OK(cudaEventRecord(d.uploaded, st), "event");
 
   if (graph) {
     const auto key = std::make_pair(N, context);
@@ -701,10 +719,9 @@ absl::StatusOr<std::vector<std::vector<float>>> CudaRunner::Step(std::span<const
     if (seqs[i].want_logits) kept_rows_.push_back(graph ? i : r++);
   }
   std::vector<std::vector<float>> out;
-  if (!download) {
-    CUDA_OK(cudaStreamSynchronize(st), "step");  // errors surface with the step that caused them
-    return out;
-  }
+  // Kept on the device: no wait here, so the host prepares the draws while the step runs
+  // (SampleLast waits, and reports any fault of the step).
+  if (!download) return out;
   const int64_t V = c.vocab_size;
   CUDA_OK(cudaMemcpyAsync(d.logits_host, d.logits, int64_t{graph ? S : rows} * V * sizeof(float), cudaMemcpyDeviceToHost, st),
           "logits download");

@@ -26,6 +26,7 @@
 
 #include "absl/status/statusor.h"
 #include "engine/runner/model_runner.h"
+#include "kernels/kv_layout.h"
 #include "models/config.h"
 #include "models/weights.h"
 
@@ -84,6 +85,7 @@ class CudaRunner : public ModelRunner {
   absl::StatusOr<std::vector<std::vector<float>>> Step(std::span<const RunnerSeq> seqs, bool download);
 
   ModelConfig config_;
+  KvLayout layout_;  // the device pages' layout
   CudaRunnerOptions options_;
   std::unique_ptr<DeviceState> d_;
   void* pages_ = nullptr;

@@ -12,7 +12,7 @@ __device__ __forceinline__ int64_t Max(int64_t a, int64_t b) { return a > b ? a 
 __device__ __forceinline__ int64_t Min(int64_t a, int64_t b) { return a < b ? a : b; }
 
 constexpr int kThreads = 128;
-constexpr int kWarps = kThreads / 32;  // each warp of a tile writes its own partial
+constexpr int kWarps = kThreads / 32;  // each warp takes 16 rows of a tile; the block merges them into one partial
 constexpr int kCmpRows = 64;  // summaries per block in the compressed pass (one tile)
 constexpr int kMaxG = 64;
 constexpr int kMaxSelected = 64;
@@ -60,7 +60,7 @@ Sizes SizesOf(const NsaDecodeArgs& a) {
   Split(s.n, units, sms, &s.sel_splits, &s.sel_per_split);
   Split(s.window_pages, units, sms, &s.win_splits, &s.win_per_split);
   const size_t bk = static_cast<size_t>(a.batch) * a.num_kv_heads;
-  const size_t part = static_cast<size_t>(kWarps) * s.G * (2 + a.v_head_dim);
+  const size_t part = static_cast<size_t>(s.G) * (2 + a.v_head_dim);  // one partial per split
   s.scores = 0;
   s.cmp_part = s.scores + bk * s.G * std::max<int64_t>(s.nmax, 1);
   s.sel = s.cmp_part + bk * s.cmp_splits * part;
@@ -145,8 +145,8 @@ __device__ void ZeroRows(__nv_bfloat16* tile, int rows, int dim) {
 
 // Walks `num_tiles` tiles. load(tile, ks, vs) issues the tile's asynchronous copies (all
 // threads) and returns its row count (0: nothing to do); score(tile, head, row, value) receives
-// every raw scaled score when the caller wants them. Writes each warp's partial per head to
-// part[warp][G][2 + vhd]; a warp that saw no row writes m = -FLT_MAX, l = 0, o = 0.
+// every raw scaled score when the caller wants them. Writes the block's partial per head to
+// part[G][2 + vhd] (its warps merged); a block that saw no row writes m = -FLT_MAX, l = 0, o = 0.
 template <typename Load, typename Score>
 __device__ void AttendTiles(__nv_bfloat16* qs, __nv_bfloat16* ks, __nv_bfloat16* vs, float* wo, int G, int num_tiles,
                             int hd, int vhd, float scale, float* part, Load load, Score score) {
@@ -227,21 +227,40 @@ __device__ void AttendTiles(__nv_bfloat16* qs, __nv_bfloat16* ks, __nv_bfloat16*
     }
     __syncthreads();  // the next tile's copies overwrite ks and vs
   }
-  // This warp's partial: m and l from lanes t == 0 (rows g, g + 8 of each slice), o from wo.
-  const int wstride = 2 + vhd;
-  float* mine = part + static_cast<size_t>(warp) * G * wstride;
+  // The block's partial, merged over its warps here (not by the readers): m and l of every
+  // warp's heads from lanes t == 0 (rows g, g + 8 of each slice), then per (head, channel) the
+  // warps' outputs rescaled to the common maximum. Warps that saw no row (l = 0) drop out.
+  __shared__ float warp_ml[kWarps][kMaxG][2];
   for (int mt = 0; mt < slices; ++mt) {
     if (t == 0) {
       const int h0 = mt * 16 + g, h1 = h0 + 8;
-      if (h0 < G) mine[h0 * wstride] = m_run[mt][0], mine[h0 * wstride + 1] = l_run[mt][0];
-      if (h1 < G) mine[h1 * wstride] = m_run[mt][1], mine[h1 * wstride + 1] = l_run[mt][1];
+      if (h0 < G) warp_ml[warp][h0][0] = m_run[mt][0], warp_ml[warp][h0][1] = l_run[mt][0];
+      if (h1 < G) warp_ml[warp][h1][0] = m_run[mt][1], warp_ml[warp][h1][1] = l_run[mt][1];
     }
   }
-  for (int i = lane; i < G * vhd; i += 32) mine[(i / vhd) * wstride + 2 + i % vhd] = o_run[i];
+  __syncthreads();
+  const int wstride = 2 + vhd;
+  for (int i = threadIdx.x; i < G * vhd; i += blockDim.x) {
+    const int h = i / vhd, e = i % vhd;
+    float m = -FLT_MAX;
+    for (int w = 0; w < kWarps; ++w) {
+      if (warp_ml[w][h][1] > 0.f) m = fmaxf(m, warp_ml[w][h][0]);
+    }
+    float l = 0.f, o = 0.f;
+    for (int w = 0; w < kWarps; ++w) {
+      if (warp_ml[w][h][1] > 0.f) {
+        const float f = __expf(warp_ml[w][h][0] - m);
+        l += warp_ml[w][h][1] * f;
+        o += wo[(static_cast<size_t>(w) * gp + h) * vhd + e] * f;
+      }
+    }
+    part[h * wstride + 2 + e] = o;
+    if (e == 0) part[h * wstride] = l > 0.f ? m : -FLT_MAX, part[h * wstride + 1] = l;
+  }
 }
 
 __device__ void EmptyPart(float* part, int G, int vhd) {
-  for (int i = threadIdx.x; i < kWarps * G * (2 + vhd); i += blockDim.x) {
+  for (int i = threadIdx.x; i < G * (2 + vhd); i += blockDim.x) {
     const int k = i % (2 + vhd);
     part[i] = k == 0 ? -FLT_MAX : 0.f;
   }
@@ -271,7 +290,7 @@ __global__ void CompressedKernel(NsaDecodeArgs a, Sizes z, float* ws) {
   const int chunks = static_cast<int>((N + kCmpRows - 1) / kCmpRows);
   const int first = split * z.cmp_per_split, last = min(chunks, first + z.cmp_per_split);
   const size_t bk = static_cast<size_t>(b) * a.num_kv_heads + g;
-  float* part = ws + z.cmp_part + (bk * z.cmp_splits + split) * kWarps * G * (2 + vhd);
+  float* part = ws + z.cmp_part + (bk * z.cmp_splits + split) * G * (2 + vhd);
   if (first >= last) return EmptyPart(part, G, vhd);
 
   extern __shared__ __align__(16) unsigned char smem[];
@@ -312,8 +331,8 @@ __global__ void SelectKernel(NsaDecodeArgs a, Sizes z, float* ws) {
   const int64_t N = a.nsa.NumCompressed(t + 1);
   const int64_t c = t / a.nsa.select_block;
   const size_t bk = static_cast<size_t>(b) * a.num_kv_heads + g;
-  const float* part = ws + z.cmp_part + bk * z.cmp_splits * kWarps * G * (2 + vhd);
-  const int chunks = z.cmp_splits * kWarps;  // warp partials (empty ones have l = 0)
+  const float* part = ws + z.cmp_part + bk * z.cmp_splits * G * (2 + vhd);
+  const int chunks = z.cmp_splits;  // split partials (empty ones have l = 0)
   __shared__ float lse[kMaxG];
   extern __shared__ __align__(16) unsigned char smem[];
   float* score = reinterpret_cast<float*>(smem);
@@ -484,7 +503,7 @@ __global__ void SegmentKernel(NsaDecodeArgs a, Sizes z, float* ws) {
   const int64_t t = a.positions[b];
   const int lp = a.nsa.select_block;
   const size_t bk = static_cast<size_t>(b) * a.num_kv_heads + g;
-  float* part = ws + z.seg_part + (bk * (z.sel_splits + z.win_splits) + split) * kWarps * G * (2 + vhd);
+  float* part = ws + z.seg_part + (bk * (z.sel_splits + z.win_splits) + split) * G * (2 + vhd);
   const bool selected = split < z.sel_splits;
   const int first = selected ? split * z.sel_per_split : (split - z.sel_splits) * z.win_per_split;
   const int last = selected ? min(z.n, first + z.sel_per_split) : min(z.window_pages, first + z.win_per_split);
@@ -550,7 +569,7 @@ __global__ void CombineKernel(NsaDecodeArgs a, Sizes z, float* ws) {
   const int head = blockIdx.x, b = blockIdx.y, G = z.G, vhd = a.v_head_dim, stride = 2 + vhd;
   const int g = head / G, h = head % G;
   const size_t bk = static_cast<size_t>(b) * a.num_kv_heads + g;
-  const int nc = z.cmp_splits * kWarps, ns = z.sel_splits * kWarps, nw = z.win_splits * kWarps;  // warp partials
+  const int nc = z.cmp_splits, ns = z.sel_splits, nw = z.win_splits;  // one partial per split
   const float* cmp = ws + z.cmp_part + bk * nc * G * stride + h * stride;  // partial k at + k * G * stride
   const float* seg = ws + z.seg_part + bk * (ns + nw) * G * stride + h * stride;
   extern __shared__ float factors[];  // [nc + ns + nw]
@@ -613,7 +632,7 @@ cudaError_t LaunchNsaDecode(const NsaDecodeArgs& a, cudaStream_t stream) {
   if (ev) cudaEventRecord(ev[2], stream);
   SegmentKernel<<<dim3(z.sel_splits + z.win_splits, a.num_kv_heads, a.batch), kThreads, run_smem, stream>>>(a, z, ws);
   if (ev) cudaEventRecord(ev[3], stream);
-  const size_t combine_smem = (z.cmp_splits + z.sel_splits + z.win_splits) * kWarps * sizeof(float);
+  const size_t combine_smem = (z.cmp_splits + z.sel_splits + z.win_splits) * sizeof(float);
   CombineKernel<<<dim3(a.num_heads, a.batch), 128, combine_smem, stream>>>(a, z, ws);
   if (ev) cudaEventRecord(ev[4], stream);
   return cudaGetLastError();
