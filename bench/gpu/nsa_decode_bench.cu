@@ -56,7 +56,7 @@ int main(int argc, char** argv) {
   CHECK(cudaGetDeviceProperties(&prop, 0));
   const double ceiling = std::getenv("NSA_BENCH_ONLY") ? 3.0e12 : nsa::bench::CopyCeiling();
   std::printf("device: %s, %d SMs; copy ceiling %.2f TB/s\n\n", prop.name, prop.multiProcessorCount, ceiling / 1e12);
-  std::printf("| shape | batch | context | time (us) | NSA bytes (MB) | GB/s | %% of copy ceiling |\n|---|---|---|---|---|---|---|\n");
+  std::printf("| shape | batch | context | time (us) | NSA bytes (MB) | GB/s | %% of copy ceiling | four launches (us) |\n|---|---|---|---|---|---|---|---|\n");
   const Shape shapes[] = {{"7b", 64, 4, 128, 128, 64, 64, 64, 16, 512, false},
                           {"paper", 64, 4, 192, 128, 32, 16, 64, 16, 512, true}};
   for (const Shape& sh : shapes) {
@@ -84,7 +84,7 @@ int main(int argc, char** argv) {
         int64_t* pos;
         void* ws;
         if (cudaMalloc(&pool, pool_elems * 2) != cudaSuccess) {
-          std::printf("| %s | %d | %lld | (does not fit) | | | |\n", sh.name, batch, static_cast<long long>(context));
+          std::printf("| %s | %d | %lld | (does not fit) | | | | |\n", sh.name, batch, static_cast<long long>(context));
           cudaGetLastError();
           continue;
         }
@@ -112,51 +112,49 @@ int main(int argc, char** argv) {
         CHECK(cudaMalloc(&ws, nsa::cuda::NsaDecodeWorkspaceBytes(a)));
         a.workspace = ws;
         // Captured once in a CUDA graph and replayed, as the engine runs decode steps: the time
-        // is the GPU's, not the host's launch latency.
+        // is the GPU's, not the host's launch latency. The fused kernel, then the same tasks as
+        // four launches (a pass each) for comparison.
         cudaStream_t stream;
         CHECK(cudaStreamCreate(&stream));
-        CHECK(nsa::cuda::LaunchNsaDecode(a, stream));  // first call opts in to shared memory
-        cudaGraph_t graph;
-        cudaGraphExec_t exec;
-        CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
-        CHECK(nsa::cuda::LaunchNsaDecode(a, stream));
-        CHECK(cudaStreamEndCapture(stream, &graph));
-        CHECK(cudaGraphInstantiate(&exec, graph, 0));
-        cudaEvent_t start, stop;
-        cudaEventCreate(&start);
-        cudaEventCreate(&stop);
-        std::vector<float> ms;
-        for (int i = 0; i < 60; ++i) {
-          cudaEventRecord(start, stream);
-          CHECK(cudaGraphLaunch(exec, stream));
-          cudaEventRecord(stop, stream);
-          CHECK(cudaEventSynchronize(stop));
-          float t;
-          cudaEventElapsedTime(&t, start, stop);
-          if (i >= 10) ms.push_back(t);
-        }
-        cudaGraphExecDestroy(exec);
-        cudaGraphDestroy(graph);
-        const double t = Median(ms) * 1e-3;
-        // Where the time goes: one more run with events between the kernels.
-        cudaEvent_t ev[5];
-        for (auto& x : ev) cudaEventCreate(&x);
-        a.timing_events = ev;
-        CHECK(nsa::cuda::LaunchNsaDecode(a, stream));
-        CHECK(cudaEventSynchronize(ev[4]));
+        auto time_graph = [&](bool staged) {
+          a.staged = staged;
+          CHECK(nsa::cuda::LaunchNsaDecode(a, stream));  // the first call opts in to shared memory
+          cudaGraph_t graph;
+          cudaGraphExec_t exec;
+          CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
+          CHECK(nsa::cuda::LaunchNsaDecode(a, stream));
+          CHECK(cudaStreamEndCapture(stream, &graph));
+          CHECK(cudaGraphInstantiate(&exec, graph, 0));
+          cudaEvent_t start, stop;
+          cudaEventCreate(&start);
+          cudaEventCreate(&stop);
+          std::vector<float> ms;
+          for (int i = 0; i < 60; ++i) {
+            cudaEventRecord(start, stream);
+            CHECK(cudaGraphLaunch(exec, stream));
+            cudaEventRecord(stop, stream);
+            CHECK(cudaEventSynchronize(stop));
+            float t;
+            cudaEventElapsedTime(&t, start, stop);
+            if (i >= 10) ms.push_back(t);
+          }
+          cudaGraphExecDestroy(exec);
+          cudaGraphDestroy(graph);
+          cudaEventDestroy(start);
+          cudaEventDestroy(stop);
+          return Median(ms) * 1e-3;
+        };
+        const double t = time_graph(false);
+        const double t_staged = time_graph(true);
         cudaStreamDestroy(stream);
-        a.timing_events = nullptr;
-        float part[4];
-        for (int k = 0; k < 4; ++k) cudaEventElapsedTime(&part[k], ev[k], ev[k + 1]);
-        std::fprintf(stderr, "  %s b%d %lldk: compressed %.1f us, select %.1f us, sel+win %.1f us, combine %.1f us\n", sh.name,
-                     batch, static_cast<long long>(context / 1024), part[0] * 1e3, part[1] * 1e3, part[2] * 1e3, part[3] * 1e3);
         // nsa-spec.md section 5: (N_cmp + min(n l', T) + min(w, T)) (hd + vhd) 2 bytes per (sequence, KV head).
         const int64_t entries = p.NumCompressed(context) + std::min<int64_t>(int64_t{sh.n} * sh.lp, context) +
                                 std::min<int64_t>(sh.w, context);
         const double bytes = static_cast<double>(batch) * sh.kv_heads * entries * (sh.hd + sh.vhd) * 2 +
                              static_cast<double>(batch) * sh.heads * (sh.hd * 2 + sh.vhd * 4);
-        std::printf("| %s | %d | %lldk | %.1f | %.2f | %.0f | %.1f%% |\n", sh.name, batch,
-                    static_cast<long long>(context / 1024), t * 1e6, bytes / 1e6, bytes / t / 1e9, 100 * bytes / t / ceiling);
+        std::printf("| %s | %d | %lldk | %.1f | %.2f | %.0f | %.1f%% | %.1f |\n", sh.name, batch,
+                    static_cast<long long>(context / 1024), t * 1e6, bytes / 1e6, bytes / t / 1e9, 100 * bytes / t / ceiling,
+                    t_staged * 1e6);
         for (void* ptr : {static_cast<void*>(pool), static_cast<void*>(q), static_cast<void*>(gates), static_cast<void*>(out),
                           static_cast<void*>(raw), static_cast<void*>(win), static_cast<void*>(pos), ws}) {
           cudaFree(ptr);

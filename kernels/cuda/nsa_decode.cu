@@ -23,8 +23,9 @@ struct Sizes {
   // Splits: the blocks a (sequence, KV head) gets for each pass, and the tiles each walks.
   int cmp_splits, cmp_per_split, sel_splits, sel_per_split, win_splits, win_per_split;
   int64_t nmax;
-  size_t scores, cmp_part, sel, seg_part;  // float/int offsets into the workspace
-  size_t total_bytes;
+  int units;  // batch x KV heads
+  size_t scores, cmp_part, sel, seg_part, counters;  // float/int offsets into the workspace
+  size_t counter_bytes, total_bytes;
 };
 
 // Blocks per SM the splits aim for: runs short enough that co-resident blocks overlap one
@@ -65,7 +66,10 @@ Sizes SizesOf(const NsaDecodeArgs& a) {
   s.cmp_part = s.scores + bk * s.G * std::max<int64_t>(s.nmax, 1);
   s.sel = s.cmp_part + bk * s.cmp_splits * part;
   s.seg_part = s.sel + bk * s.n;
-  s.total_bytes = (s.seg_part + bk * (s.sel_splits + s.win_splits) * part) * sizeof(float);
+  s.counters = s.seg_part + bk * (s.sel_splits + s.win_splits) * part;
+  s.units = static_cast<int>(bk);
+  s.counter_bytes = (1 + 3 * bk) * sizeof(int);
+  s.total_bytes = s.counters * sizeof(float) + s.counter_bytes;
   return s;
 }
 
@@ -167,7 +171,10 @@ __device__ void AttendTiles(__nv_bfloat16* qs, __nv_bfloat16* ks, __nv_bfloat16*
     __pipeline_wait_prior(0);
     __syncthreads();
     if (rows > r0) {  // this warp has rows in this tile
-      for (int mt = 0; mt < slices; ++mt) {
+      // Unrolled over the largest slice count so m_run and l_run stay in registers.
+#pragma unroll
+      for (int mt = 0; mt < kMaxG / 16; ++mt) {
+        if (mt >= slices) break;
         const __nv_bfloat16* q = qs + static_cast<size_t>(mt) * 16 * hd;
         float sacc[2][4] = {{0, 0, 0, 0}, {0, 0, 0, 0}};
         for (int kk = 0; kk < hd; kk += 16) {
@@ -231,8 +238,9 @@ __device__ void AttendTiles(__nv_bfloat16* qs, __nv_bfloat16* ks, __nv_bfloat16*
   // warp's heads from lanes t == 0 (rows g, g + 8 of each slice), then per (head, channel) the
   // warps' outputs rescaled to the common maximum. Warps that saw no row (l = 0) drop out.
   __shared__ float warp_ml[kWarps][kMaxG][2];
-  for (int mt = 0; mt < slices; ++mt) {
-    if (t == 0) {
+#pragma unroll
+  for (int mt = 0; mt < kMaxG / 16; ++mt) {
+    if (mt < slices && t == 0) {
       const int h0 = mt * 16 + g, h1 = h0 + 8;
       if (h0 < G) warp_ml[warp][h0][0] = m_run[mt][0], warp_ml[warp][h0][1] = l_run[mt][0];
       if (h1 < G) warp_ml[warp][h1][0] = m_run[mt][1], warp_ml[warp][h1][1] = l_run[mt][1];
@@ -280,11 +288,47 @@ __device__ RunSmem CarveRun(unsigned char* smem, int G, int hd, int vhd) {
   return r;
 }
 
-// ---- 1: compressed attention partials --------------------------------------------------------
-// grid (cmp_splits, kv_heads, batch): split s walks chunks [s * per, (s + 1) * per) of 64
-// summaries. Summary i is row i + shift of the raw pages' summary tables (E rows a page).
-__global__ void CompressedKernel(NsaDecodeArgs a, Sizes z, float* ws) {
-  const int split = blockIdx.x, g = blockIdx.y, b = blockIdx.z, G = z.G, hd = a.head_dim, vhd = a.v_head_dim;
+// ---- tasks -------------------------------------------------------------------------------------
+// A (sequence, KV head) unit owns cmp_splits compressed tasks, win_splits window tasks and
+// sel_splits selected-block tasks, each one run of tiles that leaves one partial. The last
+// compressed task of a unit to finish scores the blocks and chooses the unit's top-n; the last
+// task of any kind merges the unit's partials and writes its G outputs.
+
+// Unit counters in the workspace (ints after the floats): [0] the next task of the fused kernel,
+// then per unit: compressed tasks done, selection ready, tasks done.
+struct Counters {
+  int* next_task;
+  int *cmp_done, *ready, *done;
+};
+__device__ Counters CountersOf(const Sizes& z, float* ws) {
+  int* c = reinterpret_cast<int*>(ws + z.counters);
+  return {c, c + 1, c + 1 + z.units, c + 1 + 2 * z.units};
+}
+
+// Data another block wrote in this launch is read through L2 (ld.global.cg): the reader's L1 may
+// hold an older copy of the line.
+__device__ __forceinline__ float LoadCg(const float* p) { return __ldcg(p); }
+
+// Thread 0 publishes the block's global writes, then counts one more event of `count`; every
+// thread learns whether it was the last of `total`.
+__device__ bool ArriveLast(int* count, int total) {
+  __shared__ int last;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    __threadfence();
+    last = atomicAdd(count, 1) == total - 1;
+    if (last) __threadfence();  // order the reads of the others' data after their counts
+  }
+  __syncthreads();
+  return last;
+}
+
+// Compressed task: split `split` of unit (b, g) walks chunks [split * per, (split + 1) * per) of
+// 64 summaries; summary i is row i + shift of the raw pages' summary tables (E rows a page). It
+// also leaves every raw scaled score for the selection.
+__device__ void CompressedTask(const NsaDecodeArgs& a, const Sizes& z, float* ws, int b, int g, int split,
+                               unsigned char* smem) {
+  const int G = z.G, hd = a.head_dim, vhd = a.v_head_dim;
   const int64_t t = a.positions[b];
   const int64_t N = a.nsa.NumCompressed(t + 1);
   const int chunks = static_cast<int>((N + kCmpRows - 1) / kCmpRows);
@@ -293,7 +337,6 @@ __global__ void CompressedKernel(NsaDecodeArgs a, Sizes z, float* ws) {
   float* part = ws + z.cmp_part + (bk * z.cmp_splits + split) * G * (2 + vhd);
   if (first >= last) return EmptyPart(part, G, vhd);
 
-  extern __shared__ __align__(16) unsigned char smem[];
   const RunSmem sm = CarveRun(smem, G, hd, vhd);
   LoadQuery(a, b, g, G, sm.qs);
   const int64_t table_row = a.table_rows ? a.table_rows[b] : b;
@@ -323,10 +366,11 @@ __global__ void CompressedKernel(NsaDecodeArgs a, Sizes z, float* ws) {
   AttendTiles(sm.qs, sm.ks, sm.vs, sm.wo, G, last - first, hd, vhd, a.scale, part, load, score);
 }
 
-// ---- 2: merge the compressed branch, score the blocks, choose top-n ---------------------------
-// grid (kv_heads, batch).
-__global__ void SelectKernel(NsaDecodeArgs a, Sizes z, float* ws) {
-  const int g = blockIdx.x, b = blockIdx.y, G = z.G, vhd = a.v_head_dim;
+// Selection of unit (b, g), once all its compressed tasks are done: the compressed branch's
+// log-sum-exp per head, block scores (geometric map, group sum), forced blocks, top-n (radix
+// select), written ascending with -1 pads.
+__device__ void SelectUnit(const NsaDecodeArgs& a, const Sizes& z, float* ws, int b, int g, unsigned char* smem) {
+  const int G = z.G, vhd = a.v_head_dim;
   const int64_t t = a.positions[b];
   const int64_t N = a.nsa.NumCompressed(t + 1);
   const int64_t c = t / a.nsa.select_block;
@@ -334,40 +378,37 @@ __global__ void SelectKernel(NsaDecodeArgs a, Sizes z, float* ws) {
   const float* part = ws + z.cmp_part + bk * z.cmp_splits * G * (2 + vhd);
   const int chunks = z.cmp_splits;  // split partials (empty ones have l = 0)
   __shared__ float lse[kMaxG];
-  extern __shared__ __align__(16) unsigned char smem[];
   float* score = reinterpret_cast<float*>(smem);
   unsigned char* taken = reinterpret_cast<unsigned char*>(score + c + 1);
 
-  // Merge the chunks' partials: one warp a head.
+  // Merge the splits' partials: one warp a head.
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
   const int stride = 2 + vhd;
   for (int h = warp; h < G; h += warps) {
     float m = -FLT_MAX;
     for (int k = lane; k < chunks; k += 32) {
-      if (part[(k * G + h) * stride + 1] > 0.f) m = fmaxf(m, part[(k * G + h) * stride]);
+      if (LoadCg(&part[(k * G + h) * stride + 1]) > 0.f) m = fmaxf(m, LoadCg(&part[(k * G + h) * stride]));
     }
     for (int o = 16; o > 0; o /= 2) m = fmaxf(m, __shfl_xor_sync(0xffffffff, m, o));
     float l = 0.f;
     for (int k = lane; k < chunks; k += 32) {
-      const float lk = part[(k * G + h) * stride + 1];
-      if (lk > 0.f) l += lk * __expf(part[(k * G + h) * stride] - m);
+      const float lk = LoadCg(&part[(k * G + h) * stride + 1]);
+      if (lk > 0.f) l += lk * __expf(LoadCg(&part[(k * G + h) * stride]) - m);
     }
     for (int o = 16; o > 0; o /= 2) l += __shfl_xor_sync(0xffffffff, l, o);
     if (lane == 0) lse[h] = l > 0.f ? m + __logf(l) : -FLT_MAX;
   }
   __syncthreads();
 
-  // Block scores. First each summary's probability summed over the group, every (head, entry)
-  // pair loaded independently and added up in shared memory, then the blocks' weighted sums.
+  // Block scores. First each summary's probability summed over the group (a thread a summary,
+  // the heads' rows read coalesced), then the blocks' weighted sums.
   const float* s = ws + z.scores + bk * G * z.nmax;
   float* P = reinterpret_cast<float*>(taken + ((c + 1 + 15) / 16) * 16);
-  for (int64_t i = threadIdx.x; i < N; i += blockDim.x) P[i] = 0.f;
-  __syncthreads();
-  const int n32 = static_cast<int>(N);
+  for (int64_t i = threadIdx.x; i < N; i += blockDim.x) {
+    float acc = 0.f;
 #pragma unroll 4
-  for (int idx = threadIdx.x; idx < G * n32; idx += blockDim.x) {
-    const int h = idx / n32, i = idx % n32;
-    atomicAdd(&P[i], __expf(s[h * z.nmax + i] - lse[h]));
+    for (int h = 0; h < G; ++h) acc += __expf(LoadCg(&s[h * z.nmax + i]) - lse[h]);
+    P[i] = acc;
   }
   __syncthreads();
   const int cpc = a.nsa.compress_block / a.nsa.compress_stride, cps = a.nsa.select_block / a.nsa.compress_stride;
@@ -486,20 +527,18 @@ __global__ void SelectKernel(NsaDecodeArgs a, Sizes z, float* ws) {
     }
     __syncthreads();
   }
-  if (threadIdx.x == 0) {
-    for (int i = 0; i < z.n; ++i) {
-      sel[i] = i < count ? chosen[i] : -1;
-      if (a.selected) a.selected[bk * z.n + i] = sel[i];
-    }
+  for (int i = threadIdx.x; i < z.n; i += blockDim.x) {
+    sel[i] = i < count ? chosen[i] : -1;
+    if (a.selected) a.selected[bk * z.n + i] = sel[i];
   }
 }
 
-// ---- 3: selected blocks and window pages -------------------------------------------------------
-// grid (sel_splits + win_splits, kv_heads, batch): a split walks a run of selected blocks, or a
-// run of window pages, one page (the part of it in range) a tile; the two branches never share a
-// split, since each has its own softmax.
-__global__ void SegmentKernel(NsaDecodeArgs a, Sizes z, float* ws) {
-  const int split = blockIdx.x, g = blockIdx.y, b = blockIdx.z, G = z.G, hd = a.head_dim, vhd = a.v_head_dim;
+// Selected or window task: split `split` of unit (b, g) walks a run of selected blocks (split <
+// sel_splits) or of window pages, one page (the part of it in range) a tile; the two branches
+// never share a split, since each has its own softmax.
+__device__ void SegmentTask(const NsaDecodeArgs& a, const Sizes& z, float* ws, int b, int g, int split,
+                            unsigned char* smem) {
+  const int G = z.G, hd = a.head_dim, vhd = a.v_head_dim;
   const int64_t t = a.positions[b];
   const int lp = a.nsa.select_block;
   const size_t bk = static_cast<size_t>(b) * a.num_kv_heads + g;
@@ -515,14 +554,13 @@ __global__ void SegmentKernel(NsaDecodeArgs a, Sizes z, float* ws) {
   const int64_t window_start = Max(0, t - a.nsa.window + 1);
   if (first >= last) return EmptyPart(part, G, vhd);
 
-  extern __shared__ __align__(16) unsigned char smem[];
   const RunSmem sm = CarveRun(smem, G, hd, vhd);
   LoadQuery(a, b, g, G, sm.qs);
   const int64_t k_off = a.layout.Offset(plane, a.layer, g, false), v_off = a.layout.Offset(plane, a.layer, g, true);
   auto load = [&](int tile, __nv_bfloat16* ks, __nv_bfloat16* vs) {
     int64_t page_index, lo, hi;
     if (selected) {
-      const int32_t blk = sel[first + tile];
+      const int32_t blk = __ldcg(&sel[first + tile]);
       if (blk < 0) return 0;
       page_index = blk;
       lo = page_index * lp;
@@ -543,54 +581,136 @@ __global__ void SegmentKernel(NsaDecodeArgs a, Sizes z, float* ws) {
   AttendTiles(sm.qs, sm.ks, sm.vs, sm.wo, G, last - first, hd, vhd, a.scale, part, load, no_score);
 }
 
-// ---- 4: merge per branch and gate --------------------------------------------------------------
-// grid (num_heads, batch), v_head_dim threads or more. The merge factors exp(m_k - M) / L of every
-// partial are computed once, then each thread sums its output channel over the partials.
+// Merge factors of `count` partials [m, l, ...] `part_stride` floats apart, by one warp:
+// M = max m_k, L = sum l_k exp(m_k - M); factors[k] = exp(m_k - M) / L (0 if empty).
 __device__ void MergeFactors(const float* parts, int count, int part_stride, float* factors) {
-  // One warp: M = max m_k, L = sum l_k exp(m_k - M); factors[k] = exp(m_k - M) / L (0 if empty).
   const int lane = threadIdx.x % 32;
   float m = -FLT_MAX;
   for (int k = lane; k < count; k += 32) {
-    if (parts[k * part_stride + 1] > 0.f) m = fmaxf(m, parts[k * part_stride]);
+    if (LoadCg(&parts[k * part_stride + 1]) > 0.f) m = fmaxf(m, LoadCg(&parts[k * part_stride]));
   }
   for (int o = 16; o > 0; o /= 2) m = fmaxf(m, __shfl_xor_sync(0xffffffff, m, o));
   float l = 0.f;
   for (int k = lane; k < count; k += 32) {
-    if (parts[k * part_stride + 1] > 0.f) l += parts[k * part_stride + 1] * __expf(parts[k * part_stride] - m);
+    const float lk = LoadCg(&parts[k * part_stride + 1]);
+    if (lk > 0.f) l += lk * __expf(LoadCg(&parts[k * part_stride]) - m);
   }
   for (int o = 16; o > 0; o /= 2) l += __shfl_xor_sync(0xffffffff, l, o);
   for (int k = lane; k < count; k += 32) {
     const float* p = parts + k * part_stride;
-    factors[k] = l > 0.f && p[1] > 0.f ? __expf(p[0] - m) / l : 0.f;
+    const float lk = LoadCg(&p[1]);
+    factors[k] = l > 0.f && lk > 0.f ? __expf(LoadCg(&p[0]) - m) / l : 0.f;
   }
 }
 
-__global__ void CombineKernel(NsaDecodeArgs a, Sizes z, float* ws) {
-  const int head = blockIdx.x, b = blockIdx.y, G = z.G, vhd = a.v_head_dim, stride = 2 + vhd;
-  const int g = head / G, h = head % G;
+// Combine of unit (b, g): each branch's partials merged per head, the gates applied, the G
+// outputs written. factors: shared memory for G * (cmp_splits + sel_splits + win_splits) floats.
+__device__ void CombineUnit(const NsaDecodeArgs& a, const Sizes& z, float* ws, int b, int g, float* factors) {
+  const int G = z.G, vhd = a.v_head_dim, stride = 2 + vhd;
   const size_t bk = static_cast<size_t>(b) * a.num_kv_heads + g;
-  const int nc = z.cmp_splits, ns = z.sel_splits, nw = z.win_splits;  // one partial per split
-  const float* cmp = ws + z.cmp_part + bk * nc * G * stride + h * stride;  // partial k at + k * G * stride
-  const float* seg = ws + z.seg_part + bk * (ns + nw) * G * stride + h * stride;
-  extern __shared__ float factors[];  // [nc + ns + nw]
-  float* fc = factors;
-  float* fs = factors + nc;
-  const int warp = threadIdx.x / 32;
-  if (warp == 0) MergeFactors(cmp, nc, G * stride, fc);
-  if (warp == 1) MergeFactors(seg, ns, G * stride, fs);
-  if (warp == 2) MergeFactors(seg + ns * G * stride, nw, G * stride, fs + ns);
+  const int nc = z.cmp_splits, ns = z.sel_splits, nw = z.win_splits, np = nc + ns + nw;
+  const float* cmp = ws + z.cmp_part + bk * nc * G * stride;  // partial k of head h at (k * G + h) * stride
+  const float* seg = ws + z.seg_part + bk * (ns + nw) * G * stride;
+  const int warp = threadIdx.x / 32, warps = blockDim.x / 32;
+  for (int job = warp; job < 3 * G; job += warps) {  // (head, branch) merges, one warp each
+    const int h = job / 3, br = job % 3;
+    float* f = factors + h * np;
+    if (br == 0) MergeFactors(cmp + h * stride, nc, G * stride, f);
+    if (br == 1) MergeFactors(seg + h * stride, ns, G * stride, f + nc);
+    if (br == 2) MergeFactors(seg + (ns * G + h) * stride, nw, G * stride, f + nc + ns);
+  }
   __syncthreads();
-  const float* gate = a.gates + (static_cast<int64_t>(b) * a.num_heads + head) * 3;
-  for (int e = threadIdx.x; e < vhd; e += blockDim.x) {
+  for (int i = threadIdx.x; i < G * vhd; i += blockDim.x) {
+    const int h = i / vhd, e = i % vhd, head = g * G + h;
+    const float* f = factors + h * np;
     float oc = 0.f, os = 0.f, ow = 0.f;
-#pragma unroll 8
-    for (int k = 0; k < nc; ++k) oc += fc[k] * cmp[k * G * stride + 2 + e];
-#pragma unroll 8
-    for (int k = 0; k < ns; ++k) os += fs[k] * seg[k * G * stride + 2 + e];
-#pragma unroll 8
-    for (int k = ns; k < ns + nw; ++k) ow += fs[k] * seg[k * G * stride + 2 + e];
+#pragma unroll 4
+    for (int k = 0; k < nc; ++k) oc += f[k] * LoadCg(&cmp[(k * G + h) * stride + 2 + e]);
+#pragma unroll 4
+    for (int k = 0; k < ns; ++k) os += f[nc + k] * LoadCg(&seg[(k * G + h) * stride + 2 + e]);
+#pragma unroll 4
+    for (int k = ns; k < ns + nw; ++k) ow += f[nc + k] * LoadCg(&seg[(k * G + h) * stride + 2 + e]);
+    const float* gate = a.gates + (static_cast<int64_t>(b) * a.num_heads + head) * 3;
     a.out[(static_cast<int64_t>(b) * a.num_heads + head) * vhd + e] = gate[0] * oc + gate[1] * os + gate[2] * ow;
   }
+}
+
+// ---- the fused kernel --------------------------------------------------------------------------
+// One launch of min(tasks, resident blocks) blocks that take tasks from a queue in this order:
+// every unit's compressed tasks, then every window task, then every selected task. A selected
+// task waits for its unit's selection, which the unit's last compressed task runs; every task it
+// can wait on was taken from the queue before it, by a block that is running and never waits,
+// so the wait ends whatever the grid size and however many blocks are resident.
+__device__ __forceinline__ int LoadAcquire(const int* p) {
+  int v;
+  asm volatile("ld.acquire.gpu.global.b32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
+__device__ __forceinline__ void StoreRelease(int* p, int v) {
+  asm volatile("st.release.gpu.global.b32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
+}
+
+__global__ void __launch_bounds__(kThreads) FusedKernel(NsaDecodeArgs a, Sizes z, float* ws) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  const Counters cnt = CountersOf(z, ws);
+  const int U = z.units, per_unit = z.cmp_splits + z.win_splits + z.sel_splits;
+  const int cmp_tasks = U * z.cmp_splits, win_tasks = U * z.win_splits, total = U * per_unit;
+  __shared__ int task_sh;
+  for (;;) {
+    __syncthreads();  // the previous task is done with shared memory
+    if (threadIdx.x == 0) task_sh = atomicAdd(cnt.next_task, 1);
+    __syncthreads();
+    const int task = task_sh;
+    if (task >= total) break;
+    int unit, split;
+    if (task < cmp_tasks) {
+      unit = task / z.cmp_splits;
+      const int b = unit / a.num_kv_heads, g = unit % a.num_kv_heads;
+      CompressedTask(a, z, ws, b, g, task % z.cmp_splits, smem);
+      if (ArriveLast(&cnt.cmp_done[unit], z.cmp_splits)) {
+        SelectUnit(a, z, ws, b, g, smem);
+        __syncthreads();
+        if (threadIdx.x == 0) {
+          __threadfence();
+          StoreRelease(&cnt.ready[unit], 1);
+        }
+      }
+    } else {
+      if (task < cmp_tasks + win_tasks) {
+        const int k = task - cmp_tasks;
+        unit = k / z.win_splits, split = z.sel_splits + k % z.win_splits;
+      } else {
+        const int k = task - cmp_tasks - win_tasks;
+        unit = k / z.sel_splits, split = k % z.sel_splits;
+        if (threadIdx.x == 0) {
+          while (LoadAcquire(&cnt.ready[unit]) == 0) __nanosleep(32);
+        }
+        __syncthreads();
+      }
+      SegmentTask(a, z, ws, unit / a.num_kv_heads, unit % a.num_kv_heads, split, smem);
+    }
+    if (ArriveLast(&cnt.done[unit], per_unit)) {
+      CombineUnit(a, z, ws, unit / a.num_kv_heads, unit % a.num_kv_heads, reinterpret_cast<float*>(smem));
+    }
+  }
+}
+
+// ---- the staged kernels (NsaDecodeArgs::staged): the same tasks, one launch per pass ------------
+__global__ void __launch_bounds__(kThreads) CompressedKernel(NsaDecodeArgs a, Sizes z, float* ws) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  CompressedTask(a, z, ws, blockIdx.z, blockIdx.y, blockIdx.x, smem);
+}
+__global__ void __launch_bounds__(kThreads) SelectKernel(NsaDecodeArgs a, Sizes z, float* ws) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  SelectUnit(a, z, ws, blockIdx.y, blockIdx.x, smem);
+}
+__global__ void __launch_bounds__(kThreads) SegmentKernel(NsaDecodeArgs a, Sizes z, float* ws) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  SegmentTask(a, z, ws, blockIdx.z, blockIdx.y, blockIdx.x, smem);
+}
+__global__ void __launch_bounds__(kThreads) CombineKernel(NsaDecodeArgs a, Sizes z, float* ws) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  CombineUnit(a, z, ws, blockIdx.y, blockIdx.x, reinterpret_cast<float*>(smem));
 }
 
 }  // namespace
@@ -612,29 +732,55 @@ cudaError_t LaunchNsaDecode(const NsaDecodeArgs& a, cudaStream_t stream) {
   const int lp = a.nsa.select_block;
   const size_t run_smem = TileSmemBytes(z.G, a.head_dim, a.v_head_dim);
   const size_t sel_smem = (a.max_context / lp + 1 + 16) * (sizeof(float) + 1) + 64 + std::max<int64_t>(z.nmax, 1) * sizeof(float);
+  const size_t combine_smem = static_cast<size_t>(z.G) * (z.cmp_splits + z.sel_splits + z.win_splits) * sizeof(float);
   // Opt in to large shared memory once per process (the attribute is per kernel, not per launch).
   static const cudaError_t opt_in = [] {
     int max_smem = 0;
     cudaDeviceGetAttribute(&max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0);
     max_smem -= 8 << 10;  // leave room for the kernels' static shared memory
-    cudaError_t e = cudaFuncSetAttribute(CompressedKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, max_smem);
-    if (e == cudaSuccess) e = cudaFuncSetAttribute(SegmentKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, max_smem);
-    if (e == cudaSuccess) e = cudaFuncSetAttribute(SelectKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, max_smem);
-    if (e == cudaSuccess) e = cudaFuncSetAttribute(CombineKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, max_smem);
+    cudaError_t e = cudaSuccess;
+    for (const void* k : {reinterpret_cast<const void*>(FusedKernel), reinterpret_cast<const void*>(CompressedKernel),
+                          reinterpret_cast<const void*>(SegmentKernel), reinterpret_cast<const void*>(SelectKernel),
+                          reinterpret_cast<const void*>(CombineKernel)}) {
+      if (e == cudaSuccess) e = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, max_smem);
+    }
     return e;
   }();
   if (opt_in != cudaSuccess) return opt_in;
-  cudaEvent_t* ev = a.timing_events;
-  if (ev) cudaEventRecord(ev[0], stream);
+  if (!a.staged) {
+    const size_t smem = std::max({run_smem, sel_smem, combine_smem});
+    // As many blocks as fit at once (more would only wait for a free slot), at most one a task.
+    // Computed from the kernel's registers and shared memory rather than the occupancy API, which
+    // the first launch of a new shared-memory size may meet inside a stream capture.
+    struct Limits {
+      int regs_per_sm, smem_per_sm, reserved, threads_per_sm, regs, static_smem;
+    };
+    static const Limits limits = [] {
+      int device = 0;
+      cudaGetDevice(&device);
+      cudaFuncAttributes fa{};
+      cudaFuncGetAttributes(&fa, FusedKernel);
+      int r = 65536, m = 233472, res = 1024, th = 2048;
+      cudaDeviceGetAttribute(&r, cudaDevAttrMaxRegistersPerMultiprocessor, device);
+      cudaDeviceGetAttribute(&m, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device);
+      cudaDeviceGetAttribute(&res, cudaDevAttrReservedSharedMemoryPerBlock, device);
+      cudaDeviceGetAttribute(&th, cudaDevAttrMaxThreadsPerMultiProcessor, device);
+      return Limits{r, m, res, th, std::max(fa.numRegs, 1), static_cast<int>(fa.sharedSizeBytes)};
+    }();
+    const int regs_per_block = (limits.regs * 32 + 255) / 256 * 256 * (kThreads / 32);
+    const int per_sm = std::max(1, std::min({limits.threads_per_sm / kThreads, limits.regs_per_sm / regs_per_block,
+                                             limits.smem_per_sm / static_cast<int>(smem + limits.static_smem + limits.reserved)}));
+    const int64_t tasks = static_cast<int64_t>(z.units) * (z.cmp_splits + z.sel_splits + z.win_splits);
+    const int blocks = static_cast<int>(std::min<int64_t>(tasks, static_cast<int64_t>(per_sm) * NumSms()));
+    const cudaError_t e = cudaMemsetAsync(ws + z.counters, 0, z.counter_bytes, stream);
+    if (e != cudaSuccess) return e;
+    FusedKernel<<<blocks, kThreads, smem, stream>>>(a, z, ws);
+    return cudaGetLastError();
+  }
   CompressedKernel<<<dim3(z.cmp_splits, a.num_kv_heads, a.batch), kThreads, run_smem, stream>>>(a, z, ws);
-  if (ev) cudaEventRecord(ev[1], stream);
-  SelectKernel<<<dim3(a.num_kv_heads, a.batch), 512, sel_smem, stream>>>(a, z, ws);
-  if (ev) cudaEventRecord(ev[2], stream);
+  SelectKernel<<<dim3(a.num_kv_heads, a.batch), kThreads, sel_smem, stream>>>(a, z, ws);
   SegmentKernel<<<dim3(z.sel_splits + z.win_splits, a.num_kv_heads, a.batch), kThreads, run_smem, stream>>>(a, z, ws);
-  if (ev) cudaEventRecord(ev[3], stream);
-  const size_t combine_smem = (z.cmp_splits + z.sel_splits + z.win_splits) * sizeof(float);
-  CombineKernel<<<dim3(a.num_heads, a.batch), 128, combine_smem, stream>>>(a, z, ws);
-  if (ev) cudaEventRecord(ev[4], stream);
+  CombineKernel<<<dim3(a.num_kv_heads, a.batch), kThreads, combine_smem, stream>>>(a, z, ws);
   return cudaGetLastError();
 }
 

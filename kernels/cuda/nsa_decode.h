@@ -3,14 +3,18 @@
 // kernels/reference/nsa_attention.h (NsaAttendGroup); tests/gpu/nsa_decode_test.cu holds them
 // together.
 //
-// Four launches, each spread over (sequence, KV head, chunk) so one sequence fills the GPU:
-//   1 compressed   grid (cmp chunks, kv heads, batch): raw scores + split-softmax partials over
-//                  32 summaries a block
-//   2 select       grid (kv heads, batch): the compressed branch's log-sum-exp per head, block
-//                  scores (geometric map, group sum), forced blocks, top-n (radix select) ascending
-//   3 sel + win    grid (n + window pages, kv heads, batch): one page of l' tokens a block, K and V
-//                  loaded with 16-byte reads and reused by all G heads; split-softmax partials
-//   4 combine      grid (heads, batch): merge each branch's partials, apply the gates
+// The work of a (sequence, KV head) unit is split into tasks, each a run of tiles (64 summaries,
+// or one page of l' tokens) with K and V loaded by 16-byte asynchronous copies and reused by all
+// G heads on tensor cores, leaving one split-softmax partial:
+//   compressed  raw scores + partials over the summaries; the unit's last one also merges the
+//               branch's log-sum-exp per head, scores the blocks (geometric map, group sum),
+//               forces the initial and local blocks and chooses the top-n (radix select)
+//   window      the window pages (no dependency)
+//   selected    the chosen blocks (after the unit's selection)
+// and the unit's last task merges each branch's partials, applies the gates, writes the outputs.
+// One launch runs them all: a fused kernel whose resident blocks take tasks from a queue in that
+// order, so even one sequence spreads over every SM and no pass waits for a kernel boundary.
+// `staged` runs the same tasks as four launches instead (a pass per launch), for comparison.
 #pragma once
 
 #include <cstddef>
@@ -50,13 +54,14 @@ struct NsaDecodeArgs {
   float* out = nullptr;  // [batch][num_heads][v_head_dim]
   int32_t* selected = nullptr;  // optional [batch][num_kv_heads][n]: chosen blocks, ascending, -1 pads
   void* workspace = nullptr;
-  // Benchmarks only: when set, five events recorded before, between and after the four kernels.
-  cudaEvent_t* timing_events = nullptr;
+  // Four launches, one per pass, instead of the fused kernel (tests and benchmarks compare them).
+  bool staged = false;
 };
 
 // Bytes of workspace LaunchNsaDecode needs for these arguments.
 size_t NsaDecodeWorkspaceBytes(const NsaDecodeArgs& args);
-// Checks the shapes (head dims, G <= 64, n <= 64, context <= 1M) and launches the four kernels.
+// Checks the shapes (head dims, G <= 64, n <= 64, context <= 1M) and launches the kernel (or the
+// four staged ones). The workspace needs no initial contents.
 cudaError_t LaunchNsaDecode(const NsaDecodeArgs& args, cudaStream_t stream);
 
 }  // namespace nsa::cuda

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <numeric>
 #include <random>
 #include <vector>
@@ -105,17 +106,39 @@ TEST_P(NsaDecodeTest, MatchesTheCpuTwin) {
   CUDA_OK(cudaMemcpy(d_raw, raw.data(), raw.size() * 4, cudaMemcpyHostToDevice));
   CUDA_OK(cudaMemcpy(d_win, win.data(), win.size() * 4, cudaMemcpyHostToDevice));
   CUDA_OK(cudaMemcpy(d_pos, positions.data(), B * 8, cudaMemcpyHostToDevice));
-  CUDA_OK(cudaMemset(d_out, 0xFF, out_n * 4));  // poison: NaN unless written
   a.q = d_q, a.gates = d_gates, a.pages = d_pool, a.raw_tables = d_raw, a.win_tables = c.per_branch ? d_win : nullptr;
   a.positions = d_pos, a.out = d_out, a.selected = d_sel;
   CUDA_OK(cudaMalloc(&d_ws, cuda::NsaDecodeWorkspaceBytes(a)));
   a.workspace = d_ws;
-  CUDA_OK(cuda::LaunchNsaDecode(a, nullptr));
-  CUDA_OK(cudaDeviceSynchronize());
-  std::vector<float> out(out_n);
-  std::vector<int32_t> sel(static_cast<size_t>(B) * c.num_kv_heads * c.n);
-  CUDA_OK(cudaMemcpy(out.data(), d_out, out_n * 4, cudaMemcpyDeviceToHost));
-  CUDA_OK(cudaMemcpy(sel.data(), d_sel, sel.size() * 4, cudaMemcpyDeviceToHost));
+  // The fused kernel (three times over one workspace: its counters must start afresh each time,
+  // whatever the last launch left) and the staged launches, each from poisoned outputs.
+  std::vector<float> out(out_n), out_staged(out_n);
+  std::vector<int32_t> sel(static_cast<size_t>(B) * c.num_kv_heads * c.n), sel_staged(sel.size());
+  for (int run = 0; run < 4; ++run) {
+    a.staged = run == 3;
+    CUDA_OK(cudaMemset(d_out, 0xFF, out_n * 4));
+    CUDA_OK(cudaMemset(d_sel, 0xFF, sel.size() * 4));
+    CUDA_OK(cuda::LaunchNsaDecode(a, nullptr));
+    CUDA_OK(cudaDeviceSynchronize());
+    std::vector<float>& o = a.staged ? out_staged : out;
+    std::vector<int32_t>& s = a.staged ? sel_staged : sel;
+    std::vector<float> before = o;
+    CUDA_OK(cudaMemcpy(o.data(), d_out, out_n * 4, cudaMemcpyDeviceToHost));
+    CUDA_OK(cudaMemcpy(s.data(), d_sel, s.size() * 4, cudaMemcpyDeviceToHost));
+    if (run == 1 || run == 2) {
+      EXPECT_EQ(0, std::memcmp(before.data(), o.data(), out_n * 4)) << "fused run " << run << " differs from run 0";
+    }
+  }
+  // The same tasks in both forms, merged in the same order: equal up to the compiler's
+  // contractions in two kernels.
+  EXPECT_EQ(sel, sel_staged);
+  double diff = 0, mag = 1e-6;
+  for (size_t i = 0; i < out_n; ++i) {
+    ASSERT_TRUE(std::isfinite(out_staged[i])) << "staged output " << i;
+    diff = std::max(diff, static_cast<double>(std::abs(out[i] - out_staged[i])));
+    mag = std::max(mag, static_cast<double>(std::abs(out_staged[i])));
+  }
+  EXPECT_LE(diff / mag, 1e-5) << "fused and staged outputs differ";
   for (void* ptr : {static_cast<void*>(d_pool), static_cast<void*>(d_q), static_cast<void*>(d_gates),
                     static_cast<void*>(d_out), static_cast<void*>(d_raw), static_cast<void*>(d_win),
                     static_cast<void*>(d_sel), static_cast<void*>(d_pos), d_ws}) {
