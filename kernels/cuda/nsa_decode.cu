@@ -22,7 +22,7 @@ struct Sizes {
   int G, n, window_pages, cmp_chunks;
   // Splits: the blocks a (sequence, KV head) gets for each pass, and the tiles each walks.
   int cmp_splits, cmp_per_split, sel_splits, sel_per_split, win_splits, win_per_split;
-  int64_t nmax;
+  int64_t nmax, nstride;  // summaries of the longest sequence; score row stride (a multiple of 4)
   int units;  // batch x KV heads
   size_t scores, cmp_part, sel, seg_part, counters;  // float/int offsets into the workspace
   size_t counter_bytes, total_bytes;
@@ -55,6 +55,7 @@ Sizes SizesOf(const NsaDecodeArgs& a) {
   s.n = a.nsa.num_selected;
   s.window_pages = (a.nsa.window + a.nsa.select_block - 1) / a.nsa.select_block + 1;
   s.nmax = a.nsa.NumCompressed(a.max_context);
+  s.nstride = std::max<int64_t>((s.nmax + 3) / 4 * 4, 4);
   s.cmp_chunks = static_cast<int>(std::max<int64_t>(1, (s.nmax + kCmpRows - 1) / kCmpRows));
   const int units = a.batch * a.num_kv_heads, sms = NumSms();
   Split(s.cmp_chunks, units, sms, &s.cmp_splits, &s.cmp_per_split);
@@ -63,7 +64,7 @@ Sizes SizesOf(const NsaDecodeArgs& a) {
   const size_t bk = static_cast<size_t>(a.batch) * a.num_kv_heads;
   const size_t part = static_cast<size_t>(s.G) * (2 + a.v_head_dim);  // one partial per split
   s.scores = 0;
-  s.cmp_part = s.scores + bk * s.G * std::max<int64_t>(s.nmax, 1);
+  s.cmp_part = s.scores + bk * s.G * s.nstride;
   s.sel = s.cmp_part + bk * s.cmp_splits * part;
   s.seg_part = s.sel + bk * s.n;
   s.counters = s.seg_part + bk * (s.sel_splits + s.win_splits) * part;
@@ -345,7 +346,7 @@ __device__ void CompressedTask(const NsaDecodeArgs& a, const Sizes& z, float* ws
   const int64_t k_off = L.Offset(KvPlane::kCmp, a.layer, g, false), v_off = L.Offset(KvPlane::kCmp, a.layer, g, true);
   __shared__ int64_t row_page[kTileRows];
   __shared__ int row_slot[kTileRows];
-  float* scores = ws + z.scores + bk * G * z.nmax;
+  float* scores = ws + z.scores + bk * G * z.nstride;
   auto load = [&](int tile, __nv_bfloat16* ks, __nv_bfloat16* vs) {
     const int64_t i0 = static_cast<int64_t>(first + tile) * kCmpRows;
     const int rows = static_cast<int>(Min(kCmpRows, N - i0));
@@ -361,7 +362,7 @@ __device__ void CompressedTask(const NsaDecodeArgs& a, const Sizes& z, float* ws
     return rows;
   };
   auto score = [&](int tile, int head, int row, float v) {
-    scores[head * z.nmax + static_cast<int64_t>(first + tile) * kCmpRows + row] = v;
+    scores[head * z.nstride + static_cast<int64_t>(first + tile) * kCmpRows + row] = v;
   };
   AttendTiles(sm.qs, sm.ks, sm.vs, sm.wo, G, last - first, hd, vhd, a.scale, part, load, score);
 }
@@ -400,22 +401,33 @@ __device__ void SelectUnit(const NsaDecodeArgs& a, const Sizes& z, float* ws, in
   }
   __syncthreads();
 
-  // Block scores. First each summary's probability summed over the group (a thread a summary,
-  // the heads' rows read coalesced), then the blocks' weighted sums.
-  const float* s = ws + z.scores + bk * G * z.nmax;
+  // Block scores. First each summary's probability summed over the group: a thread takes four
+  // summaries at a time and loads all G heads' 16-byte rows of them before it sums any, so the
+  // L2 latency is paid once per four summaries, not once per head. Then the blocks' weighted sums.
+  const float* s = ws + z.scores + bk * G * z.nstride;
   float* P = reinterpret_cast<float*>(taken + ((c + 1 + 15) / 16) * 16);
-  for (int64_t i = threadIdx.x; i < N; i += blockDim.x) {
-    float acc = 0.f;
-#pragma unroll 4
-    for (int h = 0; h < G; ++h) acc += __expf(LoadCg(&s[h * z.nmax + i]) - lse[h]);
-    P[i] = acc;
+  for (int64_t i = 4 * threadIdx.x; i < N; i += 4 * blockDim.x) {
+    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll 16
+    for (int h = 0; h < G; ++h) {
+      const float4 v = __ldcg(reinterpret_cast<const float4*>(s + h * z.nstride + i));
+      const float l = lse[h];
+      acc.x += __expf(v.x - l), acc.y += __expf(v.y - l), acc.z += __expf(v.z - l), acc.w += __expf(v.w - l);
+    }
+    P[i] = acc.x;
+    if (i + 1 < N) P[i + 1] = acc.y;
+    if (i + 2 < N) P[i + 2] = acc.z;
+    if (i + 3 < N) P[i + 3] = acc.w;
   }
   __syncthreads();
   const int cpc = a.nsa.compress_block / a.nsa.compress_stride, cps = a.nsa.select_block / a.nsa.compress_stride;
-  for (int64_t j = threadIdx.x; j <= c; j += blockDim.x) {
+  const int n32 = static_cast<int>(N);
+  for (int j = threadIdx.x; j <= c; j += blockDim.x) {
+    // NsaParams::GeometricWeight in 32-bit arithmetic (contexts stay below 2^31 summaries): the
+    // stride-d chunks summary i ([i, i + cpc)) shares with block j ([j cps, (j + 1) cps)).
     float acc = 0.f;
-    const int64_t lo = Max(0, j * cps - cpc + 1), hi = Min(N - 1, (j + 1) * cps - 1);
-    for (int64_t i = lo; i <= hi; ++i) acc += a.nsa.GeometricWeight(i, j) * P[i];
+    const int lo = max(0, j * cps - cpc + 1), hi = min(n32 - 1, (j + 1) * cps - 1);
+    for (int i = lo; i <= hi; ++i) acc += static_cast<float>(min(i + cpc, (j + 1) * cps) - max(i, j * cps)) * P[i];
     score[j] = acc;
     taken[j] = 0;
   }
@@ -603,34 +615,29 @@ __device__ void MergeFactors(const float* parts, int count, int part_stride, flo
   }
 }
 
-// Combine of unit (b, g): each branch's partials merged per head, the gates applied, the G
-// outputs written. factors: shared memory for G * (cmp_splits + sel_splits + win_splits) floats.
-__device__ void CombineUnit(const NsaDecodeArgs& a, const Sizes& z, float* ws, int b, int g, float* factors) {
-  const int G = z.G, vhd = a.v_head_dim, stride = 2 + vhd;
+// Combine of head h of unit (b, g): each branch's partials merged (three warps compute the
+// merge factors into `factors`, cmp_splits + sel_splits + win_splits floats of shared memory),
+// the gates applied, the output written a channel a thread.
+__device__ void CombineHead(const NsaDecodeArgs& a, const Sizes& z, float* ws, int b, int g, int h, float* factors) {
+  const int G = z.G, vhd = a.v_head_dim, stride = 2 + vhd, head = g * G + h;
   const size_t bk = static_cast<size_t>(b) * a.num_kv_heads + g;
-  const int nc = z.cmp_splits, ns = z.sel_splits, nw = z.win_splits, np = nc + ns + nw;
-  const float* cmp = ws + z.cmp_part + bk * nc * G * stride;  // partial k of head h at (k * G + h) * stride
-  const float* seg = ws + z.seg_part + bk * (ns + nw) * G * stride;
-  const int warp = threadIdx.x / 32, warps = blockDim.x / 32;
-  for (int job = warp; job < 3 * G; job += warps) {  // (head, branch) merges, one warp each
-    const int h = job / 3, br = job % 3;
-    float* f = factors + h * np;
-    if (br == 0) MergeFactors(cmp + h * stride, nc, G * stride, f);
-    if (br == 1) MergeFactors(seg + h * stride, ns, G * stride, f + nc);
-    if (br == 2) MergeFactors(seg + (ns * G + h) * stride, nw, G * stride, f + nc + ns);
-  }
+  const int nc = z.cmp_splits, ns = z.sel_splits, nw = z.win_splits;
+  const float* cmp = ws + z.cmp_part + bk * nc * G * stride + h * stride;  // partial k at + k * G * stride
+  const float* seg = ws + z.seg_part + bk * (ns + nw) * G * stride + h * stride;
+  const int warp = threadIdx.x / 32;
+  if (warp == 0) MergeFactors(cmp, nc, G * stride, factors);
+  if (warp == 1) MergeFactors(seg, ns, G * stride, factors + nc);
+  if (warp == 2) MergeFactors(seg + ns * G * stride, nw, G * stride, factors + nc + ns);
   __syncthreads();
-  for (int i = threadIdx.x; i < G * vhd; i += blockDim.x) {
-    const int h = i / vhd, e = i % vhd, head = g * G + h;
-    const float* f = factors + h * np;
+  const float* gate = a.gates + (static_cast<int64_t>(b) * a.num_heads + head) * 3;
+  for (int e = threadIdx.x; e < vhd; e += blockDim.x) {
     float oc = 0.f, os = 0.f, ow = 0.f;
-#pragma unroll 4
-    for (int k = 0; k < nc; ++k) oc += f[k] * LoadCg(&cmp[(k * G + h) * stride + 2 + e]);
-#pragma unroll 4
-    for (int k = 0; k < ns; ++k) os += f[nc + k] * LoadCg(&seg[(k * G + h) * stride + 2 + e]);
-#pragma unroll 4
-    for (int k = ns; k < ns + nw; ++k) ow += f[nc + k] * LoadCg(&seg[(k * G + h) * stride + 2 + e]);
-    const float* gate = a.gates + (static_cast<int64_t>(b) * a.num_heads + head) * 3;
+#pragma unroll 8
+    for (int k = 0; k < nc; ++k) oc += factors[k] * LoadCg(&cmp[k * G * stride + 2 + e]);
+#pragma unroll 8
+    for (int k = 0; k < ns; ++k) os += factors[nc + k] * LoadCg(&seg[k * G * stride + 2 + e]);
+#pragma unroll 8
+    for (int k = ns; k < ns + nw; ++k) ow += factors[nc + k] * LoadCg(&seg[k * G * stride + 2 + e]);
     a.out[(static_cast<int64_t>(b) * a.num_heads + head) * vhd + e] = gate[0] * oc + gate[1] * os + gate[2] * ow;
   }
 }
@@ -654,7 +661,8 @@ __global__ void __launch_bounds__(kThreads) FusedKernel(NsaDecodeArgs a, Sizes z
   extern __shared__ __align__(16) unsigned char smem[];
   const Counters cnt = CountersOf(z, ws);
   const int U = z.units, per_unit = z.cmp_splits + z.win_splits + z.sel_splits;
-  const int cmp_tasks = U * z.cmp_splits, win_tasks = U * z.win_splits, total = U * per_unit;
+  const int cmp_tasks = U * z.cmp_splits, win_tasks = U * z.win_splits, work_tasks = U * per_unit;
+  const int total = work_tasks + U * z.G;  // then a combine task per head
   __shared__ int task_sh;
   for (;;) {
     __syncthreads();  // the previous task is done with shared memory
@@ -662,6 +670,15 @@ __global__ void __launch_bounds__(kThreads) FusedKernel(NsaDecodeArgs a, Sizes z
     __syncthreads();
     const int task = task_sh;
     if (task >= total) break;
+    if (task >= work_tasks) {  // combine: once every task of the unit is done
+      const int k = task - work_tasks, unit = k / z.G;
+      if (threadIdx.x == 0) {
+        while (LoadAcquire(&cnt.done[unit]) < per_unit) __nanosleep(32);
+      }
+      __syncthreads();
+      CombineHead(a, z, ws, unit / a.num_kv_heads, unit % a.num_kv_heads, k % z.G, reinterpret_cast<float*>(smem));
+      continue;
+    }
     int unit, split;
     if (task < cmp_tasks) {
       unit = task / z.cmp_splits;
@@ -689,8 +706,10 @@ __global__ void __launch_bounds__(kThreads) FusedKernel(NsaDecodeArgs a, Sizes z
       }
       SegmentTask(a, z, ws, unit / a.num_kv_heads, unit % a.num_kv_heads, split, smem);
     }
-    if (ArriveLast(&cnt.done[unit], per_unit)) {
-      CombineUnit(a, z, ws, unit / a.num_kv_heads, unit % a.num_kv_heads, reinterpret_cast<float*>(smem));
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      __threadfence();
+      atomicAdd(&cnt.done[unit], 1);
     }
   }
 }
@@ -710,7 +729,7 @@ __global__ void __launch_bounds__(kThreads) SegmentKernel(NsaDecodeArgs a, Sizes
 }
 __global__ void __launch_bounds__(kThreads) CombineKernel(NsaDecodeArgs a, Sizes z, float* ws) {
   extern __shared__ __align__(16) unsigned char smem[];
-  CombineUnit(a, z, ws, blockIdx.y, blockIdx.x, reinterpret_cast<float*>(smem));
+  CombineHead(a, z, ws, blockIdx.y, blockIdx.x / z.G, blockIdx.x % z.G, reinterpret_cast<float*>(smem));
 }
 
 }  // namespace
@@ -731,8 +750,8 @@ cudaError_t LaunchNsaDecode(const NsaDecodeArgs& a, cudaStream_t stream) {
   float* ws = static_cast<float*>(a.workspace);
   const int lp = a.nsa.select_block;
   const size_t run_smem = TileSmemBytes(z.G, a.head_dim, a.v_head_dim);
-  const size_t sel_smem = (a.max_context / lp + 1 + 16) * (sizeof(float) + 1) + 64 + std::max<int64_t>(z.nmax, 1) * sizeof(float);
-  const size_t combine_smem = static_cast<size_t>(z.G) * (z.cmp_splits + z.sel_splits + z.win_splits) * sizeof(float);
+  const size_t sel_smem = (a.max_context / lp + 1 + 16) * (sizeof(float) + 1) + 64 + z.nstride * sizeof(float);
+  const size_t combine_smem = static_cast<size_t>(z.cmp_splits + z.sel_splits + z.win_splits) * sizeof(float);
   // Opt in to large shared memory once per process (the attribute is per kernel, not per launch).
   static const cudaError_t opt_in = [] {
     int max_smem = 0;
@@ -770,7 +789,7 @@ cudaError_t LaunchNsaDecode(const NsaDecodeArgs& a, cudaStream_t stream) {
     const int regs_per_block = (limits.regs * 32 + 255) / 256 * 256 * (kThreads / 32);
     const int per_sm = std::max(1, std::min({limits.threads_per_sm / kThreads, limits.regs_per_sm / regs_per_block,
                                              limits.smem_per_sm / static_cast<int>(smem + limits.static_smem + limits.reserved)}));
-    const int64_t tasks = static_cast<int64_t>(z.units) * (z.cmp_splits + z.sel_splits + z.win_splits);
+    const int64_t tasks = static_cast<int64_t>(z.units) * (z.cmp_splits + z.sel_splits + z.win_splits + z.G);
     const int blocks = static_cast<int>(std::min<int64_t>(tasks, static_cast<int64_t>(per_sm) * NumSms()));
     const cudaError_t e = cudaMemsetAsync(ws + z.counters, 0, z.counter_bytes, stream);
     if (e != cudaSuccess) return e;
@@ -780,7 +799,7 @@ cudaError_t LaunchNsaDecode(const NsaDecodeArgs& a, cudaStream_t stream) {
   CompressedKernel<<<dim3(z.cmp_splits, a.num_kv_heads, a.batch), kThreads, run_smem, stream>>>(a, z, ws);
   SelectKernel<<<dim3(a.num_kv_heads, a.batch), kThreads, sel_smem, stream>>>(a, z, ws);
   SegmentKernel<<<dim3(z.sel_splits + z.win_splits, a.num_kv_heads, a.batch), kThreads, run_smem, stream>>>(a, z, ws);
-  CombineKernel<<<dim3(a.num_kv_heads, a.batch), kThreads, combine_smem, stream>>>(a, z, ws);
+  CombineKernel<<<dim3(a.num_heads, a.batch), kThreads, combine_smem, stream>>>(a, z, ws);
   return cudaGetLastError();
 }
 
