@@ -40,6 +40,50 @@ float Median(std::vector<float> v) {
   return v[v.size() / 2];
 }
 
+// NSA_BENCH_TRACE=1: one more fused launch with the per-task trace, summarised per kind of task
+// (times in us from the first task's start), to see the critical path inside the kernel.
+void PrintTrace(nsa::cuda::NsaDecodeArgs a, cudaStream_t stream) {
+  const nsa::cuda::NsaDecodeTasks n = nsa::cuda::NsaDecodeTaskCounts(a);
+  const int total = n.compressed + n.window + n.selected + n.combine;
+  int64_t* d = nullptr;
+  CHECK(cudaMalloc(&d, static_cast<size_t>(total) * 4 * 8));
+  a.staged = false, a.trace = d;
+  CHECK(nsa::cuda::LaunchNsaDecode(a, stream));
+  CHECK(cudaStreamSynchronize(stream));
+  std::vector<int64_t> h(static_cast<size_t>(total) * 4);
+  CHECK(cudaMemcpy(h.data(), d, h.size() * 8, cudaMemcpyDeviceToHost));
+  cudaFree(d);
+  int64_t t0 = INT64_MAX;
+  for (int i = 0; i < total; ++i) t0 = std::min(t0, h[4 * i]);
+  const char* names[] = {"compressed", "window", "selected", "combine"};
+  const int counts[] = {n.compressed, n.window, n.selected, n.combine};
+  int first = 0;
+  for (int k = 0; k < 4; ++k) {
+    std::vector<float> dur;
+    int64_t s0 = INT64_MAX, s1 = 0, e1 = 0;
+    for (int i = first; i < first + counts[k]; ++i) {
+      const int64_t* r = &h[4 * i];
+      dur.push_back((r[1] - r[0]) * 1e-3f);
+      s0 = std::min(s0, r[0]), s1 = std::max(s1, r[0]), e1 = std::max(e1, r[1]);
+    }
+    if (!dur.empty()) {
+      std::fprintf(stderr, "  trace %-10s %4d tasks: starts %.2f-%.2f us, last end %.2f us, duration median %.2f max %.2f us\n",
+                   names[k], counts[k], (s0 - t0) * 1e-3, (s1 - t0) * 1e-3, (e1 - t0) * 1e-3, Median(dur),
+                   *std::max_element(dur.begin(), dur.end()));
+    }
+    first += counts[k];
+  }
+  std::vector<float> sel;
+  int64_t sel_end = 0;
+  for (int i = 0; i < n.compressed; ++i) {
+    if (h[4 * i + 2]) sel.push_back((h[4 * i + 2] - h[4 * i + 1]) * 1e-3f), sel_end = std::max(sel_end, h[4 * i + 2]);
+  }
+  if (!sel.empty()) {
+    std::fprintf(stderr, "  trace selection %4zu units: duration median %.2f max %.2f us, last end %.2f us\n", sel.size(),
+                 Median(sel), *std::max_element(sel.begin(), sel.end()), (sel_end - t0) * 1e-3);
+  }
+}
+
 struct Shape {
   const char* name;
   int heads, kv_heads, hd, vhd, l, d, lp, n, w;
@@ -146,6 +190,7 @@ int main(int argc, char** argv) {
         };
         const double t = time_graph(false);
         const double t_staged = time_graph(true);
+        if (std::getenv("NSA_BENCH_TRACE")) PrintTrace(a, stream);
         cudaStreamDestroy(stream);
         // nsa-spec.md section 5: (N_cmp + min(n l', T) + min(w, T)) (hd + vhd) 2 bytes per (sequence, KV head).
         const int64_t entries = p.NumCompressed(context) + std::min<int64_t>(int64_t{sh.n} * sh.lp, context) +

@@ -657,6 +657,17 @@ __device__ __forceinline__ void StoreRelease(int* p, int v) {
   asm volatile("st.release.gpu.global.b32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
 }
 
+__device__ __forceinline__ int64_t GlobalTimer() {
+  int64_t t;
+  asm volatile("mov.u64 %0, %globaltimer;" : "=l"(t));
+  return t;
+}
+__device__ __forceinline__ int SmId() {
+  int id;
+  asm volatile("mov.u32 %0, %smid;" : "=r"(id));
+  return id;
+}
+
 __global__ void __launch_bounds__(kThreads) FusedKernel(NsaDecodeArgs a, Sizes z, float* ws) {
   extern __shared__ __align__(16) unsigned char smem[];
   const Counters cnt = CountersOf(z, ws);
@@ -670,6 +681,8 @@ __global__ void __launch_bounds__(kThreads) FusedKernel(NsaDecodeArgs a, Sizes z
     __syncthreads();
     const int task = task_sh;
     if (task >= total) break;
+    int64_t* trace = a.trace ? a.trace + 4 * static_cast<int64_t>(task) : nullptr;
+    if (trace && threadIdx.x == 0) trace[0] = GlobalTimer(), trace[2] = 0, trace[3] = SmId();
     if (task >= work_tasks) {  // combine: once every task of the unit is done
       const int k = task - work_tasks, unit = k / z.G;
       if (threadIdx.x == 0) {
@@ -677,6 +690,7 @@ __global__ void __launch_bounds__(kThreads) FusedKernel(NsaDecodeArgs a, Sizes z
       }
       __syncthreads();
       CombineHead(a, z, ws, unit / a.num_kv_heads, unit % a.num_kv_heads, k % z.G, reinterpret_cast<float*>(smem));
+      if (trace && threadIdx.x == 0) trace[1] = GlobalTimer();
       continue;
     }
     int unit, split;
@@ -684,12 +698,14 @@ __global__ void __launch_bounds__(kThreads) FusedKernel(NsaDecodeArgs a, Sizes z
       unit = task / z.cmp_splits;
       const int b = unit / a.num_kv_heads, g = unit % a.num_kv_heads;
       CompressedTask(a, z, ws, b, g, task % z.cmp_splits, smem);
+      if (trace && threadIdx.x == 0) trace[1] = GlobalTimer();
       if (ArriveLast(&cnt.cmp_done[unit], z.cmp_splits)) {
         SelectUnit(a, z, ws, b, g, smem);
         __syncthreads();
         if (threadIdx.x == 0) {
           __threadfence();
           StoreRelease(&cnt.ready[unit], 1);
+          if (trace) trace[2] = GlobalTimer();
         }
       }
     } else {
@@ -705,6 +721,7 @@ __global__ void __launch_bounds__(kThreads) FusedKernel(NsaDecodeArgs a, Sizes z
         __syncthreads();
       }
       SegmentTask(a, z, ws, unit / a.num_kv_heads, unit % a.num_kv_heads, split, smem);
+      if (trace && threadIdx.x == 0) trace[1] = GlobalTimer();
     }
     __syncthreads();
     if (threadIdx.x == 0) {
@@ -735,6 +752,11 @@ __global__ void __launch_bounds__(kThreads) CombineKernel(NsaDecodeArgs a, Sizes
 }  // namespace
 
 size_t NsaDecodeWorkspaceBytes(const NsaDecodeArgs& args) { return SizesOf(args).total_bytes; }
+
+NsaDecodeTasks NsaDecodeTaskCounts(const NsaDecodeArgs& args) {
+  const Sizes z = SizesOf(args);
+  return {z.units * z.cmp_splits, z.units * z.win_splits, z.units * z.sel_splits, z.units * z.G};
+}
 
 cudaError_t LaunchNsaDecode(const NsaDecodeArgs& a, cudaStream_t stream) {
   if (a.num_kv_heads <= 0 || a.num_heads % a.num_kv_heads != 0) return cudaErrorInvalidValue;

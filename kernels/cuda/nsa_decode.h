@@ -56,8 +56,18 @@ struct NsaDecodeArgs {
   void* workspace = nullptr;
   // Four launches, one per pass, instead of the fused kernel (tests and benchmarks compare them).
   bool staged = false;
+  // Benchmarks only, fused kernel: per task of the queue (compressed, window, selected, combine;
+  // unit-major within each kind) four int64: start and end (%globaltimer ns), the end of the
+  // selection it ran (0 if none), and the SM it ran on.
+  int64_t* trace = nullptr;
 };
 
+// Tasks of the fused kernel's queue (the rows of NsaDecodeArgs::trace) and how many are of each
+// kind: compressed, window, selected, combine.
+struct NsaDecodeTasks {
+  int compressed, window, selected, combine;
+};
+NsaDecodeTasks NsaDecodeTaskCounts(const NsaDecodeArgs& args);
 // Bytes of workspace LaunchNsaDecode needs for these arguments.
 size_t NsaDecodeWorkspaceBytes(const NsaDecodeArgs& args);
 // Checks the shapes (head dims, G <= 64, n <= 64, context <= 1M) and launches the kernel (or the
