@@ -12,7 +12,6 @@ __device__ __forceinline__ int64_t Max(int64_t a, int64_t b) { return a > b ? a 
 __device__ __forceinline__ int64_t Min(int64_t a, int64_t b) { return a < b ? a : b; }
 
 constexpr int kThreads = 128;
-constexpr int kWarps = kThreads / 32;  // each warp takes 16 rows of a tile; the block merges them into one partial
 constexpr int kCmpRows = 64;  // summaries per block in the compressed pass (one tile)
 constexpr int kMaxG = 64;
 constexpr int kMaxSelected = 64;
@@ -66,7 +65,7 @@ Sizes SizesOf(const NsaDecodeArgs& a) {
   s.scores = 0;
   s.cmp_part = s.scores + bk * s.G * s.nstride;
   s.sel = s.cmp_part + bk * s.cmp_splits * part;
-  s.seg_part = s.sel + bk * s.n;
+  s.seg_part = s.sel + (bk * s.n + 3) / 4 * 4;  // partials start 16-byte aligned (float2 stores)
   s.counters = s.seg_part + bk * (s.sel_splits + s.win_splits) * part;
   s.units = static_cast<int>(bk);
   s.counter_bytes = (1 + 3 * bk) * sizeof(int);
@@ -74,16 +73,24 @@ Sizes SizesOf(const NsaDecodeArgs& a) {
   return s;
 }
 
-// Copies `rows` rows of `dim` bf16 from `row_ptr(r)` into shared memory with asynchronous
-// 16-byte copies spread over the whole block: every load is in flight at once, so a tile costs
-// one memory latency, not one per row. The caller waits with __pipeline_wait_prior(0) and a
-// __syncthreads.
+// Shared-memory rows are padded by 8 bf16 (16 bytes): with a stride of dim + 8 the 8 rows a
+// fragment load touches start 4 banks apart, so the 32 lanes' 4-byte loads hit 32 banks.
+constexpr int kPad = 8;
+
+// Copies `rows` rows of `dim` bf16 from `row_ptr(r)` into shared memory (row stride dim + kPad)
+// with asynchronous 16-byte copies spread over the whole block: every load is in flight at once,
+// so a tile costs one memory latency, not one per row. The caller waits with
+// __pipeline_wait_prior(0) and a __syncthreads.
 template <typename RowPtr>
 __device__ void LoadRows(__nv_bfloat16* dst, int rows, int dim, RowPtr row_ptr) {
   const int vectors = dim / 8;  // 8 bf16 = 16 bytes
-  for (int idx = threadIdx.x; idx < rows * vectors; idx += blockDim.x) {
-    const int r = idx / vectors, v = idx % vectors;
-    __pipeline_memcpy_async(dst + r * dim + v * 8, row_ptr(r) + v * 8, 16);
+  // (row, vector) of this thread's copies, stepped by blockDim without a division per copy.
+  int r = threadIdx.x / vectors, v = threadIdx.x % vectors;
+  const int dr = blockDim.x / vectors, dv = blockDim.x % vectors;
+  for (; r < rows; r += dr) {
+    __pipeline_memcpy_async(dst + r * (dim + kPad) + v * 8, row_ptr(r) + v * 8, 16);
+    v += dv;
+    if (v >= vectors) v -= vectors, ++r;
   }
   __pipeline_commit();
 }
@@ -91,17 +98,20 @@ __device__ void LoadRows(__nv_bfloat16* dst, int rows, int dim, RowPtr row_ptr) 
 // ---- tensor-core tile attention ------------------------------------------------------------
 //
 // A block walks a run of tiles (up to 64 rows each: summaries, or one page of tokens) with K and
-// V in shared memory and the group's queries padded to Gp = 16 * ceil(G / 16) heads. Each of the
-// 4 warps takes 16 rows of every tile and every 16-head slice of the group: S = Q K^T and
-// O = P V on mma.sync m16n8k16 (bf16 in, fp32 accumulate), the softmax online across the run
-// (FlashAttention-2: S fragments reused as P, running max and sum in registers, the output
-// rescaled in shared memory). Each warp writes one partial [m, l, o[v_dim]] per head at the end,
-// so the partials a run leaves behind shrink with its length (flash-decoding's split-K).
+// V in shared memory and the group's queries padded to Gp = 16 * ceil(G / 16) heads. Every warp
+// computes the whole S = Q K^T of a tile (16 heads x 64 rows a slice, mma.sync m16n8k16, bf16 in,
+// fp32 accumulate) and the same online softmax, so all four agree on the running max and sum;
+// each then multiplies P by its own quarter of V's columns (its 8-column tiles w, w + 4, ...),
+// keeping that part of the output in registers across the run (FlashAttention-2: S fragments
+// reused as P). No warp waits for another within a tile, and the block's partial
+// [m, l, o[v_dim]] per head is written straight from the registers (flash-decoding's split-K).
 //
 // Fragment layout (PTX ISA, m16n8k16): lane = 4 g + t. A: rows g and g + 8, columns 2t, 2t + 1
 // and 2t + 8, 2t + 9; B: k = 2t, 2t + 1 and 2t + 8, 2t + 9, column g; C: rows g and g + 8,
 // columns 2t and 2t + 1.
 constexpr int kTileRows = 64;
+constexpr int kRowTiles = kTileRows / 8;  // 8-row tiles of S
+constexpr int kMaxColTiles = 4;  // 8-column tiles of the output a warp owns: v_dim <= 128
 
 __device__ __forceinline__ void Mma(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
                                     uint32_t b1) {
@@ -125,146 +135,151 @@ __device__ __forceinline__ uint32_t Pair(const __nv_bfloat16* lo, const __nv_bfl
   return *reinterpret_cast<uint32_t*>(&v);
 }
 
-// q of the group into shared memory as bf16 [Gp][hd], heads beyond G zeroed: the G rows are
-// contiguous in memory, copied asynchronously 16 bytes at a time with the K and V tiles.
+// q of the group into shared memory as bf16 [Gp][hd + kPad], heads beyond G zeroed, copied
+// asynchronously 16 bytes at a time with the first K and V tiles.
 __device__ void LoadQuery(const NsaDecodeArgs& a, int b, int g, int G, __nv_bfloat16* qs) {
   const __nv_bfloat16* q = a.q + (static_cast<int64_t>(b) * a.num_heads + g * G) * a.head_dim;
-  const int gp = (G + 15) / 16 * 16, n = G * a.head_dim;
-  for (int i = threadIdx.x * 8; i < n; i += blockDim.x * 8) __pipeline_memcpy_async(qs + i, q + i, 16);
-  __pipeline_commit();
-  for (int i = n + threadIdx.x; i < gp * a.head_dim; i += blockDim.x) qs[i] = __float2bfloat16(0.f);
+  const int gp = (G + 15) / 16 * 16, hd = a.head_dim;
+  LoadRows(qs, G, hd, [&](int r) { return q + r * hd; });
+  for (int i = G * (hd + kPad) + threadIdx.x; i < gp * (hd + kPad); i += blockDim.x) qs[i] = __float2bfloat16(0.f);
 }
 
-// Shared memory of a run: K and V (kTileRows rows), q (Gp heads), and the warps' running
-// outputs [kWarps][Gp][vhd] floats.
+// Shared memory of a run: K and V (kTileRows rows) and q (Gp heads), rows padded.
 inline size_t TileSmemBytes(int G, int hd, int vhd) {
   const int gp = (G + 15) / 16 * 16;
-  return static_cast<size_t>(kTileRows) * (hd + vhd) * 2 + static_cast<size_t>(gp) * hd * 2 +
-         static_cast<size_t>(kWarps) * gp * vhd * 4;
+  return (static_cast<size_t>(kTileRows) * (hd + kPad + vhd + kPad) + static_cast<size_t>(gp) * (hd + kPad)) * 2;
 }
 
 // Rows [rows, kTileRows) of a tile are zeroed: their P is 0, and 0 times garbage could be NaN.
 __device__ void ZeroRows(__nv_bfloat16* tile, int rows, int dim) {
-  for (int i = rows * dim + threadIdx.x; i < kTileRows * dim; i += blockDim.x) tile[i] = __float2bfloat16(0.f);
+  for (int i = rows * (dim + kPad) + threadIdx.x; i < kTileRows * (dim + kPad); i += blockDim.x) {
+    tile[i] = __float2bfloat16(0.f);
+  }
 }
 
 // Walks `num_tiles` tiles. load(tile, ks, vs) issues the tile's asynchronous copies (all
 // threads) and returns its row count (0: nothing to do); score(tile, head, row, value) receives
-// every raw scaled score when the caller wants them. Writes the block's partial per head to
-// part[G][2 + vhd] (its warps merged); a block that saw no row writes m = -FLT_MAX, l = 0, o = 0.
-template <typename Load, typename Score>
-__device__ void AttendTiles(__nv_bfloat16* qs, __nv_bfloat16* ks, __nv_bfloat16* vs, float* wo, int G, int num_tiles,
-                            int hd, int vhd, float scale, float* part, Load load, Score score) {
+// every raw scaled score when the caller wants them (each exactly once). Writes the block's
+// partial per head to part[G][2 + vhd]; a block that saw no row writes m = -FLT_MAX, l = 0, o = 0.
+// kSlices >= ceil(G / 16): the registers the running state takes (kernels are built per count).
+template <int kSlices, typename Load, typename Score>
+__device__ void AttendTiles(__nv_bfloat16* qs, __nv_bfloat16* ks, __nv_bfloat16* vs, int G, int num_tiles, int hd,
+                            int vhd, float scale, float* part, Load load, Score score) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-  const int gp = (G + 15) / 16 * 16, slices = gp / 16;
-  const int r0 = warp * 16;  // this warp's rows of every tile
-  float* o_run = wo + static_cast<size_t>(warp) * gp * vhd;  // [Gp][vhd]
-  for (int i = lane; i < gp * vhd; i += 32) o_run[i] = 0.f;
-  float m_run[kMaxG / 16][2], l_run[kMaxG / 16][2];
-  for (int mt = 0; mt < kMaxG / 16; ++mt) m_run[mt][0] = m_run[mt][1] = -FLT_MAX, l_run[mt][0] = l_run[mt][1] = 0.f;
+  const int slices = (G + 15) / 16, col_tiles = vhd / 8;
+  const int qstride = hd + kPad, vstride = vhd + kPad;
+  float m_run[kSlices][2], l_run[kSlices][2], o[kSlices][kMaxColTiles][4];
+#pragma unroll
+  for (int mt = 0; mt < kSlices; ++mt) {
+    m_run[mt][0] = m_run[mt][1] = -FLT_MAX, l_run[mt][0] = l_run[mt][1] = 0.f;
+#pragma unroll
+    for (int nn = 0; nn < kMaxColTiles; ++nn) o[mt][nn][0] = o[mt][nn][1] = o[mt][nn][2] = o[mt][nn][3] = 0.f;
+  }
 
   for (int tile = 0; tile < num_tiles; ++tile) {
     const int rows = load(tile, ks, vs);
-    if (rows > 0) {
+    if (rows > 0 && rows < kTileRows) {
       ZeroRows(ks, rows, hd);
       ZeroRows(vs, rows, vhd);
     }
     __pipeline_wait_prior(0);
     __syncthreads();
-    if (rows > r0) {  // this warp has rows in this tile
-      // Unrolled over the largest slice count so m_run and l_run stay in registers.
+    if (rows > 0) {
+      // Unrolled over the largest slice count so the running state stays in registers.
 #pragma unroll
-      for (int mt = 0; mt < kMaxG / 16; ++mt) {
+      for (int mt = 0; mt < kSlices; ++mt) {
         if (mt >= slices) break;
-        const __nv_bfloat16* q = qs + static_cast<size_t>(mt) * 16 * hd;
-        float sacc[2][4] = {{0, 0, 0, 0}, {0, 0, 0, 0}};
+        const __nv_bfloat16* q = qs + static_cast<size_t>(mt) * 16 * qstride;
+        float s[kRowTiles][4];
+#pragma unroll
+        for (int j = 0; j < kRowTiles; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
         for (int kk = 0; kk < hd; kk += 16) {
-          const uint32_t a0 = Load32(q + g * hd + kk + 2 * t), a1 = Load32(q + (g + 8) * hd + kk + 2 * t);
-          const uint32_t a2 = Load32(q + g * hd + kk + 2 * t + 8), a3 = Load32(q + (g + 8) * hd + kk + 2 * t + 8);
-          for (int j = 0; j < 2; ++j) {
-            const __nv_bfloat16* k = ks + (r0 + 8 * j + g) * hd + kk + 2 * t;
-            Mma(sacc[j], a0, a1, a2, a3, Load32(k), Load32(k + 8));
+          const uint32_t a0 = Load32(q + g * qstride + kk + 2 * t), a1 = Load32(q + (g + 8) * qstride + kk + 2 * t);
+          const uint32_t a2 = Load32(q + g * qstride + kk + 2 * t + 8), a3 = Load32(q + (g + 8) * qstride + kk + 2 * t + 8);
+#pragma unroll
+          for (int j = 0; j < kRowTiles; ++j) {
+            const __nv_bfloat16* k = ks + (8 * j + g) * qstride + kk + 2 * t;
+            Mma(s[j], a0, a1, a2, a3, Load32(k), Load32(k + 8));
           }
         }
+        // s[j][c]: head mt * 16 + g (+ 8 for c >= 2), row 8 j + 2 t + (c & 1).
         float mx[2] = {m_run[mt][0], m_run[mt][1]};
-        for (int j = 0; j < 2; ++j) {
+#pragma unroll
+        for (int j = 0; j < kRowTiles; ++j) {
+#pragma unroll
           for (int c = 0; c < 4; ++c) {
-            const int row = r0 + 8 * j + 2 * t + (c & 1);
+            const int row = 8 * j + 2 * t + (c & 1);
             const int head = mt * 16 + g + (c >= 2 ? 8 : 0);
-            const float v = sacc[j][c] * scale;
-            if (row < rows && head < G) score(tile, head, row, v);
-            sacc[j][c] = v;
+            const float v = s[j][c] * scale;
+            if ((j & 3) == warp && row < rows && head < G) score(tile, head, row, v);  // each score once
+            s[j][c] = v;
             if (row < rows) mx[c >= 2] = fmaxf(mx[c >= 2], v);
           }
         }
+#pragma unroll
         for (int i = 0; i < 2; ++i) {
           mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffff, mx[i], 1));
           mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffff, mx[i], 2));
         }
         const float corr[2] = {__expf(m_run[mt][0] - mx[0]), __expf(m_run[mt][1] - mx[1])};
         float sum[2] = {0.f, 0.f};
-        for (int j = 0; j < 2; ++j) {
+#pragma unroll
+        for (int j = 0; j < kRowTiles; ++j) {
+#pragma unroll
           for (int c = 0; c < 4; ++c) {
-            const int row = r0 + 8 * j + 2 * t + (c & 1);
-            const float p = row < rows ? __expf(sacc[j][c] - mx[c >= 2]) : 0.f;
-            sacc[j][c] = p;
+            const int row = 8 * j + 2 * t + (c & 1);
+            const float p = row < rows ? __expf(s[j][c] - mx[c >= 2]) : 0.f;
+            s[j][c] = p;
             sum[c >= 2] += p;
           }
         }
+#pragma unroll
         for (int i = 0; i < 2; ++i) {
           sum[i] += __shfl_xor_sync(0xffffffff, sum[i], 1);
           sum[i] += __shfl_xor_sync(0xffffffff, sum[i], 2);
           l_run[mt][i] = l_run[mt][i] * corr[i] + sum[i];
           m_run[mt][i] = mx[i];
         }
-        const uint32_t p0 = Pack(sacc[0][0], sacc[0][1]), p1 = Pack(sacc[0][2], sacc[0][3]);
-        const uint32_t p2 = Pack(sacc[1][0], sacc[1][1]), p3 = Pack(sacc[1][2], sacc[1][3]);
-        float* og = o_run + static_cast<size_t>(mt * 16 + g) * vhd;
-        float* og8 = og + 8 * vhd;
-        for (int nt = 0; nt < vhd; nt += 8) {
-          const __nv_bfloat16* v = vs + (r0 + 2 * t) * vhd + nt + g;
-          float o[4] = {0, 0, 0, 0};
-          Mma(o, p0, p1, p2, p3, Pair(v, v + vhd), Pair(v + 8 * vhd, v + 9 * vhd));
-          float2* a = reinterpret_cast<float2*>(og + nt + 2 * t);
-          float2* b = reinterpret_cast<float2*>(og8 + nt + 2 * t);
-          const float2 x = *a, y = *b;
-          *a = make_float2(x.x * corr[0] + o[0], x.y * corr[0] + o[1]);
-          *b = make_float2(y.x * corr[1] + o[2], y.y * corr[1] + o[3]);
+        // O (this warp's column tiles) = O corr + P V, 16 rows of V (two row tiles of S) a step.
+#pragma unroll
+        for (int nn = 0; nn < kMaxColTiles; ++nn) {
+          o[mt][nn][0] *= corr[0], o[mt][nn][1] *= corr[0], o[mt][nn][2] *= corr[1], o[mt][nn][3] *= corr[1];
+        }
+#pragma unroll
+        for (int ks16 = 0; ks16 < kRowTiles / 2; ++ks16) {
+          const uint32_t p0 = Pack(s[2 * ks16][0], s[2 * ks16][1]), p1 = Pack(s[2 * ks16][2], s[2 * ks16][3]);
+          const uint32_t p2 = Pack(s[2 * ks16 + 1][0], s[2 * ks16 + 1][1]), p3 = Pack(s[2 * ks16 + 1][2], s[2 * ks16 + 1][3]);
+#pragma unroll
+          for (int nn = 0; nn < kMaxColTiles; ++nn) {
+            const int ct = warp + 4 * nn;
+            if (ct >= col_tiles) break;
+            const __nv_bfloat16* v = vs + (16 * ks16 + 2 * t) * vstride + 8 * ct + g;
+            Mma(o[mt][nn], p0, p1, p2, p3, Pair(v, v + vstride), Pair(v + 8 * vstride, v + 9 * vstride));
+          }
         }
       }
     }
     __syncthreads();  // the next tile's copies overwrite ks and vs
   }
-  // The block's partial, merged over its warps here (not by the readers): m and l of every
-  // warp's heads from lanes t == 0 (rows g, g + 8 of each slice), then per (head, channel) the
-  // warps' outputs rescaled to the common maximum. Warps that saw no row (l = 0) drop out.
-  __shared__ float warp_ml[kWarps][kMaxG][2];
+  // The partial, from the registers: o[mt][nn][c] is head mt * 16 + g (+ 8 for c >= 2), column
+  // 8 (warp + 4 nn) + 2 t + (c & 1). Every warp holds the same m and l; warp 0 writes them.
+  const int stride = 2 + vhd;
 #pragma unroll
-  for (int mt = 0; mt < kMaxG / 16; ++mt) {
-    if (mt < slices && t == 0) {
-      const int h0 = mt * 16 + g, h1 = h0 + 8;
-      if (h0 < G) warp_ml[warp][h0][0] = m_run[mt][0], warp_ml[warp][h0][1] = l_run[mt][0];
-      if (h1 < G) warp_ml[warp][h1][0] = m_run[mt][1], warp_ml[warp][h1][1] = l_run[mt][1];
-    }
-  }
-  __syncthreads();
-  const int wstride = 2 + vhd;
-  for (int i = threadIdx.x; i < G * vhd; i += blockDim.x) {
-    const int h = i / vhd, e = i % vhd;
-    float m = -FLT_MAX;
-    for (int w = 0; w < kWarps; ++w) {
-      if (warp_ml[w][h][1] > 0.f) m = fmaxf(m, warp_ml[w][h][0]);
-    }
-    float l = 0.f, o = 0.f;
-    for (int w = 0; w < kWarps; ++w) {
-      if (warp_ml[w][h][1] > 0.f) {
-        const float f = __expf(warp_ml[w][h][0] - m);
-        l += warp_ml[w][h][1] * f;
-        o += wo[(static_cast<size_t>(w) * gp + h) * vhd + e] * f;
+  for (int mt = 0; mt < kSlices; ++mt) {
+    if (mt >= slices) break;
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int h = mt * 16 + g + 8 * half;
+      if (h >= G) continue;
+      float* ph = part + h * stride;
+      if (warp == 0 && t == 0) ph[0] = l_run[mt][half] > 0.f ? m_run[mt][half] : -FLT_MAX, ph[1] = l_run[mt][half];
+#pragma unroll
+      for (int nn = 0; nn < kMaxColTiles; ++nn) {
+        const int ct = warp + 4 * nn;
+        if (ct >= col_tiles) break;
+        *reinterpret_cast<float2*>(ph + 2 + 8 * ct + 2 * t) = make_float2(o[mt][nn][2 * half], o[mt][nn][2 * half + 1]);
       }
     }
-    part[h * wstride + 2 + e] = o;
-    if (e == 0) part[h * wstride] = l > 0.f ? m : -FLT_MAX, part[h * wstride + 1] = l;
   }
 }
 
@@ -278,14 +293,12 @@ __device__ void EmptyPart(float* part, int G, int vhd) {
 // Shared-memory layout of a run's block.
 struct RunSmem {
   __nv_bfloat16 *ks, *vs, *qs;
-  float* wo;
 };
 __device__ RunSmem CarveRun(unsigned char* smem, int G, int hd, int vhd) {
   RunSmem r;
   r.ks = reinterpret_cast<__nv_bfloat16*>(smem);
-  r.vs = r.ks + kTileRows * hd;
-  r.qs = r.vs + kTileRows * vhd;
-  r.wo = reinterpret_cast<float*>(r.qs + (G + 15) / 16 * 16 * hd);
+  r.vs = r.ks + kTileRows * (hd + kPad);
+  r.qs = r.vs + kTileRows * (vhd + kPad);
   return r;
 }
 
@@ -327,6 +340,7 @@ __device__ bool ArriveLast(int* count, int total) {
 // Compressed task: split `split` of unit (b, g) walks chunks [split * per, (split + 1) * per) of
 // 64 summaries; summary i is row i + shift of the raw pages' summary tables (E rows a page). It
 // also leaves every raw scaled score for the selection.
+template <int kSlices>
 __device__ void CompressedTask(const NsaDecodeArgs& a, const Sizes& z, float* ws, int b, int g, int split,
                                unsigned char* smem) {
   const int G = z.G, hd = a.head_dim, vhd = a.v_head_dim;
@@ -364,7 +378,7 @@ __device__ void CompressedTask(const NsaDecodeArgs& a, const Sizes& z, float* ws
   auto score = [&](int tile, int head, int row, float v) {
     scores[head * z.nstride + static_cast<int64_t>(first + tile) * kCmpRows + row] = v;
   };
-  AttendTiles(sm.qs, sm.ks, sm.vs, sm.wo, G, last - first, hd, vhd, a.scale, part, load, score);
+  AttendTiles<kSlices>(sm.qs, sm.ks, sm.vs, G, last - first, hd, vhd, a.scale, part, load, score);
 }
 
 // Selection of unit (b, g), once all its compressed tasks are done: the compressed branch's
@@ -382,22 +396,41 @@ __device__ void SelectUnit(const NsaDecodeArgs& a, const Sizes& z, float* ws, in
   float* score = reinterpret_cast<float*>(smem);
   unsigned char* taken = reinterpret_cast<unsigned char*>(score + c + 1);
 
-  // Merge the splits' partials: one warp a head.
+  // Merge the splits' partials: a warp a head, four heads at a time with all their loads in
+  // flight, each lane merging its splits online, then the lanes' (max, sum) pairs merged.
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
   const int stride = 2 + vhd;
-  for (int h = warp; h < G; h += warps) {
-    float m = -FLT_MAX;
+  constexpr int kHeadsAtOnce = 4;
+  for (int h0 = warp; h0 < G; h0 += kHeadsAtOnce * warps) {
+    float m[kHeadsAtOnce], l[kHeadsAtOnce];
+#pragma unroll
+    for (int u = 0; u < kHeadsAtOnce; ++u) m[u] = -FLT_MAX, l[u] = 0.f;
     for (int k = lane; k < chunks; k += 32) {
-      if (LoadCg(&part[(k * G + h) * stride + 1]) > 0.f) m = fmaxf(m, LoadCg(&part[(k * G + h) * stride]));
+      float mk[kHeadsAtOnce], lk[kHeadsAtOnce];
+#pragma unroll
+      for (int u = 0; u < kHeadsAtOnce; ++u) {
+        const int h = h0 + u * warps;
+        mk[u] = h < G ? LoadCg(&part[(k * G + h) * stride]) : -FLT_MAX;
+        lk[u] = h < G ? LoadCg(&part[(k * G + h) * stride + 1]) : 0.f;
+      }
+#pragma unroll
+      for (int u = 0; u < kHeadsAtOnce; ++u) {
+        if (lk[u] > 0.f) {
+          const float mm = fmaxf(m[u], mk[u]);
+          l[u] = l[u] * __expf(m[u] - mm) + lk[u] * __expf(mk[u] - mm), m[u] = mm;
+        }
+      }
     }
-    for (int o = 16; o > 0; o /= 2) m = fmaxf(m, __shfl_xor_sync(0xffffffff, m, o));
-    float l = 0.f;
-    for (int k = lane; k < chunks; k += 32) {
-      const float lk = LoadCg(&part[(k * G + h) * stride + 1]);
-      if (lk > 0.f) l += lk * __expf(LoadCg(&part[(k * G + h) * stride]) - m);
+#pragma unroll
+    for (int u = 0; u < kHeadsAtOnce; ++u) {
+      for (int o = 16; o > 0; o /= 2) {
+        const float mo = __shfl_xor_sync(0xffffffff, m[u], o), lo = __shfl_xor_sync(0xffffffff, l[u], o);
+        const float mm = fmaxf(m[u], mo);
+        l[u] = (l[u] > 0.f ? l[u] * __expf(m[u] - mm) : 0.f) + (lo > 0.f ? lo * __expf(mo - mm) : 0.f), m[u] = mm;
+      }
+      const int h = h0 + u * warps;
+      if (lane == 0 && h < G) lse[h] = l[u] > 0.f ? m[u] + __logf(l[u]) : -FLT_MAX;
     }
-    for (int o = 16; o > 0; o /= 2) l += __shfl_xor_sync(0xffffffff, l, o);
-    if (lane == 0) lse[h] = l > 0.f ? m + __logf(l) : -FLT_MAX;
   }
   __syncthreads();
 
@@ -548,6 +581,7 @@ __device__ void SelectUnit(const NsaDecodeArgs& a, const Sizes& z, float* ws, in
 // Selected or window task: split `split` of unit (b, g) walks a run of selected blocks (split <
 // sel_splits) or of window pages, one page (the part of it in range) a tile; the two branches
 // never share a split, since each has its own softmax.
+template <int kSlices>
 __device__ void SegmentTask(const NsaDecodeArgs& a, const Sizes& z, float* ws, int b, int g, int split,
                             unsigned char* smem) {
   const int G = z.G, hd = a.head_dim, vhd = a.v_head_dim;
@@ -590,7 +624,7 @@ __device__ void SegmentTask(const NsaDecodeArgs& a, const Sizes& z, float* ws, i
     return rows;
   };
   auto no_score = [](int, int, int, float) {};
-  AttendTiles(sm.qs, sm.ks, sm.vs, sm.wo, G, last - first, hd, vhd, a.scale, part, load, no_score);
+  AttendTiles<kSlices>(sm.qs, sm.ks, sm.vs, G, last - first, hd, vhd, a.scale, part, load, no_score);
 }
 
 // Merge factors of `count` partials [m, l, ...] `part_stride` floats apart, by one warp:
@@ -668,6 +702,7 @@ __device__ __forceinline__ int SmId() {
   return id;
 }
 
+template <int kSlices>
 __global__ void __launch_bounds__(kThreads) FusedKernel(NsaDecodeArgs a, Sizes z, float* ws) {
   extern __shared__ __align__(16) unsigned char smem[];
   const Counters cnt = CountersOf(z, ws);
@@ -697,7 +732,7 @@ __global__ void __launch_bounds__(kThreads) FusedKernel(NsaDecodeArgs a, Sizes z
     if (task < cmp_tasks) {
       unit = task / z.cmp_splits;
       const int b = unit / a.num_kv_heads, g = unit % a.num_kv_heads;
-      CompressedTask(a, z, ws, b, g, task % z.cmp_splits, smem);
+      CompressedTask<kSlices>(a, z, ws, b, g, task % z.cmp_splits, smem);
       if (trace && threadIdx.x == 0) trace[1] = GlobalTimer();
       if (ArriveLast(&cnt.cmp_done[unit], z.cmp_splits)) {
         SelectUnit(a, z, ws, b, g, smem);
@@ -720,7 +755,7 @@ __global__ void __launch_bounds__(kThreads) FusedKernel(NsaDecodeArgs a, Sizes z
         }
         __syncthreads();
       }
-      SegmentTask(a, z, ws, unit / a.num_kv_heads, unit % a.num_kv_heads, split, smem);
+      SegmentTask<kSlices>(a, z, ws, unit / a.num_kv_heads, unit % a.num_kv_heads, split, smem);
       if (trace && threadIdx.x == 0) trace[1] = GlobalTimer();
     }
     __syncthreads();
@@ -732,21 +767,82 @@ __global__ void __launch_bounds__(kThreads) FusedKernel(NsaDecodeArgs a, Sizes z
 }
 
 // ---- the staged kernels (NsaDecodeArgs::staged): the same tasks, one launch per pass ------------
+template <int kSlices>
 __global__ void __launch_bounds__(kThreads) CompressedKernel(NsaDecodeArgs a, Sizes z, float* ws) {
   extern __shared__ __align__(16) unsigned char smem[];
-  CompressedTask(a, z, ws, blockIdx.z, blockIdx.y, blockIdx.x, smem);
+  CompressedTask<kSlices>(a, z, ws, blockIdx.z, blockIdx.y, blockIdx.x, smem);
 }
 __global__ void __launch_bounds__(kThreads) SelectKernel(NsaDecodeArgs a, Sizes z, float* ws) {
   extern __shared__ __align__(16) unsigned char smem[];
   SelectUnit(a, z, ws, blockIdx.y, blockIdx.x, smem);
 }
+template <int kSlices>
 __global__ void __launch_bounds__(kThreads) SegmentKernel(NsaDecodeArgs a, Sizes z, float* ws) {
   extern __shared__ __align__(16) unsigned char smem[];
-  SegmentTask(a, z, ws, blockIdx.z, blockIdx.y, blockIdx.x, smem);
+  SegmentTask<kSlices>(a, z, ws, blockIdx.z, blockIdx.y, blockIdx.x, smem);
 }
 __global__ void __launch_bounds__(kThreads) CombineKernel(NsaDecodeArgs a, Sizes z, float* ws) {
   extern __shared__ __align__(16) unsigned char smem[];
   CombineHead(a, z, ws, blockIdx.y, blockIdx.x / z.G, blockIdx.x % z.G, reinterpret_cast<float*>(smem));
+}
+
+// The launches for kernels built for kSlices 16-head slices of the group (the checks are done).
+template <int kSlices>
+cudaError_t LaunchSlices(const NsaDecodeArgs& a, const Sizes& z, cudaStream_t stream) {
+  float* ws = static_cast<float*>(a.workspace);
+  const int lp = a.nsa.select_block;
+  const size_t run_smem = TileSmemBytes(z.G, a.head_dim, a.v_head_dim);
+  const size_t sel_smem = (a.max_context / lp + 1 + 16) * (sizeof(float) + 1) + 64 + z.nstride * sizeof(float);
+  const size_t combine_smem = static_cast<size_t>(z.cmp_splits + z.sel_splits + z.win_splits) * sizeof(float);
+  // Opt in to large shared memory once per process (the attribute is per kernel, not per launch).
+  static const cudaError_t opt_in = [] {
+    int max_smem = 0;
+    cudaDeviceGetAttribute(&max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0);
+    max_smem -= 8 << 10;  // leave room for the kernels' static shared memory
+    cudaError_t e = cudaSuccess;
+    for (const void* k : {reinterpret_cast<const void*>(FusedKernel<kSlices>), reinterpret_cast<const void*>(CompressedKernel<kSlices>),
+                          reinterpret_cast<const void*>(SegmentKernel<kSlices>), reinterpret_cast<const void*>(SelectKernel),
+                          reinterpret_cast<const void*>(CombineKernel)}) {
+      if (e == cudaSuccess) e = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, max_smem);
+    }
+    return e;
+  }();
+  if (opt_in != cudaSuccess) return opt_in;
+  if (!a.staged) {
+    const size_t smem = std::max({run_smem, sel_smem, combine_smem});
+    // As many blocks as fit at once (more would only wait for a free slot), at most one a task.
+    // Computed from the kernel's registers and shared memory rather than the occupancy API, which
+    // the first launch of a new shared-memory size may meet inside a stream capture.
+    struct Limits {
+      int regs_per_sm, smem_per_sm, reserved, threads_per_sm, regs, static_smem;
+    };
+    static const Limits limits = [] {
+      int device = 0;
+      cudaGetDevice(&device);
+      cudaFuncAttributes fa{};
+      cudaFuncGetAttributes(&fa, FusedKernel<kSlices>);
+      int r = 65536, m = 233472, res = 1024, th = 2048;
+      cudaDeviceGetAttribute(&r, cudaDevAttrMaxRegistersPerMultiprocessor, device);
+      cudaDeviceGetAttribute(&m, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device);
+      cudaDeviceGetAttribute(&res, cudaDevAttrReservedSharedMemoryPerBlock, device);
+      cudaDeviceGetAttribute(&th, cudaDevAttrMaxThreadsPerMultiProcessor, device);
+      return Limits{r, m, res, th, std::max(fa.numRegs, 1), static_cast<int>(fa.sharedSizeBytes)};
+    }();
+    const int regs_per_block = (limits.regs * 32 + 255) / 256 * 256 * (kThreads / 32);
+    const int per_sm = std::max(1, std::min({limits.threads_per_sm / kThreads, limits.regs_per_sm / regs_per_block,
+                                             limits.smem_per_sm / static_cast<int>(smem + limits.static_smem + limits.reserved)}));
+    const int64_t tasks = static_cast<int64_t>(z.units) * (z.cmp_splits + z.sel_splits + z.win_splits + z.G);
+    const int blocks = static_cast<int>(std::min<int64_t>(tasks, static_cast<int64_t>(per_sm) * NumSms()));
+    const cudaError_t e = cudaMemsetAsync(ws + z.counters, 0, z.counter_bytes, stream);
+    if (e != cudaSuccess) return e;
+    FusedKernel<kSlices><<<blocks, kThreads, smem, stream>>>(a, z, ws);
+    return cudaGetLastError();
+  }
+  CompressedKernel<kSlices><<<dim3(z.cmp_splits, a.num_kv_heads, a.batch), kThreads, run_smem, stream>>>(a, z, ws);
+  SelectKernel<<<dim3(a.num_kv_heads, a.batch), kThreads, sel_smem, stream>>>(a, z, ws);
+  SegmentKernel<kSlices><<<dim3(z.sel_splits + z.win_splits, a.num_kv_heads, a.batch), kThreads, run_smem, stream>>>(a, z, ws);
+  CombineKernel<<<dim3(a.num_heads, a.batch), kThreads, combine_smem, stream>>>(a, z, ws);
+  return cudaGetLastError();
 }
 
 }  // namespace
@@ -769,60 +865,14 @@ cudaError_t LaunchNsaDecode(const NsaDecodeArgs& a, cudaStream_t stream) {
   if (a.max_context / a.nsa.select_block + 1 > kMaxBlocks || a.batch < 1) return cudaErrorInvalidValue;
   // One page is one tile: pages longer than kTileRows tokens would need a loop the kernel lacks.
   if (a.nsa.select_block > kTileRows) return cudaErrorInvalidValue;
-  float* ws = static_cast<float*>(a.workspace);
-  const int lp = a.nsa.select_block;
-  const size_t run_smem = TileSmemBytes(z.G, a.head_dim, a.v_head_dim);
-  const size_t sel_smem = (a.max_context / lp + 1 + 16) * (sizeof(float) + 1) + 64 + z.nstride * sizeof(float);
-  const size_t combine_smem = static_cast<size_t>(z.cmp_splits + z.sel_splits + z.win_splits) * sizeof(float);
-  // Opt in to large shared memory once per process (the attribute is per kernel, not per launch).
-  static const cudaError_t opt_in = [] {
-    int max_smem = 0;
-    cudaDeviceGetAttribute(&max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0);
-    max_smem -= 8 << 10;  // leave room for the kernels' static shared memory
-    cudaError_t e = cudaSuccess;
-    for (const void* k : {reinterpret_cast<const void*>(FusedKernel), reinterpret_cast<const void*>(CompressedKernel),
-                          reinterpret_cast<const void*>(SegmentKernel), reinterpret_cast<const void*>(SelectKernel),
-                          reinterpret_cast<const void*>(CombineKernel)}) {
-      if (e == cudaSuccess) e = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, max_smem);
-    }
-    return e;
-  }();
-  if (opt_in != cudaSuccess) return opt_in;
-  if (!a.staged) {
-    const size_t smem = std::max({run_smem, sel_smem, combine_smem});
-    // As many blocks as fit at once (more would only wait for a free slot), at most one a task.
-    // Computed from the kernel's registers and shared memory rather than the occupancy API, which
-    // the first launch of a new shared-memory size may meet inside a stream capture.
-    struct Limits {
-      int regs_per_sm, smem_per_sm, reserved, threads_per_sm, regs, static_smem;
-    };
-    static const Limits limits = [] {
-      int device = 0;
-      cudaGetDevice(&device);
-      cudaFuncAttributes fa{};
-      cudaFuncGetAttributes(&fa, FusedKernel);
-      int r = 65536, m = 233472, res = 1024, th = 2048;
-      cudaDeviceGetAttribute(&r, cudaDevAttrMaxRegistersPerMultiprocessor, device);
-      cudaDeviceGetAttribute(&m, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device);
-      cudaDeviceGetAttribute(&res, cudaDevAttrReservedSharedMemoryPerBlock, device);
-      cudaDeviceGetAttribute(&th, cudaDevAttrMaxThreadsPerMultiProcessor, device);
-      return Limits{r, m, res, th, std::max(fa.numRegs, 1), static_cast<int>(fa.sharedSizeBytes)};
-    }();
-    const int regs_per_block = (limits.regs * 32 + 255) / 256 * 256 * (kThreads / 32);
-    const int per_sm = std::max(1, std::min({limits.threads_per_sm / kThreads, limits.regs_per_sm / regs_per_block,
-                                             limits.smem_per_sm / static_cast<int>(smem + limits.static_smem + limits.reserved)}));
-    const int64_t tasks = static_cast<int64_t>(z.units) * (z.cmp_splits + z.sel_splits + z.win_splits + z.G);
-    const int blocks = static_cast<int>(std::min<int64_t>(tasks, static_cast<int64_t>(per_sm) * NumSms()));
-    const cudaError_t e = cudaMemsetAsync(ws + z.counters, 0, z.counter_bytes, stream);
-    if (e != cudaSuccess) return e;
-    FusedKernel<<<blocks, kThreads, smem, stream>>>(a, z, ws);
-    return cudaGetLastError();
+  switch ((z.G + 15) / 16) {
+    case 1:
+      return LaunchSlices<1>(a, z, stream);
+    case 2:
+      return LaunchSlices<2>(a, z, stream);
+    default:
+      return LaunchSlices<4>(a, z, stream);
   }
-  CompressedKernel<<<dim3(z.cmp_splits, a.num_kv_heads, a.batch), kThreads, run_smem, stream>>>(a, z, ws);
-  SelectKernel<<<dim3(a.num_kv_heads, a.batch), kThreads, sel_smem, stream>>>(a, z, ws);
-  SegmentKernel<<<dim3(z.sel_splits + z.win_splits, a.num_kv_heads, a.batch), kThreads, run_smem, stream>>>(a, z, ws);
-  CombineKernel<<<dim3(a.num_heads, a.batch), kThreads, combine_smem, stream>>>(a, z, ws);
-  return cudaGetLastError();
 }
 
 }  // namespace nsa::cuda
