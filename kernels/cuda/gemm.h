@@ -31,6 +31,9 @@ class Gemm {
   // Y = X W^T (accumulate: Y += X W^T). ldy: Y's row stride in elements (n when 0).
   absl::Status Run(const __nv_bfloat16* x, int m, int k, const __nv_bfloat16* w, int n, float* y, bool accumulate,
                    cudaStream_t stream, int ldy = 0);
+  // Products of up to 8 rows go to the small-m kernel (kernels/cuda/small_gemm.h) unless this is
+  // off (tests compare both paths).
+  void set_small_m(bool on) { small_m_ = on; }
 
  private:
   struct Plan {
@@ -42,6 +45,7 @@ class Gemm {
   cublasLtHandle_t handle_ = nullptr;
   void* workspace_ = nullptr;
   size_t workspace_bytes_ = 0;
+  bool small_m_ = true;
   std::map<std::tuple<int, int, int, int>, Plan> plans_;
 };
 

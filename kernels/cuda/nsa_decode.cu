@@ -497,9 +497,18 @@ __device__ void SelectUnit(const NsaDecodeArgs& a, const Sizes& z, float* ws, in
       __syncthreads();
       const uint32_t prefix = prefix_sh;
       const uint32_t high_mask = shift == 24 ? 0u : ~0u << (shift + 8);
-      for (int64_t j = threadIdx.x; j <= c; j += blockDim.x) {
-        const uint32_t bits = __float_as_uint(score[j]);
-        if (!taken[j] && (bits & high_mask) == (prefix & high_mask)) atomicAdd(&hist[(bits >> shift) & 0xFF], 1);
+      // Scores of nearby blocks share their top bits, so most land in one bin: the lanes of a
+      // warp with the same digit add once, through their lowest lane (32 serialised shared-memory
+      // atomics on one address a warp otherwise).
+      for (int64_t base = 0; base <= c; base += blockDim.x) {
+        const int64_t j = base + threadIdx.x;
+        int digit = -1;
+        if (j <= c) {
+          const uint32_t bits = __float_as_uint(score[j]);
+          if (!taken[j] && (bits & high_mask) == (prefix & high_mask)) digit = (bits >> shift) & 0xFF;
+        }
+        const unsigned peers = __match_any_sync(0xffffffff, digit);
+        if (digit >= 0 && lane == __ffs(peers) - 1) atomicAdd(&hist[digit], __popc(peers));
       }
       __syncthreads();
       if (warp == 0) {

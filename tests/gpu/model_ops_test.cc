@@ -183,20 +183,50 @@ TEST(ModelOpsTest, SiluMulAndConversions) {
 }
 
 TEST(ModelOpsTest, GemmMatchesLinearAndAccumulates) {
-  cuda::Gemm gemm;
-  ASSERT_TRUE(gemm.Init().ok());
+  // Up to 8 rows run the small-m kernel unless it is switched off; every shape runs both ways.
   std::mt19937 rng(4);
-  for (auto [m, k, n] : {std::tuple{1, 2048, 4704}, std::tuple{7, 256, 2048}, std::tuple{300, 1024, 96}}) {
-    const std::vector<float> x = Random(size_t{m} * k, rng), w = Random(size_t{n} * k, rng, 0.05f), y0 = Random(size_t{m} * n, rng, 1.0f, false);
-    std::vector<float> want(size_t{m} * n);
-    ref::Linear(x.data(), m, k, w.data(), n, nullptr, want.data());
+  for (bool small_m : {true, false}) {
+    cuda::Gemm gemm;
+    ASSERT_TRUE(gemm.Init().ok());
+    gemm.set_small_m(small_m);
+    for (auto [m, k, n] : {std::tuple{1, 2048, 4704}, std::tuple{7, 256, 2048}, std::tuple{8, 11008, 136},
+                           std::tuple{3, 40, 9}, std::tuple{300, 1024, 96}}) {
+      const std::vector<float> x = Random(size_t{m} * k, rng), w = Random(size_t{n} * k, rng, 0.05f),
+                               y0 = Random(size_t{m} * n, rng, 1.0f, false);
+      std::vector<float> want(size_t{m} * n);
+      ref::Linear(x.data(), m, k, w.data(), n, nullptr, want.data());
+      __nv_bfloat16 *d_x = Upload(ToBf(x)), *d_w = Upload(ToBf(w));
+      float* d_y = Upload(y0);
+      ASSERT_TRUE(gemm.Run(d_x, m, k, d_w, n, d_y, false, nullptr).ok());
+      EXPECT_LE(MaxRelErr(Download(d_y, want.size()), want), 1e-4)
+          << m << "x" << k << " . " << n << "x" << k << (small_m ? " (small-m kernel)" : " (cuBLASLt)");
+      ASSERT_TRUE(gemm.Run(d_x, m, k, d_w, n, d_y, true, nullptr).ok());  // y = 2 x W^T now
+      for (float& v : want) v *= 2;
+      EXPECT_LE(MaxRelErr(Download(d_y, want.size()), want), 1e-4) << "accumulate";
+      cudaFree(d_x);
+      cudaFree(d_w);
+      cudaFree(d_y);
+    }
+  }
+  // A row stride wider than n (the runner's fused projections write into wider rows): the
+  // columns past n stay as they were.
+  for (bool small_m : {true, false}) {
+    cuda::Gemm gemm;
+    ASSERT_TRUE(gemm.Init().ok());
+    gemm.set_small_m(small_m);
+    const int m = 2, k = 64, n = 24, ldy = 40;
+    const std::vector<float> x = Random(size_t{m} * k, rng), w = Random(size_t{n} * k, rng, 0.05f),
+                             y0 = Random(size_t{m} * ldy, rng, 1.0f, false);
+    std::vector<float> lin(size_t{m} * n);
+    ref::Linear(x.data(), m, k, w.data(), n, nullptr, lin.data());
+    std::vector<float> want = y0;
+    for (int i = 0; i < m; ++i) {
+      for (int j = 0; j < n; ++j) want[size_t{i} * ldy + j] = lin[size_t{i} * n + j];
+    }
     __nv_bfloat16 *d_x = Upload(ToBf(x)), *d_w = Upload(ToBf(w));
     float* d_y = Upload(y0);
-    ASSERT_TRUE(gemm.Run(d_x, m, k, d_w, n, d_y, false, nullptr).ok());
-    EXPECT_LE(MaxRelErr(Download(d_y, want.size()), want), 1e-4) << m << "x" << k << " . " << n << "x" << k;
-    ASSERT_TRUE(gemm.Run(d_x, m, k, d_w, n, d_y, true, nullptr).ok());  // y = 2 x W^T now
-    for (float& v : want) v *= 2;
-    EXPECT_LE(MaxRelErr(Download(d_y, want.size()), want), 1e-4) << "accumulate";
+    ASSERT_TRUE(gemm.Run(d_x, m, k, d_w, n, d_y, false, nullptr, ldy).ok());
+    EXPECT_LE(MaxRelErr(Download(d_y, want.size()), want), 1e-4) << (small_m ? "small-m kernel" : "cuBLASLt") << ", ldy";
     cudaFree(d_x);
     cudaFree(d_w);
     cudaFree(d_y);

@@ -1,0 +1,86 @@
+// Y = X W^T for a few rows of X (decode steps of small batches): a warp per output column reads
+// that row of W once, 16 bytes a lane, and dots it with every row of X (cached in L1), so the
+// step streams the weights at close to the memory's bandwidth. cuBLASLt takes the larger m.
+#include "kernels/cuda/small_gemm.h"
+
+namespace nsa::cuda {
+namespace {
+
+constexpr int kWarps = 8;
+
+__device__ __forceinline__ void Unpack(const uint4& v, float (&f)[8]) {
+  const __nv_bfloat162* p = reinterpret_cast<const __nv_bfloat162*>(&v);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 x = __bfloat1622float2(p[i]);
+    f[2 * i] = x.x, f[2 * i + 1] = x.y;
+  }
+}
+
+template <int M>
+__global__ void __launch_bounds__(kWarps * 32) SmallGemmKernel(const __nv_bfloat16* x, int k, const __nv_bfloat16* w, int n,
+                                                                  float* y, int ldy, bool accumulate) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int col = blockIdx.x * kWarps + warp;
+  if (col >= n) return;
+  const uint4* wr = reinterpret_cast<const uint4*>(w + static_cast<size_t>(col) * k);
+  const uint4* xr = reinterpret_cast<const uint4*>(x);
+  const int vecs = k / 8, xstride = k / 8;
+  float acc[M];
+#pragma unroll
+  for (int i = 0; i < M; ++i) acc[i] = 0.f;
+#pragma unroll 4
+  for (int v = lane; v < vecs; v += 32) {
+    float wf[8];
+    Unpack(__ldcs(wr + v), wf);  // each weight is read once a step: do not keep it in L1
+#pragma unroll
+    for (int i = 0; i < M; ++i) {
+      float xf[8];
+      Unpack(__ldg(xr + static_cast<size_t>(i) * xstride + v), xf);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) acc[i] = fmaf(xf[e], wf[e], acc[i]);
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < M; ++i) {
+    for (int o = 16; o > 0; o /= 2) acc[i] += __shfl_xor_sync(0xffffffff, acc[i], o);
+  }
+  if (lane == 0) {
+#pragma unroll
+    for (int i = 0; i < M; ++i) {
+      float* out = y + static_cast<size_t>(i) * ldy + col;
+      *out = accumulate ? *out + acc[i] : acc[i];
+    }
+  }
+}
+
+template <int M>
+void Launch(const __nv_bfloat16* x, int k, const __nv_bfloat16* w, int n, float* y, int ldy, bool accumulate,
+            cudaStream_t stream) {
+  SmallGemmKernel<M><<<(n + kWarps - 1) / kWarps, kWarps * 32, 0, stream>>>(x, k, w, n, y, ldy, accumulate);
+}
+
+}  // namespace
+
+bool SmallGemmApplies(const __nv_bfloat16* x, int m, int k, const __nv_bfloat16* w) {
+  return m >= 1 && m <= kSmallGemmMaxRows && k % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
+         reinterpret_cast<uintptr_t>(w) % 16 == 0;
+}
+
+cudaError_t LaunchSmallGemm(const __nv_bfloat16* x, int m, int k, const __nv_bfloat16* w, int n, float* y, int ldy,
+                            bool accumulate, cudaStream_t stream) {
+  if (!SmallGemmApplies(x, m, k, w) || n < 1 || ldy < n) return cudaErrorInvalidValue;
+  switch (m) {
+    case 1: Launch<1>(x, k, w, n, y, ldy, accumulate, stream); break;
+    case 2: Launch<2>(x, k, w, n, y, ldy, accumulate, stream); break;
+    case 3: Launch<3>(x, k, w, n, y, ldy, accumulate, stream); break;
+    case 4: Launch<4>(x, k, w, n, y, ldy, accumulate, stream); break;
+    case 5: Launch<5>(x, k, w, n, y, ldy, accumulate, stream); break;
+    case 6: Launch<6>(x, k, w, n, y, ldy, accumulate, stream); break;
+    case 7: Launch<7>(x, k, w, n, y, ldy, accumulate, stream); break;
+    default: Launch<8>(x, k, w, n, y, ldy, accumulate, stream); break;
+  }
+  return cudaGetLastError();
+}
+
+}  // namespace nsa::cuda

@@ -1,0 +1,21 @@
+// Y[m][n] = X[m][k] . W[n][k]^T (bf16 in, fp32 out, optionally added onto Y) for m <= 8 rows:
+// the decode steps of small batches, where the product is a stream of W and cuBLASLt's choices
+// reached about half of the copy bandwidth. Gemm::Run calls it when it applies.
+#pragma once
+
+#include <cstdint>
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+namespace nsa::cuda {
+
+constexpr int kSmallGemmMaxRows = 8;
+
+// m in [1, 8], k a multiple of 8, X and W 16-byte aligned.
+bool SmallGemmApplies(const __nv_bfloat16* x, int m, int k, const __nv_bfloat16* w);
+// ldy: Y's row stride in elements (>= n).
+cudaError_t LaunchSmallGemm(const __nv_bfloat16* x, int m, int k, const __nv_bfloat16* w, int n, float* y, int ldy,
+                            bool accumulate, cudaStream_t stream);
+
+}  // namespace nsa::cuda
