@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <vector>
@@ -51,6 +52,8 @@ int Run(const char* preset, const std::vector<Case>& cases, double ceiling, int 
   o.progress = false;
   o.cuda_graphs = graphs;
   o.profile = !graphs;
+  // NSA_SMALL_GEMM_ROWS=r: the small-m GEMM up to r rows (the runner's default otherwise).
+  if (const char* rows = std::getenv("NSA_SMALL_GEMM_ROWS")) o.small_gemm_rows = std::atoi(rows);
   auto runner_or = CudaRunner::Create(config, nullptr, 1, o);
   if (!runner_or.ok()) {
     std::fprintf(stderr, "%s: %s\n", preset, runner_or.status().ToString().c_str());

@@ -46,15 +46,16 @@ void PrintTrace(nsa::cuda::NsaDecodeArgs a, cudaStream_t stream) {
   const nsa::cuda::NsaDecodeTasks n = nsa::cuda::NsaDecodeTaskCounts(a);
   const int total = n.compressed + n.window + n.selected + n.combine;
   int64_t* d = nullptr;
-  CHECK(cudaMalloc(&d, static_cast<size_t>(total) * 4 * 8));
+  CHECK(cudaMalloc(&d, static_cast<size_t>(total) * 8 * 8));
+  CHECK(cudaMemset(d, 0, static_cast<size_t>(total) * 8 * 8));
   a.staged = false, a.trace = d;
   CHECK(nsa::cuda::LaunchNsaDecode(a, stream));
   CHECK(cudaStreamSynchronize(stream));
-  std::vector<int64_t> h(static_cast<size_t>(total) * 4);
+  std::vector<int64_t> h(static_cast<size_t>(total) * 8);
   CHECK(cudaMemcpy(h.data(), d, h.size() * 8, cudaMemcpyDeviceToHost));
   cudaFree(d);
   int64_t t0 = INT64_MAX;
-  for (int i = 0; i < total; ++i) t0 = std::min(t0, h[4 * i]);
+  for (int i = 0; i < total; ++i) t0 = std::min(t0, h[8 * i]);
   const char* names[] = {"compressed", "window", "selected", "combine"};
   const int counts[] = {n.compressed, n.window, n.selected, n.combine};
   int first = 0;
@@ -62,7 +63,7 @@ void PrintTrace(nsa::cuda::NsaDecodeArgs a, cudaStream_t stream) {
     std::vector<float> dur;
     int64_t s0 = INT64_MAX, s1 = 0, e1 = 0;
     for (int i = first; i < first + counts[k]; ++i) {
-      const int64_t* r = &h[4 * i];
+      const int64_t* r = &h[8 * i];
       dur.push_back((r[1] - r[0]) * 1e-3f);
       s0 = std::min(s0, r[0]), s1 = std::max(s1, r[0]), e1 = std::max(e1, r[1]);
     }
@@ -73,14 +74,25 @@ void PrintTrace(nsa::cuda::NsaDecodeArgs a, cudaStream_t stream) {
     }
     first += counts[k];
   }
-  std::vector<float> sel;
+  std::vector<float> sel, phase[4];
   int64_t sel_end = 0;
   for (int i = 0; i < n.compressed; ++i) {
-    if (h[4 * i + 2]) sel.push_back((h[4 * i + 2] - h[4 * i + 1]) * 1e-3f), sel_end = std::max(sel_end, h[4 * i + 2]);
+    const int64_t* r = &h[8 * i];
+    if (!r[2]) continue;
+    sel.push_back((r[2] - r[1]) * 1e-3f), sel_end = std::max(sel_end, r[2]);
+    int64_t prev = r[1];
+    for (int k = 0; k < 4; ++k) {
+      if (r[4 + k]) phase[k].push_back((r[4 + k] - prev) * 1e-3f), prev = r[4 + k];
+    }
   }
   if (!sel.empty()) {
-    std::fprintf(stderr, "  trace selection %4zu units: duration median %.2f max %.2f us, last end %.2f us\n", sel.size(),
-                 Median(sel), *std::max_element(sel.begin(), sel.end()), (sel_end - t0) * 1e-3);
+    std::fprintf(stderr, "  trace selection %4zu units: duration median %.2f max %.2f us, last end %.2f us; phases (median us):",
+                 sel.size(), Median(sel), *std::max_element(sel.begin(), sel.end()), (sel_end - t0) * 1e-3);
+    const char* phase_names[] = {"arrive+lse", "probabilities", "block scores", "radix"};
+    for (int k = 0; k < 4; ++k) {
+      if (!phase[k].empty()) std::fprintf(stderr, " %s %.2f", phase_names[k], Median(phase[k]));
+    }
+    std::fprintf(stderr, "\n");
   }
 }
 

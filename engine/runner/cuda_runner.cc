@@ -175,6 +175,7 @@ absl::Status CudaRunner::Init(const ModelWeights* weights, uint64_t seed) {
   CUDA_OK(cudaStreamCreateWithFlags(&d.stream, cudaStreamNonBlocking), "stream");
   CUDA_OK(cudaEventCreateWithFlags(&d.uploaded, cudaEventDisableTiming), "event");
   RETURN_IF_ERROR(d.gemm.Init());
+  d.gemm.set_small_m_rows(options_.small_gemm_rows);
 
   const int64_t H = c.hidden_size, M = c.intermediate_size, V = c.vocab_size;
   const int nh = c.num_heads, kvh = c.num_kv_heads, hd = c.head_dim, vhd = c.v_head_dim;

@@ -46,6 +46,11 @@ struct CudaRunnerOptions {
   bool profile = false;
   // Sample on the GPU (kernels/cuda/sampling.h) instead of copying logits to the host.
   bool device_sampling = true;
+  // Steps of up to this many rows run their projections on the small-m kernel
+  // (kernels/cuda/small_gemm.h) instead of cuBLASLt (0: cuBLASLt only). A sequence decoding alone
+  // and in a larger batch then runs different kernels, so its logits differ in rounding and a
+  // sampled continuation may differ (as in vLLM); 0 keeps every step on cuBLASLt.
+  int small_gemm_rows = 1;
 };
 
 class CudaRunner : public ModelRunner {

@@ -61,7 +61,7 @@ absl::Status Gemm::Run(const __nv_bfloat16* x, int m, int k, const __nv_bfloat16
                        cudaStream_t stream, int ldy) {
   if (m == 0) return absl::OkStatus();
   if (ldy == 0) ldy = n;
-  if (small_m_ && SmallGemmApplies(x, m, k, w)) {
+  if (m <= small_m_rows_ && SmallGemmApplies(x, m, k, w)) {
     const cudaError_t e = LaunchSmallGemm(x, m, k, w, n, y, ldy, accumulate, stream);
     if (e != cudaSuccess) return absl::InternalError(absl::StrCat("small-m gemm: ", cudaGetErrorString(e)));
     return absl::OkStatus();

@@ -31,9 +31,9 @@ class Gemm {
   // Y = X W^T (accumulate: Y += X W^T). ldy: Y's row stride in elements (n when 0).
   absl::Status Run(const __nv_bfloat16* x, int m, int k, const __nv_bfloat16* w, int n, float* y, bool accumulate,
                    cudaStream_t stream, int ldy = 0);
-  // Products of up to 8 rows go to the small-m kernel (kernels/cuda/small_gemm.h) unless this is
-  // off (tests compare both paths).
-  void set_small_m(bool on) { small_m_ = on; }
+  // Products of up to `rows` rows (at most kSmallGemmMaxRows) go to the small-m kernel
+  // (kernels/cuda/small_gemm.h); 0 sends everything to cuBLASLt.
+  void set_small_m_rows(int rows) { small_m_rows_ = rows; }
 
  private:
   struct Plan {
@@ -45,7 +45,7 @@ class Gemm {
   cublasLtHandle_t handle_ = nullptr;
   void* workspace_ = nullptr;
   size_t workspace_bytes_ = 0;
-  bool small_m_ = true;
+  int small_m_rows_ = 1;
   std::map<std::tuple<int, int, int, int>, Plan> plans_;
 };
 

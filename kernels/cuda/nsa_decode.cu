@@ -319,6 +319,12 @@ __device__ Counters CountersOf(const Sizes& z, float* ws) {
   return {c, c + 1, c + 1 + z.units, c + 1 + 2 * z.units};
 }
 
+__device__ __forceinline__ int64_t GlobalTimer() {
+  int64_t t;
+  asm volatile("mov.u64 %0, %globaltimer;" : "=l"(t));
+  return t;
+}
+
 // Data another block wrote in this launch is read through L2 (ld.global.cg): the reader's L1 may
 // hold an older copy of the line.
 __device__ __forceinline__ float LoadCg(const float* p) { return __ldcg(p); }
@@ -384,7 +390,12 @@ __device__ void CompressedTask(const NsaDecodeArgs& a, const Sizes& z, float* ws
 // Selection of unit (b, g), once all its compressed tasks are done: the compressed branch's
 // log-sum-exp per head, block scores (geometric map, group sum), forced blocks, top-n (radix
 // select), written ascending with -1 pads.
-__device__ void SelectUnit(const NsaDecodeArgs& a, const Sizes& z, float* ws, int b, int g, unsigned char* smem) {
+// trace: optional (benchmarks), four stamps after its phases (see NsaDecodeArgs::trace).
+__device__ void SelectUnit(const NsaDecodeArgs& a, const Sizes& z, float* ws, int b, int g, unsigned char* smem,
+                           int64_t* trace = nullptr) {
+  auto stamp = [&](int k) {
+    if (trace && threadIdx.x == 0) trace[k] = GlobalTimer();
+  };
   const int G = z.G, vhd = a.v_head_dim;
   const int64_t t = a.positions[b];
   const int64_t N = a.nsa.NumCompressed(t + 1);
@@ -433,6 +444,7 @@ __device__ void SelectUnit(const NsaDecodeArgs& a, const Sizes& z, float* ws, in
     }
   }
   __syncthreads();
+  stamp(4);
 
   // Block scores. First each summary's probability summed over the group: a thread takes four
   // summaries at a time and loads all G heads' 16-byte rows of them before it sums any, so the
@@ -453,6 +465,7 @@ __device__ void SelectUnit(const NsaDecodeArgs& a, const Sizes& z, float* ws, in
     if (i + 3 < N) P[i + 3] = acc.w;
   }
   __syncthreads();
+  stamp(5);
   const int cpc = a.nsa.compress_block / a.nsa.compress_stride, cps = a.nsa.select_block / a.nsa.compress_stride;
   const int n32 = static_cast<int>(N);
   for (int j = threadIdx.x; j <= c; j += blockDim.x) {
@@ -482,6 +495,7 @@ __device__ void SelectUnit(const NsaDecodeArgs& a, const Sizes& z, float* ws, in
     }
   }
   __syncthreads();
+  stamp(6);
   const bool all = c + 1 <= z.n;
   if (!all) {
     // The k-th largest score among the free blocks, 8 bits at a time from the top (scores are
@@ -546,6 +560,7 @@ __device__ void SelectUnit(const NsaDecodeArgs& a, const Sizes& z, float* ws, in
       }
       __syncthreads();
     }
+    stamp(7);
     const uint32_t prefix = prefix_sh;
     // Everything above T, then the lowest indices equal to T until k are taken.
     __shared__ int above;
@@ -700,11 +715,6 @@ __device__ __forceinline__ void StoreRelease(int* p, int v) {
   asm volatile("st.release.gpu.global.b32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
 }
 
-__device__ __forceinline__ int64_t GlobalTimer() {
-  int64_t t;
-  asm volatile("mov.u64 %0, %globaltimer;" : "=l"(t));
-  return t;
-}
 __device__ __forceinline__ int SmId() {
   int id;
   asm volatile("mov.u32 %0, %smid;" : "=r"(id));
@@ -725,7 +735,7 @@ __global__ void __launch_bounds__(kThreads) FusedKernel(NsaDecodeArgs a, Sizes z
     __syncthreads();
     const int task = task_sh;
     if (task >= total) break;
-    int64_t* trace = a.trace ? a.trace + 4 * static_cast<int64_t>(task) : nullptr;
+    int64_t* trace = a.trace ? a.trace + 8 * static_cast<int64_t>(task) : nullptr;
     if (trace && threadIdx.x == 0) trace[0] = GlobalTimer(), trace[2] = 0, trace[3] = SmId();
     if (task >= work_tasks) {  // combine: once every task of the unit is done
       const int k = task - work_tasks, unit = k / z.G;
@@ -744,7 +754,7 @@ __global__ void __launch_bounds__(kThreads) FusedKernel(NsaDecodeArgs a, Sizes z
       CompressedTask<kSlices>(a, z, ws, b, g, task % z.cmp_splits, smem);
       if (trace && threadIdx.x == 0) trace[1] = GlobalTimer();
       if (ArriveLast(&cnt.cmp_done[unit], z.cmp_splits)) {
-        SelectUnit(a, z, ws, b, g, smem);
+        SelectUnit(a, z, ws, b, g, smem, trace);
         __syncthreads();
         if (threadIdx.x == 0) {
           __threadfence();

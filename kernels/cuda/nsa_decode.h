@@ -57,8 +57,9 @@ struct NsaDecodeArgs {
   // Four launches, one per pass, instead of the fused kernel (tests and benchmarks compare them).
   bool staged = false;
   // Benchmarks only, fused kernel: per task of the queue (compressed, window, selected, combine;
-  // unit-major within each kind) four int64: start and end (%globaltimer ns), the end of the
-  // selection it ran (0 if none), and the SM it ran on.
+  // unit-major within each kind) eight int64: start and end (%globaltimer ns), the end of the
+  // selection it ran (0 if none), the SM it ran on, and the selection's phases' ends (heads'
+  // log-sum-exps, group probabilities, block scores, the radix select's threshold).
   int64_t* trace = nullptr;
 };
 

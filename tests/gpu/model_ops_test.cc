@@ -12,6 +12,7 @@
 #include <cuda_bf16.h>
 
 #include "kernels/cuda/gemm.h"
+#include "kernels/cuda/small_gemm.h"
 #include "kernels/cuda/model_ops.h"
 #include "kernels/reference/ops.h"
 #include "models/presets.h"
@@ -183,12 +184,12 @@ TEST(ModelOpsTest, SiluMulAndConversions) {
 }
 
 TEST(ModelOpsTest, GemmMatchesLinearAndAccumulates) {
-  // Up to 8 rows run the small-m kernel unless it is switched off; every shape runs both ways.
+  // Every shape of up to 8 rows runs both ways: the small-m kernel and cuBLASLt.
   std::mt19937 rng(4);
   for (bool small_m : {true, false}) {
     cuda::Gemm gemm;
     ASSERT_TRUE(gemm.Init().ok());
-    gemm.set_small_m(small_m);
+    gemm.set_small_m_rows(small_m ? cuda::kSmallGemmMaxRows : 0);
     for (auto [m, k, n] : {std::tuple{1, 2048, 4704}, std::tuple{7, 256, 2048}, std::tuple{8, 11008, 136},
                            std::tuple{3, 40, 9}, std::tuple{300, 1024, 96}}) {
       const std::vector<float> x = Random(size_t{m} * k, rng), w = Random(size_t{n} * k, rng, 0.05f),
@@ -213,7 +214,7 @@ TEST(ModelOpsTest, GemmMatchesLinearAndAccumulates) {
   for (bool small_m : {true, false}) {
     cuda::Gemm gemm;
     ASSERT_TRUE(gemm.Init().ok());
-    gemm.set_small_m(small_m);
+    gemm.set_small_m_rows(small_m ? cuda::kSmallGemmMaxRows : 0);
     const int m = 2, k = 64, n = 24, ldy = 40;
     const std::vector<float> x = Random(size_t{m} * k, rng), w = Random(size_t{n} * k, rng, 0.05f),
                              y0 = Random(size_t{m} * ldy, rng, 1.0f, false);
