@@ -706,10 +706,20 @@ __device__ void CombineHead(const NsaDecodeArgs& a, const Sizes& z, float* ws, i
 // task waits for its unit's selection, which the unit's last compressed task runs; every task it
 // can wait on was taken from the queue before it, by a block that is running and never waits,
 // so the wait ends whatever the grid size and however many blocks are resident.
-__device__ __forceinline__ int LoadAcquire(const int* p) {
+// Waiting blocks poll with relaxed loads and acquire once, after the flag is seen: an acquire
+// load invalidates the SM's L1, and a stream of them from waiting blocks slows every block that
+// shares their SM.
+__device__ __forceinline__ int LoadRelaxed(const int* p) {
   int v;
-  asm volatile("ld.acquire.gpu.global.b32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+  asm volatile("ld.relaxed.gpu.global.b32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
   return v;
+}
+__device__ void WaitAtLeast(const int* p, int value) {
+  if (threadIdx.x == 0) {
+    while (LoadRelaxed(p) < value) __nanosleep(64);
+    __threadfence();
+  }
+  __syncthreads();
 }
 __device__ __forceinline__ void StoreRelease(int* p, int v) {
   asm volatile("st.release.gpu.global.b32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
@@ -739,10 +749,7 @@ __global__ void __launch_bounds__(kThreads) FusedKernel(NsaDecodeArgs a, Sizes z
     if (trace && threadIdx.x == 0) trace[0] = GlobalTimer(), trace[2] = 0, trace[3] = SmId();
     if (task >= work_tasks) {  // combine: once every task of the unit is done
       const int k = task - work_tasks, unit = k / z.G;
-      if (threadIdx.x == 0) {
-        while (LoadAcquire(&cnt.done[unit]) < per_unit) __nanosleep(32);
-      }
-      __syncthreads();
+      WaitAtLeast(&cnt.done[unit], per_unit);
       CombineHead(a, z, ws, unit / a.num_kv_heads, unit % a.num_kv_heads, k % z.G, reinterpret_cast<float*>(smem));
       if (trace && threadIdx.x == 0) trace[1] = GlobalTimer();
       continue;
@@ -769,10 +776,7 @@ __global__ void __launch_bounds__(kThreads) FusedKernel(NsaDecodeArgs a, Sizes z
       } else {
         const int k = task - cmp_tasks - win_tasks;
         unit = k / z.sel_splits, split = k % z.sel_splits;
-        if (threadIdx.x == 0) {
-          while (LoadAcquire(&cnt.ready[unit]) == 0) __nanosleep(32);
-        }
-        __syncthreads();
+        WaitAtLeast(&cnt.ready[unit], 1);
       }
       SegmentTask<kSlices>(a, z, ws, unit / a.num_kv_heads, unit % a.num_kv_heads, split, smem);
       if (trace && threadIdx.x == 0) trace[1] = GlobalTimer();
