@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cfloat>
-#include <climits>
 
 #include <cuda_pipeline.h>
 
@@ -17,9 +16,6 @@ constexpr int kCmpRows = 64;  // summaries per block in the compressed pass (one
 constexpr int kMaxG = 64;
 constexpr int kMaxSelected = 64;
 constexpr int kMaxBlocks = 16384;  // selection blocks: contexts up to 1M tokens at l' = 64
-// Up to this many candidate blocks (128k tokens at l' = 64) the top-n is k rounds of a warp
-// argmax; beyond, a radix select over the scores' bits.
-constexpr int kArgmaxMaxBlocks = 2048;
 
 struct Sizes {
   int G, n, window_pages, cmp_chunks;
@@ -502,123 +498,90 @@ __device__ void SelectUnit(const NsaDecodeArgs& a, const Sizes& z, float* ws, in
   stamp(6);
   const bool all = c + 1 <= z.n;
   if (!all) {
+    // The k-th largest score among the free blocks, 8 bits at a time from the top (scores are
+    // >= 0, so their bit patterns order like their values): after four passes prefix = T, the
+    // k-th largest.
     const int k = z.n - count;
-    if (c + 1 <= kArgmaxMaxBlocks) {
-      // Up to kArgmaxMaxBlocks blocks: k rounds of a warp-wide argmax, no block-wide barriers.
-      // Lane l holds the best of its blocks l, l + 32, ... (the first of equal scores, so ties go
-      // to the lower index); a round picks the best of the lanes, and the owner looks again.
-      if (warp == 0) {
-        auto lane_best = [&](float& bv, int& bj) {
-          bv = -1.f, bj = INT_MAX;  // scores are >= 0: any free block wins
-          for (int j = lane; j <= c; j += 32) {
-            if (!taken[j] && score[j] > bv) bv = score[j], bj = j;
-          }
-        };
-        float bv;
-        int bj;
-        lane_best(bv, bj);
-        for (int r = 0; r < k; ++r) {
-          float v = bv;
-          int j = bj;
-          for (int o = 16; o > 0; o /= 2) {
-            const float ov = __shfl_xor_sync(0xffffffff, v, o);
-            const int oj = __shfl_xor_sync(0xffffffff, j, o);
-            if (ov > v || (ov == v && oj < j)) v = ov, j = oj;
-          }
-          if (j == INT_MAX) break;  // every block taken
-          if ((j & 31) == lane) {
-            taken[j] = 2;
-            lane_best(bv, bj);
-          }
-        }
-      }
+    __shared__ int hist[256];
+    __shared__ uint32_t prefix_sh;
+    __shared__ int remaining_sh;
+    if (threadIdx.x == 0) prefix_sh = 0, remaining_sh = k;
+    for (int shift = 24; shift >= 0; shift -= 8) {
+      for (int i = threadIdx.x; i < 256; i += blockDim.x) hist[i] = 0;
       __syncthreads();
-      stamp(7);
-    } else {
-      // The k-th largest score among the free blocks, 8 bits at a time from the top (scores are
-      // >= 0, so their bit patterns order like their values): after four passes prefix = T, the
-      // k-th largest.
-      __shared__ int hist[256];
-      __shared__ uint32_t prefix_sh;
-      __shared__ int remaining_sh;
-      if (threadIdx.x == 0) prefix_sh = 0, remaining_sh = k;
-      for (int shift = 24; shift >= 0; shift -= 8) {
-        for (int i = threadIdx.x; i < 256; i += blockDim.x) hist[i] = 0;
-        __syncthreads();
-        const uint32_t prefix = prefix_sh;
-        const uint32_t high_mask = shift == 24 ? 0u : ~0u << (shift + 8);
-        // Scores of nearby blocks share their top bits, so most land in one bin: the lanes of a
-        // warp with the same digit add once, through their lowest lane (32 serialised shared-memory
-        // atomics on one address a warp otherwise).
-        for (int64_t base = 0; base <= c; base += blockDim.x) {
-          const int64_t j = base + threadIdx.x;
-          int digit = -1;
-          if (j <= c) {
-            const uint32_t bits = __float_as_uint(score[j]);
-            if (!taken[j] && (bits & high_mask) == (prefix & high_mask)) digit = (bits >> shift) & 0xFF;
-          }
-          const unsigned peers = __match_any_sync(0xffffffff, digit);
-          if (digit >= 0 && lane == __ffs(peers) - 1) atomicAdd(&hist[digit], __popc(peers));
-        }
-        __syncthreads();
-        if (warp == 0) {
-          // Suffix sums over the 256 bins, 8 a lane (lane 0 holds the top bins 248-255), then the
-          // digit where the count from the top first reaches `remaining`.
-          const int remaining = remaining_sh;
-          int bins[8], local = 0;
-          for (int k = 0; k < 8; ++k) bins[k] = hist[255 - (lane * 8 + k)], local += bins[k];
-          int before = local;  // inclusive prefix over lanes, from the top
-          for (int o = 1; o < 32; o *= 2) {
-            const int x = __shfl_up_sync(0xffffffff, before, o);
-            if (lane >= o) before += x;
-          }
-          before -= local;  // count strictly above this lane's bins
-          int found = -1, left = 0;
-          if (before < remaining && before + local >= remaining) {
-            int acc = before;
-            for (int k = 0; k < 8; ++k) {
-              if (acc + bins[k] >= remaining) {
-                found = 255 - (lane * 8 + k);
-                left = remaining - acc;
-                break;
-              }
-              acc += bins[k];
-            }
-          }
-          const unsigned who = __ballot_sync(0xffffffff, found >= 0);
-          const int src = who ? __ffs(who) - 1 : 0;
-          found = __shfl_sync(0xffffffff, found, src);
-          left = __shfl_sync(0xffffffff, left, src);
-          if (lane == 0) {
-            prefix_sh = prefix | (static_cast<uint32_t>(found < 0 ? 0 : found) << shift);
-            remaining_sh = found < 0 ? remaining : left;
-          }
-        }
-        __syncthreads();
-      }
-      stamp(7);
       const uint32_t prefix = prefix_sh;
-      // Everything above T, then the lowest indices equal to T until k are taken.
-      __shared__ int above;
-      if (threadIdx.x == 0) above = 0;
-      __syncthreads();
-      for (int64_t j = threadIdx.x; j <= c; j += blockDim.x) {
-        if (!taken[j] && __float_as_uint(score[j]) > prefix) taken[j] = 2, atomicAdd(&above, 1);
+      const uint32_t high_mask = shift == 24 ? 0u : ~0u << (shift + 8);
+      // Scores of nearby blocks share their top bits, so most land in one bin: the lanes of a
+      // warp with the same digit add once, through their lowest lane (32 serialised shared-memory
+      // atomics on one address a warp otherwise).
+      for (int64_t base = 0; base <= c; base += blockDim.x) {
+        const int64_t j = base + threadIdx.x;
+        int digit = -1;
+        if (j <= c) {
+          const uint32_t bits = __float_as_uint(score[j]);
+          if (!taken[j] && (bits & high_mask) == (prefix & high_mask)) digit = (bits >> shift) & 0xFF;
+        }
+        const unsigned peers = __match_any_sync(0xffffffff, digit);
+        if (digit >= 0 && lane == __ffs(peers) - 1) atomicAdd(&hist[digit], __popc(peers));
       }
       __syncthreads();
       if (warp == 0) {
-        int need = k - above;
-        for (int64_t base = 0; base <= c && need > 0; base += 32) {
-          const int64_t j = base + lane;
-          const bool eq = j <= c && !taken[j] && __float_as_uint(score[j]) == prefix;
-          const unsigned mask = __ballot_sync(0xffffffff, eq);
-          const int rank = __popc(mask & ((1u << lane) - 1));
-          if (eq && rank < need) taken[j] = 2;
-          need -= min(need, __popc(mask));
+        // Suffix sums over the 256 bins, 8 a lane (lane 0 holds the top bins 248-255), then the
+        // digit where the count from the top first reaches `remaining`.
+        const int remaining = remaining_sh;
+        int bins[8], local = 0;
+        for (int k = 0; k < 8; ++k) bins[k] = hist[255 - (lane * 8 + k)], local += bins[k];
+        int before = local;  // inclusive prefix over lanes, from the top
+        for (int o = 1; o < 32; o *= 2) {
+          const int x = __shfl_up_sync(0xffffffff, before, o);
+          if (lane >= o) before += x;
+        }
+        before -= local;  // count strictly above this lane's bins
+        int found = -1, left = 0;
+        if (before < remaining && before + local >= remaining) {
+          int acc = before;
+          for (int k = 0; k < 8; ++k) {
+            if (acc + bins[k] >= remaining) {
+              found = 255 - (lane * 8 + k);
+              left = remaining - acc;
+              break;
+            }
+            acc += bins[k];
+          }
+        }
+        const unsigned who = __ballot_sync(0xffffffff, found >= 0);
+        const int src = who ? __ffs(who) - 1 : 0;
+        found = __shfl_sync(0xffffffff, found, src);
+        left = __shfl_sync(0xffffffff, left, src);
+        if (lane == 0) {
+          prefix_sh = prefix | (static_cast<uint32_t>(found < 0 ? 0 : found) << shift);
+          remaining_sh = found < 0 ? remaining : left;
         }
       }
       __syncthreads();
     }
+    stamp(7);
+    const uint32_t prefix = prefix_sh;
+    // Everything above T, then the lowest indices equal to T until k are taken.
+    __shared__ int above;
+    if (threadIdx.x == 0) above = 0;
+    __syncthreads();
+    for (int64_t j = threadIdx.x; j <= c; j += blockDim.x) {
+      if (!taken[j] && __float_as_uint(score[j]) > prefix) taken[j] = 2, atomicAdd(&above, 1);
+    }
+    __syncthreads();
+    if (warp == 0) {
+      int need = k - above;
+      for (int64_t base = 0; base <= c && need > 0; base += 32) {
+        const int64_t j = base + lane;
+        const bool eq = j <= c && !taken[j] && __float_as_uint(score[j]) == prefix;
+        const unsigned mask = __ballot_sync(0xffffffff, eq);
+        const int rank = __popc(mask & ((1u << lane) - 1));
+        if (eq && rank < need) taken[j] = 2;
+        need -= min(need, __popc(mask));
+      }
+    }
+    __syncthreads();
     // Collect in index order (ascending, as the reads want it).
     if (warp == 0) {
       int n_out = 0;

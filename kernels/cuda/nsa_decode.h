@@ -8,8 +8,7 @@
 // G heads on tensor cores, leaving one split-softmax partial:
 //   compressed  raw scores + partials over the summaries; the unit's last one also merges the
 //               branch's log-sum-exp per head, scores the blocks (geometric map, group sum),
-//               forces the initial and local blocks and chooses the top-n (warp argmax rounds,
-//               or a radix select past 2048 blocks)
+//               forces the initial and local blocks and chooses the top-n (radix select)
 //   window      the window pages (no dependency)
 //   selected    the chosen blocks (after the unit's selection)
 // and the unit's last task merges each branch's partials, applies the gates, writes the outputs.
