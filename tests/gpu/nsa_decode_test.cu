@@ -203,6 +203,7 @@ INSTANTIATE_TEST_SUITE_P(
         Case{"G1_hd64", 4, 4, 64, 64, 64, 64, 64, 16, 512, false, {1, 500, 5000}},
         Case{"G2_hd64", 8, 4, 64, 64, 32, 16, 64, 8, 256, true, {100, 3000}},
         Case{"G8_fla340m", 32, 4, 64, 64, 64, 64, 64, 16, 512, false, {2000, 20000}},
+        Case{"G8_140k", 32, 4, 64, 64, 64, 64, 64, 16, 512, false, {140000, 131073}},
         Case{"G64", 64, 1, 128, 128, 64, 64, 64, 16, 512, false, {777, 40000}},
         // The tiny presets (the embedded default): head dims 32 and 48/32, pages of 16 tokens.
         Case{"tiny", 8, 2, 32, 32, 16, 16, 16, 4, 32, false, {1, 15, 16, 17, 100, 255, 4096}},
