@@ -69,17 +69,17 @@ TEST(ModelOpsTest, EmbeddingAndRmsNorm) {
   float *d_weight = Upload(weight), *d_x = nullptr;
   CUDA_OK(cudaMalloc(&d_x, n * H * sizeof(float)));
   CUDA_OK(cuda::LaunchEmbed(d_tokens, n, d_table, H, d_x, nullptr));
-  const std::vector<float> x = Download(d_x, size_t{n} * H);
+  const std::vector<float> x = Download(d_x, static_cast<size_t>(n) * H);
   for (int i = 0; i < n; ++i) {
-    for (int j = 0; j < H; ++j) ASSERT_EQ(x[i * H + j], table[size_t{tokens[i]} * H + j]);
+    for (int j = 0; j < H; ++j) ASSERT_EQ(x[i * H + j], table[static_cast<size_t>(tokens[i]) * H + j]);
   }
   // RMSNorm of every row, and of a gathered subset.
   __nv_bfloat16* d_out = nullptr;
   CUDA_OK(cudaMalloc(&d_out, n * H * sizeof(__nv_bfloat16)));
-  std::vector<float> want(size_t{n} * H);
+  std::vector<float> want(static_cast<size_t>(n) * H);
   ref::RmsNorm(x.data(), n, H, weight.data(), 1e-6f, want.data());
   CUDA_OK(cuda::LaunchRmsNorm(d_x, nullptr, n, H, d_weight, 1e-6f, d_out, nullptr));
-  EXPECT_LE(MaxRelErr(ToFloat(Download(d_out, size_t{n} * H)), want), 4e-3);
+  EXPECT_LE(MaxRelErr(ToFloat(Download(d_out, static_cast<size_t>(n) * H)), want), 4e-3);
   const std::vector<int32_t> rows = {6, 2};
   int32_t* d_rows = Upload(rows);
   CUDA_OK(cuda::LaunchRmsNorm(d_x, d_rows, 2, H, d_weight, 1e-6f, d_out, nullptr));
@@ -98,7 +98,7 @@ TEST(ModelOpsTest, QkvSplitWithRopeBiasAndGates) {
       std::mt19937 rng(2 + per_branch * 2 + linear);
       const int n = 5, nh = 8, kvh = 2, hd = 48, vhd = 32;
       const int width = nh * hd + kvh * hd + kvh * vhd + 3 * nh + (per_branch ? 2 * (kvh * hd + kvh * vhd) : 0);
-      const std::vector<float> proj = Random(size_t{n} * width, rng, 1.0f, false);
+      const std::vector<float> proj = Random(static_cast<size_t>(n) * width, rng, 1.0f, false);
       const std::vector<float> qb = Random(nh * hd, rng, 0.1f, false), kb = Random(kvh * hd, rng, 0.1f, false),
                                vb = Random(kvh * vhd, rng, 0.1f, false);
       const std::vector<int64_t> pos = {0, 1, 777, 65535, 131071};
@@ -121,7 +121,7 @@ TEST(ModelOpsTest, QkvSplitWithRopeBiasAndGates) {
       // The CPU twin: models/nsa_model.cc's projection split.
       std::vector<float> q, k, v, g, kw, vw, kc, vc, ksrc;
       for (int t = 0; t < n; ++t) {
-        const float* row = proj.data() + size_t{t} * width;
+        const float* row = proj.data() + static_cast<size_t>(t) * width;
         auto take = [&](std::vector<float>& dst, int off, int count, const std::vector<float>* bias) {
           for (int i = 0; i < count; ++i) dst.push_back(row[off + i] + (bias ? (*bias)[i] : 0.f));
         };
@@ -137,11 +137,11 @@ TEST(ModelOpsTest, QkvSplitWithRopeBiasAndGates) {
           take(vc, off, kvh * vhd, nullptr);
         }
         if (linear && !per_branch) ksrc.insert(ksrc.end(), k.end() - kvh * hd, k.end());  // keys before RoPE
-        ref::ApplyRope(q.data() + size_t{t} * nh * hd, nh, hd, pos[t], theta);
-        ref::ApplyRope(k.data() + size_t{t} * kvh * hd, kvh, hd, pos[t], theta);
+        ref::ApplyRope(q.data() + static_cast<size_t>(t) * nh * hd, nh, hd, pos[t], theta);
+        ref::ApplyRope(k.data() + static_cast<size_t>(t) * kvh * hd, kvh, hd, pos[t], theta);
         if (per_branch) {
-          ref::ApplyRope(kw.data() + size_t{t} * kvh * hd, kvh, hd, pos[t], theta);
-          if (!linear) ref::ApplyRope(kc.data() + size_t{t} * kvh * hd, kvh, hd, pos[t], theta);
+          ref::ApplyRope(kw.data() + static_cast<size_t>(t) * kvh * hd, kvh, hd, pos[t], theta);
+          if (!linear) ref::ApplyRope(kc.data() + static_cast<size_t>(t) * kvh * hd, kvh, hd, pos[t], theta);
         }
       }
       for (float& x : g) x = 1.0f / (1.0f + std::exp(-x));
@@ -170,9 +170,9 @@ TEST(ModelOpsTest, SiluMulAndConversions) {
   std::mt19937 rng(3);
   for (int n : {1, 3, 64}) {
     const int M = 5632;
-    const std::vector<float> gu = Random(size_t{n} * 2 * M, rng, 2.0f, false);
-    std::vector<float> want(size_t{n} * M);
-    for (int i = 0; i < n; ++i) ref::SiluMul(gu.data() + size_t{i} * 2 * M, gu.data() + size_t{i} * 2 * M + M, M, want.data() + size_t{i} * M);
+    const std::vector<float> gu = Random(static_cast<size_t>(n) * 2 * M, rng, 2.0f, false);
+    std::vector<float> want(static_cast<size_t>(n) * M);
+    for (int i = 0; i < n; ++i) ref::SiluMul(gu.data() + static_cast<size_t>(i) * 2 * M, gu.data() + static_cast<size_t>(i) * 2 * M + M, M, want.data() + static_cast<size_t>(i) * M);
     float* d_gu = Upload(gu);
     __nv_bfloat16* d_out = nullptr;
     CUDA_OK(cudaMalloc(&d_out, want.size() * sizeof(__nv_bfloat16)));
@@ -192,9 +192,9 @@ TEST(ModelOpsTest, GemmMatchesLinearAndAccumulates) {
     gemm.set_small_m_rows(small_m ? cuda::kSmallGemmMaxRows : 0);
     for (auto [m, k, n] : {std::tuple{1, 2048, 4704}, std::tuple{7, 256, 2048}, std::tuple{8, 11008, 136},
                            std::tuple{3, 40, 9}, std::tuple{300, 1024, 96}}) {
-      const std::vector<float> x = Random(size_t{m} * k, rng), w = Random(size_t{n} * k, rng, 0.05f),
-                               y0 = Random(size_t{m} * n, rng, 1.0f, false);
-      std::vector<float> want(size_t{m} * n);
+      const std::vector<float> x = Random(static_cast<size_t>(m) * k, rng), w = Random(static_cast<size_t>(n) * k, rng, 0.05f),
+                               y0 = Random(static_cast<size_t>(m) * n, rng, 1.0f, false);
+      std::vector<float> want(static_cast<size_t>(m) * n);
       ref::Linear(x.data(), m, k, w.data(), n, nullptr, want.data());
       __nv_bfloat16 *d_x = Upload(ToBf(x)), *d_w = Upload(ToBf(w));
       float* d_y = Upload(y0);
@@ -216,13 +216,13 @@ TEST(ModelOpsTest, GemmMatchesLinearAndAccumulates) {
     ASSERT_TRUE(gemm.Init().ok());
     gemm.set_small_m_rows(small_m ? cuda::kSmallGemmMaxRows : 0);
     const int m = 2, k = 64, n = 24, ldy = 40;
-    const std::vector<float> x = Random(size_t{m} * k, rng), w = Random(size_t{n} * k, rng, 0.05f),
-                             y0 = Random(size_t{m} * ldy, rng, 1.0f, false);
-    std::vector<float> lin(size_t{m} * n);
+    const std::vector<float> x = Random(static_cast<size_t>(m) * k, rng), w = Random(static_cast<size_t>(n) * k, rng, 0.05f),
+                             y0 = Random(static_cast<size_t>(m) * ldy, rng, 1.0f, false);
+    std::vector<float> lin(static_cast<size_t>(m) * n);
     ref::Linear(x.data(), m, k, w.data(), n, nullptr, lin.data());
     std::vector<float> want = y0;
     for (int i = 0; i < m; ++i) {
-      for (int j = 0; j < n; ++j) want[size_t{i} * ldy + j] = lin[size_t{i} * n + j];
+      for (int j = 0; j < n; ++j) want[static_cast<size_t>(i) * ldy + j] = lin[static_cast<size_t>(i) * n + j];
     }
     __nv_bfloat16 *d_x = Upload(ToBf(x)), *d_w = Upload(ToBf(w));
     float* d_y = Upload(y0);
