@@ -115,6 +115,8 @@ def gpu_fragment(out):
     if tests:
         lines += ["Tests: " + "; ".join(tests) + ".", ""]
     for name, title in (("nsa_decode_bench.md", "NSA decode attention"), ("sdpa_decode.md", "Dense SDPA decode (baseline)"),
+                        ("nsa_prefill_bench.md", "NSA prefill attention (decode kernel per position)"),
+                        ("sdpa_prefill.md", "Dense causal SDPA prefill (baseline)"),
                         ("e2e_decode_bench.md", "End-to-end decode step")):
         table = [l for l in read(os.path.join(out, name)).splitlines() if l.startswith("|") or l.startswith("###")
                  or l.startswith("device:")]

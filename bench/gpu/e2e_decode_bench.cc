@@ -8,6 +8,8 @@
 // replay included; median of the timed steps after warm-up (the first step of a shape captures
 // its graph).
 //
+// Then the time to first token of 1.3b prompts of 8k-128k tokens (issue 8's baseline).
+//
 //   e2e_decode_bench [--quick]
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -22,6 +24,7 @@
 
 #include "bench/gpu/copy_ceiling.h"
 #include "engine/runner/cuda_runner.h"
+#include "engine/runner/direct_batch.h"
 #include "kernels/cuda/model_ops.h"
 #include "kernels/kv_layout.h"
 #include "models/presets.h"
@@ -121,6 +124,49 @@ int Run(const char* preset, const std::vector<Case>& cases, double ceiling, int 
   return 0;
 }
 
+// Time to first token of one prompt of each length: random tokens prefilled in chunks of
+// `chunk` through Execute() (the engine's chunked prefill without the scheduler), from the first
+// chunk's upload to the last chunk's logits on the host.
+int RunPrefill(const char* preset, const std::vector<int64_t>& prompts, int chunk) {
+  ModelConfig config = *PresetConfig(preset);
+  const int64_t longest = *std::max_element(prompts.begin(), prompts.end());
+  CudaRunnerOptions o;
+  o.max_num_seqs = 8;
+  o.max_step_tokens = chunk;
+  o.max_context = longest + 256;
+  o.progress = false;
+  auto runner_or = CudaRunner::Create(config, nullptr, 1, o);
+  if (!runner_or.ok()) {
+    std::fprintf(stderr, "%s: %s\n", preset, runner_or.status().ToString().c_str());
+    return 1;
+  }
+  CudaRunner& r = **runner_or;
+  std::printf("### %s, time to first token (chunks of %d tokens): %s\n\n", preset, chunk, r.Describe().c_str());
+  std::printf("| prompt | time to first token (ms) | prompt tokens/s |\n|---|---|---|\n");
+  std::mt19937 rng(6);
+  for (int64_t T : prompts) {
+    DirectBatch batch(r, 7);
+    const int seq = batch.AddSequence();
+    std::vector<int> tokens(T);
+    for (int& x : tokens) x = static_cast<int>(rng() % config.vocab_size);
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int64_t p0 = 0; p0 < T; p0 += chunk) {
+      const int64_t n = std::min<int64_t>(chunk, T - p0);
+      DirectBatch::Work w{seq, std::vector<int>(tokens.begin() + p0, tokens.begin() + p0 + n), p0 + n == T};
+      auto out = batch.Step({&w, 1});
+      if (!out.ok()) {
+        std::fprintf(stderr, "%s, prompt %lld: %s\n", preset, static_cast<long long>(T), out.status().ToString().c_str());
+        return 1;
+      }
+    }
+    const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    std::printf("| %lldk | %.1f | %.0f |\n", static_cast<long long>(T / 1024), ms, T / ms * 1e3);
+    std::fflush(stdout);
+  }
+  std::printf("\n");
+  return 0;
+}
+
 }  // namespace
 }  // namespace nsa
 
@@ -137,5 +183,7 @@ int main(int argc, char** argv) {
   const int steps = quick ? 10 : 30;
   int rc = nsa::Run("1.3b", {{1, 1024}, {1, 65536}, {8, 65536}, {32, 65536}}, ceiling, steps);
   if (!quick) rc |= nsa::Run("7b", {{1, 1024}, {0, 65536}}, ceiling, steps);
+  rc |= nsa::RunPrefill("1.3b", quick ? std::vector<int64_t>{8192, 65536} : std::vector<int64_t>{8192, 16384, 32768, 65536, 131072},
+                        2048);
   return rc;
 }

@@ -1,7 +1,9 @@
 // NSA decode attention on the GPU: time, bytes NSA must read, GB/s and percent of the copy
 // ceiling measured in the same run, for the `7b` attention shape and the `paper` shape at
 // batch 1, 8, 32 and contexts 8k-128k. Validation is the job of tests/gpu/nsa_decode_test.
-//   nsa_decode_bench [--quick]            (prints a markdown table)
+// With --prefill, instead: the attention of one whole prompt at batch 1 the way the runner
+// prefills today (every position a query of this kernel), time and TFLOP/s (issue 8's baseline).
+//   nsa_decode_bench [--quick] [--prefill]   (prints a markdown table)
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -9,6 +11,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "bench/gpu/copy_ceiling.h"
@@ -96,6 +100,60 @@ void PrintTrace(nsa::cuda::NsaDecodeArgs a, cudaStream_t stream) {
   }
 }
 
+// Attention of a whole prompt of `context` tokens as the runner prefills today (issue 8 replaces
+// it): every position a query of the decode kernel over the sequence's table, in runs of as many
+// queries as a 256 MB workspace holds (the runner's default). `a` describes the sequence (batch
+// 1); returns seconds and the queries a launch.
+std::pair<double, int> PrefillTime(nsa::cuda::NsaDecodeArgs a, int64_t context, cudaStream_t stream) {
+  int run = 4096;
+  for (; run > 1; run /= 2) {
+    nsa::cuda::NsaDecodeArgs probe = a;
+    probe.batch = run, probe.max_context = context;
+    if (nsa::cuda::NsaDecodeWorkspaceBytes(probe) <= (size_t{256} << 20)) break;
+  }
+  __nv_bfloat16* q;
+  float *gates, *out;
+  int64_t* pos;
+  int32_t* rows;
+  void* ws;
+  a.batch = run, a.max_context = context;
+  CHECK(cudaMalloc(&ws, nsa::cuda::NsaDecodeWorkspaceBytes(a)));
+  CHECK(cudaMalloc(&q, static_cast<size_t>(run) * a.num_heads * a.head_dim * 2));
+  CHECK(cudaMalloc(&gates, static_cast<size_t>(run) * a.num_heads * 3 * 4));
+  CHECK(cudaMalloc(&out, static_cast<size_t>(run) * a.num_heads * a.v_head_dim * 4));
+  CHECK(cudaMalloc(&pos, context * 8));
+  CHECK(cudaMalloc(&rows, run * 4));
+  FillKernel<<<256, 256>>>(q, static_cast<size_t>(run) * a.num_heads * a.head_dim, 11);
+  std::vector<int64_t> pos_h(context);
+  for (int64_t t = 0; t < context; ++t) pos_h[t] = t;
+  std::vector<float> gates_h(static_cast<size_t>(run) * a.num_heads * 3, 0.33f);
+  CHECK(cudaMemcpy(pos, pos_h.data(), context * 8, cudaMemcpyHostToDevice));
+  CHECK(cudaMemcpy(gates, gates_h.data(), gates_h.size() * 4, cudaMemcpyHostToDevice));
+  CHECK(cudaMemset(rows, 0, run * 4));  // every query reads the one sequence's tables
+  a.q = q, a.gates = gates, a.out = out, a.table_rows = rows, a.workspace = ws, a.staged = false, a.selected = nullptr;
+  cudaEvent_t start, stop;
+  cudaEventCreate(&start);
+  cudaEventCreate(&stop);
+  cudaEventRecord(start, stream);
+  for (int64_t p0 = 0; p0 < context; p0 += run) {
+    a.batch = static_cast<int>(std::min<int64_t>(run, context - p0));
+    a.positions = pos + p0;
+    a.max_context = p0 + a.batch;
+    CHECK(nsa::cuda::LaunchNsaDecode(a, stream));
+  }
+  cudaEventRecord(stop, stream);
+  CHECK(cudaEventSynchronize(stop));
+  float ms = 0;
+  cudaEventElapsedTime(&ms, start, stop);
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  for (void* ptr : {static_cast<void*>(q), static_cast<void*>(gates), static_cast<void*>(out), static_cast<void*>(pos),
+                    static_cast<void*>(rows), ws}) {
+    cudaFree(ptr);
+  }
+  return {ms * 1e-3, run};
+}
+
 struct Shape {
   const char* name;
   int heads, kv_heads, hd, vhd, l, d, lp, n, w;
@@ -107,18 +165,27 @@ struct Shape {
 using namespace nsa;
 
 int main(int argc, char** argv) {
-  const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
+  bool quick = false, prefill = false;
+  for (int i = 1; i < argc; ++i) {
+    quick |= std::strcmp(argv[i], "--quick") == 0;
+    prefill |= std::strcmp(argv[i], "--prefill") == 0;
+  }
   cudaDeviceProp prop;
   CHECK(cudaGetDeviceProperties(&prop, 0));
   const double ceiling = std::getenv("NSA_BENCH_ONLY") ? 3.0e12 : nsa::bench::CopyCeiling();
   std::printf("device: %s, %d SMs; copy ceiling %.2f TB/s\n\n", prop.name, prop.multiProcessorCount, ceiling / 1e12);
-  std::printf("| shape | batch | context | time (us) | NSA bytes (MB) | GB/s | %% of copy ceiling | four launches (us) |\n|---|---|---|---|---|---|---|---|\n");
+  if (prefill) {
+    std::printf("### Prefill attention of one prompt: every position a query of the decode kernel (the runner's prefill today)\n\n");
+    std::printf("| shape | prompt | time (ms) | TFLOP/s (NSA's FLOPs) | queries a launch |\n|---|---|---|---|---|\n");
+  } else {
+    std::printf("| shape | batch | context | time (us) | NSA bytes (MB) | GB/s | %% of copy ceiling | four launches (us) |\n|---|---|---|---|---|---|---|---|\n");
+  }
   const Shape shapes[] = {{"7b", 64, 4, 128, 128, 64, 64, 64, 16, 512, false},
                           {"paper", 64, 4, 192, 128, 32, 16, 64, 16, 512, true}};
   for (const Shape& sh : shapes) {
     for (int batch : {1, 8, 32}) {
       for (int64_t context : {8192, 16384, 32768, 65536, 131072}) {
-        if (quick && context != 65536) continue;
+        if ((quick && context != 65536) || (prefill && batch != 1)) continue;
         // NSA_BENCH_ONLY=shape:batch:context runs one configuration (for ncu).
         if (const char* only = std::getenv("NSA_BENCH_ONLY")) {
           char want[64];
@@ -172,6 +239,28 @@ int main(int argc, char** argv) {
         // four launches (a pass each) for comparison.
         cudaStream_t stream;
         CHECK(cudaStreamCreate(&stream));
+        auto release = [&] {
+          cudaStreamDestroy(stream);
+          for (void* ptr : {static_cast<void*>(pool), static_cast<void*>(q), static_cast<void*>(gates), static_cast<void*>(out),
+                            static_cast<void*>(raw), static_cast<void*>(win), static_cast<void*>(pos), ws}) {
+            cudaFree(ptr);
+          }
+        };
+        if (prefill) {
+          // The whole prompt's attention, and its FLOPs: per position t (context t + 1) and head,
+          // 2 (hd + vhd) a key it attends (q.k and p.v).
+          const auto [seconds, run] = PrefillTime(a, context, stream);
+          double flops = 0;
+          for (int64_t t1 = 1; t1 <= context; ++t1) {
+            flops += static_cast<double>(p.NumCompressed(t1) + std::min<int64_t>(int64_t{sh.n} * sh.lp, t1) + std::min<int64_t>(sh.w, t1));
+          }
+          flops *= 2.0 * sh.heads * (sh.hd + sh.vhd);
+          std::printf("| %s | %lldk | %.1f | %.1f | %d |\n", sh.name, static_cast<long long>(context / 1024), seconds * 1e3,
+                      flops / seconds / 1e12, run);
+          std::fflush(stdout);
+          release();
+          continue;
+        }
         auto time_graph = [&](bool staged) {
           a.staged = staged;
           CHECK(nsa::cuda::LaunchNsaDecode(a, stream));  // the first call opts in to shared memory
@@ -203,7 +292,6 @@ int main(int argc, char** argv) {
         const double t = time_graph(false);
         const double t_staged = time_graph(true);
         if (std::getenv("NSA_BENCH_TRACE")) PrintTrace(a, stream);
-        cudaStreamDestroy(stream);
         // nsa-spec.md section 5: (N_cmp + min(n l', T) + min(w, T)) (hd + vhd) 2 bytes per (sequence, KV head).
         const int64_t entries = p.NumCompressed(context) + std::min<int64_t>(int64_t{sh.n} * sh.lp, context) +
                                 std::min<int64_t>(sh.w, context);
@@ -212,10 +300,7 @@ int main(int argc, char** argv) {
         std::printf("| %s | %d | %lldk | %.1f | %.2f | %.0f | %.1f%% | %.1f |\n", sh.name, batch,
                     static_cast<long long>(context / 1024), t * 1e6, bytes / 1e6, bytes / t / 1e9, 100 * bytes / t / ceiling,
                     t_staged * 1e6);
-        for (void* ptr : {static_cast<void*>(pool), static_cast<void*>(q), static_cast<void*>(gates), static_cast<void*>(out),
-                          static_cast<void*>(raw), static_cast<void*>(win), static_cast<void*>(pos), ws}) {
-          cudaFree(ptr);
-        }
+        release();
       }
     }
   }

@@ -58,7 +58,9 @@ if [ "$only" != bench ]; then
 fi
 if [ "$only" != tests ]; then
   "$bin/nsa_decode_bench" $quick > "$out/nsa_decode_bench.md" 2>&1 || status=1
+  "$bin/nsa_decode_bench" $quick --prefill > "$out/nsa_prefill_bench.md" 2>&1 || status=1
   PYTHONUNBUFFERED=1 python3 "$here/bench/gpu/sdpa_decode.py" $quick > "$out/sdpa_decode.md" 2>&1 || status=1
+  PYTHONUNBUFFERED=1 python3 "$here/bench/gpu/sdpa_prefill.py" $quick > "$out/sdpa_prefill.md" 2>&1 || status=1
   "$bin/e2e_decode_bench" $quick > "$out/e2e_decode_bench.md" 2>&1 || status=1
 fi
 # The machine-written block of bench/RESULTS.md; here: bench/results.py splice OUT/results-gpu.md
@@ -66,5 +68,5 @@ python3 "$here/bench/results.py" gpu "$out" > /dev/null || status=1
 echo "== $(head -2 "$out/gpu.txt" | tail -1)"
 grep -hE "^\[  (PASSED|FAILED)|tests ran|^\[ model \]|worst relative error" "$out"/*_test.log 2>/dev/null
 tail -n 3 "$out"/torch_*.log "$out/server_smoke.log" 2>/dev/null
-cat "$out/nsa_decode_bench.md" "$out/sdpa_decode.md" "$out/e2e_decode_bench.md" 2>/dev/null
+cat "$out/nsa_decode_bench.md" "$out/sdpa_decode.md" "$out/nsa_prefill_bench.md" "$out/sdpa_prefill.md" "$out/e2e_decode_bench.md" 2>/dev/null
 exit $status
