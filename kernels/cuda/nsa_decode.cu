@@ -881,6 +881,10 @@ cudaError_t LaunchNsaDecode(const NsaDecodeArgs& a, cudaStream_t stream) {
   if (a.num_kv_heads <= 0 || a.num_heads % a.num_kv_heads != 0) return cudaErrorInvalidValue;
   const Sizes z = SizesOf(a);
   if (z.G > kMaxG || z.n > kMaxSelected || z.n < 1) return cudaErrorInvalidValue;
+  // The forced blocks must fit in the n chosen ones (models/config.cc rejects such configs too).
+  if (a.nsa.init_blocks < 0 || a.nsa.local_blocks < 0 || a.nsa.init_blocks + a.nsa.local_blocks > z.n) {
+    return cudaErrorInvalidValue;
+  }
   // Tiles step through key dims 16 at a time (mma k) and value dims 16 at a time; rows are
   // copied 16 bytes at a time. Shared memory bounds the largest dims.
   if (a.head_dim % 16 != 0 || a.head_dim < 16 || a.head_dim > 192) return cudaErrorInvalidValue;
