@@ -18,6 +18,12 @@ for branch in "$@"; do
   dir=stage/${branch//\//-}
   mkdir -p "$dir"
   cp build/tests/nsa_decode_test build/bench/nsa_decode_bench "$dir/"
+  # A branch's own new tests come along too.
+  for extra in nsa_prefill_test; do
+    if ninja -C build -t query "tests/$extra" > /dev/null 2>&1; then
+      ninja -C build "tests/$extra" > /dev/null && cp "build/tests/$extra" "$dir/"
+    fi
+  done
   strip "$dir"/* 2>/dev/null || true
   git rev-parse --short HEAD > "$dir/COMMIT"
   echo "$dir: $(cat "$dir/COMMIT")"
