@@ -13,11 +13,11 @@
 #include "kernels/cuda/kv_write.h"
 #include "kernels/reference/nsa_attention.h"
 #include "kernels/reference/ops.h"
+#include "tests/gpu/cuda_check.h"
 
 namespace nsa {
 namespace {
 
-#define CUDA_OK(expr) ASSERT_EQ((expr), cudaSuccess) << cudaGetErrorString(expr)
 
 struct Variant {
   const char* name;

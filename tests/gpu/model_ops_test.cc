@@ -17,11 +17,11 @@
 #include "kernels/reference/ops.h"
 #include "models/presets.h"
 #include "tests/test_util.h"
+#include "tests/gpu/cuda_check.h"
 
 namespace nsa {
 namespace {
 
-#define CUDA_OK(expr) ASSERT_EQ((expr), cudaSuccess) << cudaGetErrorString(expr)
 
 float Bf(float x) { return __bfloat162float(__float2bfloat16(x)); }
 

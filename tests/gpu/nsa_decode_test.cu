@@ -15,11 +15,11 @@
 
 #include "kernels/cuda/nsa_decode.h"
 #include "kernels/reference/nsa_attention.h"
+#include "tests/gpu/cuda_check.h"
 
 namespace nsa {
 namespace {
 
-#define CUDA_OK(expr) ASSERT_EQ((expr), cudaSuccess) << cudaGetErrorString(expr)
 
 struct Case {
   const char* name;

@@ -24,15 +24,10 @@
 
 #include "engine/sampler/sampler.h"
 #include "kernels/cuda/sampling.h"
+#include "tests/gpu/cuda_check.h"
 
 namespace nsa {
 namespace {
-
-#define CUDA_OK(expr)                                                                   \
-  do {                                                                                  \
-    const cudaError_t cuda_ok_err = (expr);                                             \
-    ASSERT_EQ(cuda_ok_err, cudaSuccess) << #expr << ": " << cudaGetErrorString(cuda_ok_err); \
-  } while (0)
 
 constexpr float kInf = std::numeric_limits<float>::infinity();
 
