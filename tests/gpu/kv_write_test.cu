@@ -18,7 +18,6 @@
 namespace nsa {
 namespace {
 
-
 struct Variant {
   const char* name;
   int kvh, hd, vhd, l, d, lp;

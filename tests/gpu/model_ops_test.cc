@@ -22,7 +22,6 @@
 namespace nsa {
 namespace {
 
-
 float Bf(float x) { return __bfloat162float(__float2bfloat16(x)); }
 
 template <typename T>

@@ -20,7 +20,6 @@
 namespace nsa {
 namespace {
 
-
 struct Case {
   const char* name;
   int num_heads, num_kv_heads, head_dim, v_head_dim;
