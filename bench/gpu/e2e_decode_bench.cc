@@ -150,14 +150,10 @@ int RunPrefill(const char* preset, const std::vector<int64_t>& prompts, int chun
     std::vector<int> tokens(T);
     for (int& x : tokens) x = static_cast<int>(rng() % config.vocab_size);
     const auto t0 = std::chrono::steady_clock::now();
-    for (int64_t p0 = 0; p0 < T; p0 += chunk) {
-      const int64_t n = std::min<int64_t>(chunk, T - p0);
-      DirectBatch::Work w{seq, std::vector<int>(tokens.begin() + p0, tokens.begin() + p0 + n), p0 + n == T};
-      auto out = batch.Step({&w, 1});
-      if (!out.ok()) {
-        std::fprintf(stderr, "%s, prompt %lld: %s\n", preset, static_cast<long long>(T), out.status().ToString().c_str());
-        return 1;
-      }
+    auto out = batch.Prefill(seq, tokens, chunk);
+    if (!out.ok()) {
+      std::fprintf(stderr, "%s, prompt %lld: %s\n", preset, static_cast<long long>(T), out.status().ToString().c_str());
+      return 1;
     }
     const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     std::printf("| %lldk | %.1f | %.0f |\n", static_cast<long long>(T / 1024), ms, T / ms * 1e3);

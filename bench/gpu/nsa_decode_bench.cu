@@ -270,24 +270,10 @@ int main(int argc, char** argv) {
           CHECK(nsa::cuda::LaunchNsaDecode(a, stream));
           CHECK(cudaStreamEndCapture(stream, &graph));
           CHECK(cudaGraphInstantiate(&exec, graph, 0));
-          cudaEvent_t start, stop;
-          cudaEventCreate(&start);
-          cudaEventCreate(&stop);
-          std::vector<float> ms;
-          for (int i = 0; i < 60; ++i) {
-            cudaEventRecord(start, stream);
-            CHECK(cudaGraphLaunch(exec, stream));
-            cudaEventRecord(stop, stream);
-            CHECK(cudaEventSynchronize(stop));
-            float t;
-            cudaEventElapsedTime(&t, start, stop);
-            if (i >= 10) ms.push_back(t);
-          }
+          const float ms = nsa::bench::MedianEventMs(stream, 10, 50, [&] { CHECK(cudaGraphLaunch(exec, stream)); });
           cudaGraphExecDestroy(exec);
           cudaGraphDestroy(graph);
-          cudaEventDestroy(start);
-          cudaEventDestroy(stop);
-          return Median(ms) * 1e-3;
+          return ms * 1e-3;
         };
         const double t = time_graph(false);
         const double t_staged = time_graph(true);

@@ -638,7 +638,10 @@ absl::StatusOr<std::vector<std::vector<float>>> CudaRunner::Step(std::span<const
   // kernels read no further), -1 past a sequence's own pages.
   const bool has_src = layout_.has_src_k || layout_.has_src_v;
   size_t columns = 1;
-  for (const RunnerSeq& s : seqs) columns = std::max(columns, s.tables->raw.size());
+  for (const RunnerSeq& s : seqs) {
+    columns = std::max({columns, s.tables->raw.size(), layout_.has_win ? s.tables->win.size() : size_t{0},
+                        has_src ? s.tables->src.size() : size_t{0}});
+  }
   int n = 0, summaries = 0, rows = 0;
   for (int i = 0; i < S; ++i) {
     const RunnerSeq& s = seqs[i];

@@ -50,6 +50,21 @@ class DirectBatch {
     s.num_tokens = 0;
   }
 
+  // Prefills `tokens` onto `seq` in steps of at most `chunk` tokens (chunked prefill); the last
+  // step's logits.
+  absl::StatusOr<std::vector<float>> Prefill(int seq, std::span<const int> tokens, int chunk) {
+    if (chunk < 1) return absl::InvalidArgumentError("a prefill chunk must hold at least one token");
+    std::vector<float> last;
+    for (size_t i = 0; i < tokens.size(); i += chunk) {
+      const size_t end = std::min(tokens.size(), i + static_cast<size_t>(chunk));
+      Work w{seq, std::vector<int>(tokens.begin() + i, tokens.begin() + end), end == tokens.size()};
+      auto out = Step({&w, 1});
+      if (!out.ok()) return out.status();
+      if (!out->empty()) last = std::move((*out)[0]);
+    }
+    return last;
+  }
+
   // One runner step over the given sequences; logits of the entries that want them, in order.
   absl::StatusOr<std::vector<std::vector<float>>> Step(std::span<const Work> work) {
     std::vector<RunnerSeq> rs;

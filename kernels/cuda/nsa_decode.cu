@@ -305,8 +305,8 @@ __device__ RunSmem CarveRun(unsigned char* smem, int G, int hd, int vhd) {
 // ---- tasks -------------------------------------------------------------------------------------
 // A (sequence, KV head) unit owns cmp_splits compressed tasks, win_splits window tasks and
 // sel_splits selected-block tasks, each one run of tiles that leaves one partial. The last
-// compressed task of a unit to finish scores the blocks and chooses the unit's top-n; the last
-// task of any kind merges the unit's partials and writes its G outputs.
+// compressed task of a unit to finish scores the blocks and chooses the unit's top-n; then a
+// merge task per head combines the unit's partials and writes that head's output.
 
 // Unit counters in the workspace (ints after the floats): [0] the next task of the fused kernel,
 // then per unit: compressed tasks done, selection ready, tasks done.
@@ -702,10 +702,11 @@ __device__ void CombineHead(const NsaDecodeArgs& a, const Sizes& z, float* ws, i
 
 // ---- the fused kernel --------------------------------------------------------------------------
 // One launch of min(tasks, resident blocks) blocks that take tasks from a queue in this order:
-// every unit's compressed tasks, then every window task, then every selected task. A selected
-// task waits for its unit's selection, which the unit's last compressed task runs; every task it
-// can wait on was taken from the queue before it, by a block that is running and never waits,
-// so the wait ends whatever the grid size and however many blocks are resident.
+// every unit's compressed tasks, window tasks, selected tasks, then a merge task per head. A
+// selected task waits for its unit's selection, which the unit's last compressed task runs; a
+// merge task for all of its unit's tasks. Every task one can wait on was taken from the queue
+// before it by a running block, and waits only on tasks taken earlier still, so every wait ends
+// whatever the grid size and however many blocks are resident.
 // Waiting blocks poll with relaxed loads and acquire once, after the flag is seen: an acquire
 // load invalidates the SM's L1, and a stream of them from waiting blocks slows every block that
 // shares their SM.

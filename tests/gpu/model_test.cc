@@ -76,15 +76,9 @@ Greedy CompareGreedy(const std::vector<float>& got, const std::vector<float>& wa
 
 // Prefill `tokens` in chunks of `chunk`; the last chunk's logits.
 std::vector<float> Prefill(DirectBatch& batch, int seq, const std::vector<int>& tokens, int chunk) {
-  std::vector<float> last;
-  for (size_t i = 0; i < tokens.size(); i += chunk) {
-    const size_t end = std::min(tokens.size(), i + chunk);
-    DirectBatch::Work w{seq, std::vector<int>(tokens.begin() + i, tokens.begin() + end), end == tokens.size()};
-    auto out = batch.Step({&w, 1});
-    EXPECT_TRUE(out.ok()) << out.status();
-    if (out.ok() && !out->empty()) last = (*out)[0];
-  }
-  return last;
+  auto out = batch.Prefill(seq, tokens, chunk);
+  EXPECT_TRUE(out.ok()) << out.status();
+  return out.ok() ? std::move(*out) : std::vector<float>{};
 }
 
 class ModelTest : public ::testing::TestWithParam<Case> {};
