@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# On the GPU machine, after bench/gpu/stage.sh and bench/gpu/stage-branches.sh here: runs each staged
+# branch's decode test, quick decode bench, the 7b 1 x 64k trace and (where staged) its prefill
+# test, writing OUT/<branch>/*.log and a short summary last.
+#   bench/gpu/run-branches.sh OUT [NAME...]   (NAME: a folder under stage/, default every wip-*)
+set -uo pipefail
+out=${1:?usage: run-branches.sh OUT [NAME...]}
+shift
+here=$(cd "$(dirname "$0")/../.." && pwd)
+export LD_LIBRARY_PATH=$here/stage/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+names=("$@")
+if [ ${#names[@]} -eq 0 ]; then
+  for d in "$here"/stage/wip-*/; do names+=("$(basename "$d")"); done
+fi
+status=0
+for name in "${names[@]}"; do
+  dir=$here/stage/$name
+  mkdir -p "$out/$name"
+  cp "$dir/COMMIT" "$out/$name/commit.txt"
+  for t in nsa_decode_test nsa_prefill_test; do
+    [ -x "$dir/$t" ] || continue
+    timeout 300 "$dir/$t" > "$out/$name/$t.log" 2>&1 || status=1
+  done
+  timeout 200 "$dir/nsa_decode_bench" --quick > "$out/$name/bench.md" 2>&1 || status=1
+  NSA_BENCH_TRACE=1 NSA_BENCH_ONLY=7b:1:65536 timeout 60 "$dir/nsa_decode_bench" > "$out/$name/trace.txt" 2>&1 || status=1
+done
+for name in "${names[@]}"; do
+  echo "== $name $(cat "$out/$name/commit.txt")"
+  grep -hE "^\[  (PASSED|FAILED)|tests ran" "$out/$name"/*_test.log 2>/dev/null
+  cat "$out/$name/bench.md"
+  tail -n 25 "$out/$name/trace.txt"
+done
+exit $status
