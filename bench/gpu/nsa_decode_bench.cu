@@ -49,7 +49,7 @@ float Median(std::vector<float> v) {
 // (times in us from the first task's start), to see the critical path inside the kernel.
 void PrintTrace(nsa::cuda::NsaDecodeArgs a, cudaStream_t stream) {
   const nsa::cuda::NsaDecodeTasks n = nsa::cuda::NsaDecodeTaskCounts(a);
-  const int total = n.compressed + n.score + n.window + n.selected + n.combine;
+  const int total = n.compressed + n.window + n.score + n.selected + n.combine;
   int64_t* d = nullptr;
   CHECK(cudaMalloc(&d, static_cast<size_t>(total) * 8 * 8));
   CHECK(cudaMemset(d, 0, static_cast<size_t>(total) * 8 * 8));
@@ -61,8 +61,8 @@ void PrintTrace(nsa::cuda::NsaDecodeArgs a, cudaStream_t stream) {
   cudaFree(d);
   int64_t t0 = INT64_MAX;
   for (int i = 0; i < total; ++i) t0 = std::min(t0, h[8 * i]);
-  const char* names[] = {"compressed", "score", "window", "selected", "combine"};
-  const int counts[] = {n.compressed, n.score, n.window, n.selected, n.combine};
+  const char* names[] = {"compressed", "window", "score", "selected", "combine"};
+  const int counts[] = {n.compressed, n.window, n.score, n.selected, n.combine};
   int first = 0;
   for (int k = 0; k < 5; ++k) {
     std::vector<float> dur;
@@ -80,7 +80,7 @@ void PrintTrace(nsa::cuda::NsaDecodeArgs a, cudaStream_t stream) {
     first += counts[k];
   }
   // Ends of the log-sum-exps (compressed tasks' third stamp) and of the selections (score tasks').
-  for (auto [name, from, count] : {std::tuple{"log-sum-exps", 0, n.compressed}, std::tuple{"selection", n.compressed, n.score}}) {
+  for (auto [name, from, count] : {std::tuple{"log-sum-exps", 0, n.compressed}, std::tuple{"selection", n.compressed + n.window, n.score}}) {
     std::vector<float> ends;
     for (int i = from; i < from + count; ++i) {
       if (h[8 * i + 2]) ends.push_back((h[8 * i + 2] - t0) * 1e-3f);

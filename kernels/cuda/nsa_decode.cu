@@ -20,7 +20,8 @@ constexpr int kMaxBlocks = 16384;  // selection blocks: contexts up to 1M tokens
 // most 32 x kScorePerLane blocks (registers of one warp).
 constexpr int kMaxScoreSplits = 32;
 constexpr int kScorePerLane = 16;
-constexpr int kScoreBlocks = 64;  // blocks a score task aims for
+constexpr int kScoreBlocks = 64;  // blocks a score task aims for when units are few
+static_assert(kMaxBlocks <= kMaxScoreSplits * 32 * kScorePerLane, "a unit's blocks must fit its score tasks");
 
 struct Sizes {
   int G, n, window_pages, cmp_chunks;
@@ -73,7 +74,12 @@ Sizes SizesOf(const NsaDecodeArgs& a) {
   s.sel = s.cmp_part + bk * s.cmp_splits * part;
   s.seg_part = s.sel + (bk * s.n + 3) / 4 * 4;  // partials start 16-byte aligned (float2 stores)
   const int64_t blocks = a.max_context / a.nsa.select_block + 1;
-  s.score_splits = static_cast<int>(std::min<int64_t>(kMaxScoreSplits, (blocks + kScoreBlocks - 1) / kScoreBlocks));
+  // About kScoreBlocks blocks a task while units are few, fewer and longer tasks as they grow
+  // (as Split), never more than 32 x kScorePerLane blocks a task.
+  const int64_t want = (2 * sms + units - 1) / units;
+  s.score_splits = static_cast<int>(std::max<int64_t>(
+      {1, (blocks + 32 * kScorePerLane - 1) / (32 * kScorePerLane),
+       std::min<int64_t>({kMaxScoreSplits, (blocks + kScoreBlocks - 1) / kScoreBlocks, want})}));
   s.score_per = static_cast<int>((blocks + s.score_splits - 1) / s.score_splits);
   const int cpc = a.nsa.compress_block / a.nsa.compress_stride, cps = a.nsa.select_block / a.nsa.compress_stride;
   s.score_summaries = s.score_per * cps + cpc;
@@ -599,7 +605,9 @@ __device__ void ScoreTask(const NsaDecodeArgs& a, const Sizes& z, float* ws, int
 // After the unit's score tasks: their sorted lists merged a lane a list (score_splits <= 32),
 // kf rounds of the warp's best head, then the forced blocks added and the selection written.
 // Returns false when LseUnit already wrote it (a context of at most n blocks).
-__device__ bool MergeUnit(const NsaDecodeArgs& a, const Sizes& z, float* ws, int b, int g) {
+// cache: shared memory for score_splits x kf candidates (the lists are copied in first, every load
+// in flight at once, so the rounds wait on no global load).
+__device__ bool MergeUnit(const NsaDecodeArgs& a, const Sizes& z, float* ws, int b, int g, float2* cache) {
   const int64_t t = a.positions[b];
   const int64_t c = t / a.nsa.select_block;
   if (c + 1 <= z.n) return false;
@@ -617,12 +625,16 @@ __device__ bool MergeUnit(const NsaDecodeArgs& a, const Sizes& z, float* ws, int
     count = f;
   }
   __syncthreads();
+  const float2* lists = reinterpret_cast<const float2*>(ws + z.cand) + bk * z.score_splits * z.n;
+  for (int idx = threadIdx.x; idx < z.score_splits * kf; idx += blockDim.x) {
+    cache[idx] = __ldcg(&lists[(idx / kf) * z.n + idx % kf]);
+  }
+  __syncthreads();
   if (warp == 0) {
-    const float2* lists = reinterpret_cast<const float2*>(ws + z.cand) + bk * z.score_splits * z.n;
     int ptr = 0;
     auto head = [&](float& hv, int& hj) {
       if (lane < z.score_splits && ptr < kf) {
-        const float2 e = __ldcg(&lists[lane * z.n + ptr]);
+        const float2 e = cache[lane * kf + ptr];
         hv = e.x, hj = __float_as_int(e.y);
       } else {
         hv = -1.f, hj = INT_MAX;
@@ -749,10 +761,12 @@ __device__ void CombineHead(const NsaDecodeArgs& a, const Sizes& z, float* ws, i
 
 // ---- the fused kernel --------------------------------------------------------------------------
 // One launch of min(tasks, resident blocks) blocks that take tasks from a queue in this order:
-// every unit's compressed tasks, then every window task, then every selected task. A selected
-// task waits for its unit's selection, which the unit's last compressed task runs; every task it
-// can wait on was taken from the queue before it, by a block that is running and never waits,
-// so the wait ends whatever the grid size and however many blocks are resident.
+// every unit's compressed tasks, window tasks, score tasks, selected tasks, then the merge tasks.
+// A score task waits for its unit's log-sum-exps (the last compressed task's), a selected task
+// for its unit's selection (the last score task's), a merge task for all of its unit's tasks:
+// every task one can wait on was taken from the queue before it by a running block, and waits
+// only on tasks taken earlier still, so every wait ends whatever the grid size and however many
+// blocks are resident.
 // Waiting blocks poll with relaxed loads and acquire once, after the flag is seen: an acquire
 // load invalidates the SM's L1, and a stream of them from waiting blocks slows every block that
 // shares their SM.
@@ -783,9 +797,10 @@ __global__ void __launch_bounds__(kThreads) FusedKernel(NsaDecodeArgs a, Sizes z
   extern __shared__ __align__(16) unsigned char smem[];
   const Counters cnt = CountersOf(z, ws);
   const int U = z.units, per_unit = z.cmp_splits + z.score_splits + z.win_splits + z.sel_splits;
-  // The queue: compressed, score, window, selected tasks, then a merge task per head.
-  const int cmp_end = U * z.cmp_splits, score_end = cmp_end + U * z.score_splits;
-  const int win_end = score_end + U * z.win_splits, work_end = U * per_unit;
+  // The queue: compressed, window, score, selected tasks, then a merge task per head. Window
+  // tasks wait for nothing, so they go before the score tasks, which wait.
+  const int cmp_end = U * z.cmp_splits, win_end = cmp_end + U * z.win_splits;
+  const int score_end = win_end + U * z.score_splits, work_end = U * per_unit;
   const int total = work_end + U * z.G;
   __shared__ int task_sh;
   for (;;) {
@@ -819,14 +834,14 @@ __global__ void __launch_bounds__(kThreads) FusedKernel(NsaDecodeArgs a, Sizes z
           if (trace) trace[2] = GlobalTimer();
         }
       }
-    } else if (task < score_end) {
-      const int k = task - cmp_end;
+    } else if (task >= win_end && task < score_end) {
+      const int k = task - win_end;
       unit = k / z.score_splits;
       const int b = unit / a.num_kv_heads, g = unit % a.num_kv_heads;
       WaitAtLeast(&cnt.lse_ready[unit], 1);
       ScoreTask(a, z, ws, b, g, k % z.score_splits, reinterpret_cast<float*>(smem));
       if (trace && threadIdx.x == 0) trace[1] = GlobalTimer();
-      if (ArriveLast(&cnt.score_done[unit], z.score_splits) && MergeUnit(a, z, ws, b, g)) {
+      if (ArriveLast(&cnt.score_done[unit], z.score_splits) && MergeUnit(a, z, ws, b, g, reinterpret_cast<float2*>(smem))) {
         __syncthreads();
         if (threadIdx.x == 0) {
           __threadfence();
@@ -837,10 +852,10 @@ __global__ void __launch_bounds__(kThreads) FusedKernel(NsaDecodeArgs a, Sizes z
     } else {
       int split;
       if (task < win_end) {
-        const int k = task - score_end;
+        const int k = task - cmp_end;
         unit = k / z.win_splits, split = z.sel_splits + k % z.win_splits;
       } else {
-        const int k = task - win_end;
+        const int k = task - score_end;
         unit = k / z.sel_splits, split = k % z.sel_splits;
         WaitAtLeast(&cnt.ready[unit], 1);
       }
@@ -869,7 +884,7 @@ __global__ void __launch_bounds__(kThreads) ScoreKernel(NsaDecodeArgs a, Sizes z
   extern __shared__ __align__(16) unsigned char smem[];
   const int b = blockIdx.z, g = blockIdx.y, unit = b * a.num_kv_heads + g;
   ScoreTask(a, z, ws, b, g, blockIdx.x, reinterpret_cast<float*>(smem));
-  if (ArriveLast(&CountersOf(z, ws).score_done[unit], z.score_splits)) MergeUnit(a, z, ws, b, g);
+  if (ArriveLast(&CountersOf(z, ws).score_done[unit], z.score_splits)) MergeUnit(a, z, ws, b, g, reinterpret_cast<float2*>(smem));
 }
 template <int kSlices>
 __global__ void __launch_bounds__(kThreads) SegmentKernel(NsaDecodeArgs a, Sizes z, float* ws) {
@@ -886,7 +901,8 @@ template <int kSlices>
 cudaError_t LaunchSlices(const NsaDecodeArgs& a, const Sizes& z, cudaStream_t stream) {
   float* ws = static_cast<float*>(a.workspace);
   const size_t run_smem = TileSmemBytes(z.G, a.head_dim, a.v_head_dim);
-  const size_t score_smem = static_cast<size_t>(z.score_summaries + z.score_per) * sizeof(float);
+  const size_t score_smem = std::max(static_cast<size_t>(z.score_summaries + z.score_per) * sizeof(float),
+                                     static_cast<size_t>(z.score_splits) * z.n * sizeof(float2));  // ScoreTask, MergeUnit
   const size_t combine_smem = static_cast<size_t>(z.cmp_splits + z.sel_splits + z.win_splits) * sizeof(float);
   // Opt in to large shared memory once per process (the attribute is per kernel, not per launch).
   static const cudaError_t opt_in = [] {
@@ -947,7 +963,7 @@ size_t NsaDecodeWorkspaceBytes(const NsaDecodeArgs& args) { return SizesOf(args)
 
 NsaDecodeTasks NsaDecodeTaskCounts(const NsaDecodeArgs& args) {
   const Sizes z = SizesOf(args);
-  return {z.units * z.cmp_splits, z.units * z.score_splits, z.units * z.win_splits, z.units * z.sel_splits,
+  return {z.units * z.cmp_splits, z.units * z.win_splits, z.units * z.score_splits, z.units * z.sel_splits,
           z.units * z.G};
 }
 

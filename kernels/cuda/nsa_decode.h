@@ -8,10 +8,10 @@
 // copies and reused by all G heads on tensor cores, leaving one split-softmax partial:
 //   compressed  raw scores + partials over the summaries; the unit's last one also merges the
 //               branch's log-sum-exp per head
+//   window      the window pages (no dependency)
 //   score       a range of up to 512 selection blocks: the group's probabilities, the blocks'
 //               scores (geometric map, group sum) and the range's best picks, sorted; the unit's
 //               last one merges the ranges' lists and adds the forced blocks: the top-n
-//   window      the window pages (no dependency)
 //   selected    the chosen blocks (after the unit's selection)
 // and a merge task per head combines each branch's partials, applies the gates, writes the output.
 // One launch runs them all: a fused kernel whose resident blocks take tasks from a queue in that
@@ -58,7 +58,7 @@ struct NsaDecodeArgs {
   void* workspace = nullptr;
   // A launch per pass instead of the fused kernel (tests and benchmarks compare them).
   bool staged = false;
-  // Benchmarks only, fused kernel: per task of the queue (compressed, score, window, selected,
+  // Benchmarks only, fused kernel: per task of the queue (compressed, window, score, selected,
   // combine; unit-major within each kind) eight int64: start and end (%globaltimer ns), the end
   // of the log-sum-exps (a compressed task) or of the selection (a score task) it ran (0 if none),
   // the SM it ran on, and four unused.
@@ -66,9 +66,9 @@ struct NsaDecodeArgs {
 };
 
 // Tasks of the fused kernel's queue (the rows of NsaDecodeArgs::trace) and how many are of each
-// kind, in the queue's order: compressed, score, window, selected, combine.
+// kind, in the queue's order: compressed, window, score, selected, combine.
 struct NsaDecodeTasks {
-  int compressed, score, window, selected, combine;
+  int compressed, window, score, selected, combine;
 };
 NsaDecodeTasks NsaDecodeTaskCounts(const NsaDecodeArgs& args);
 // Bytes of workspace LaunchNsaDecode needs for these arguments.
