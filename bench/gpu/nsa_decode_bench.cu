@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -48,7 +49,7 @@ float Median(std::vector<float> v) {
 // (times in us from the first task's start), to see the critical path inside the kernel.
 void PrintTrace(nsa::cuda::NsaDecodeArgs a, cudaStream_t stream) {
   const nsa::cuda::NsaDecodeTasks n = nsa::cuda::NsaDecodeTaskCounts(a);
-  const int total = n.compressed + n.window + n.selected + n.combine;
+  const int total = n.compressed + n.window + n.score + n.selected + n.combine;
   int64_t* d = nullptr;
   CHECK(cudaMalloc(&d, static_cast<size_t>(total) * 8 * 8));
   CHECK(cudaMemset(d, 0, static_cast<size_t>(total) * 8 * 8));
@@ -60,10 +61,10 @@ void PrintTrace(nsa::cuda::NsaDecodeArgs a, cudaStream_t stream) {
   cudaFree(d);
   int64_t t0 = INT64_MAX;
   for (int i = 0; i < total; ++i) t0 = std::min(t0, h[8 * i]);
-  const char* names[] = {"compressed", "window", "selected", "combine"};
-  const int counts[] = {n.compressed, n.window, n.selected, n.combine};
+  const char* names[] = {"compressed", "window", "score", "selected", "combine"};
+  const int counts[] = {n.compressed, n.window, n.score, n.selected, n.combine};
   int first = 0;
-  for (int k = 0; k < 4; ++k) {
+  for (int k = 0; k < 5; ++k) {
     std::vector<float> dur;
     int64_t s0 = INT64_MAX, s1 = 0, e1 = 0;
     for (int i = first; i < first + counts[k]; ++i) {
@@ -78,25 +79,16 @@ void PrintTrace(nsa::cuda::NsaDecodeArgs a, cudaStream_t stream) {
     }
     first += counts[k];
   }
-  std::vector<float> sel, phase[4];
-  int64_t sel_end = 0;
-  for (int i = 0; i < n.compressed; ++i) {
-    const int64_t* r = &h[8 * i];
-    if (!r[2]) continue;
-    sel.push_back((r[2] - r[1]) * 1e-3f), sel_end = std::max(sel_end, r[2]);
-    int64_t prev = r[1];
-    for (int k = 0; k < 4; ++k) {
-      if (r[4 + k]) phase[k].push_back((r[4 + k] - prev) * 1e-3f), prev = r[4 + k];
+  // Ends of the log-sum-exps (compressed tasks' third stamp) and of the selections (score tasks').
+  for (auto [name, from, count] : {std::tuple{"log-sum-exps", 0, n.compressed}, std::tuple{"selection", n.compressed + n.window, n.score}}) {
+    std::vector<float> ends;
+    for (int i = from; i < from + count; ++i) {
+      if (h[8 * i + 2]) ends.push_back((h[8 * i + 2] - t0) * 1e-3f);
     }
-  }
-  if (!sel.empty()) {
-    std::fprintf(stderr, "  trace selection %4zu units: duration median %.2f max %.2f us, last end %.2f us; phases (median us):",
-                 sel.size(), Median(sel), *std::max_element(sel.begin(), sel.end()), (sel_end - t0) * 1e-3);
-    const char* phase_names[] = {"arrive+lse", "probabilities", "block scores", "radix"};
-    for (int k = 0; k < 4; ++k) {
-      if (!phase[k].empty()) std::fprintf(stderr, " %s %.2f", phase_names[k], Median(phase[k]));
+    if (!ends.empty()) {
+      std::fprintf(stderr, "  trace %s done for %zu units: median %.2f us, last %.2f us\n", name, ends.size(), Median(ends),
+                   *std::max_element(ends.begin(), ends.end()));
     }
-    std::fprintf(stderr, "\n");
   }
 }
 

@@ -16,6 +16,12 @@ constexpr int kCmpRows = 64;  // summaries per block in the compressed pass (one
 constexpr int kMaxG = 64;
 constexpr int kMaxSelected = 64;
 constexpr int kMaxBlocks = 16384;  // selection blocks: contexts up to 1M tokens at l' = 64
+// Selection: at most 32 score tasks a unit (a lane each when their lists merge), each taking at
+// most 32 x kScorePerLane blocks (registers of one warp).
+constexpr int kMaxScoreSplits = 32;
+constexpr int kScorePerLane = 16;
+constexpr int kScoreBlocks = 64;  // blocks a score task aims for when units are few
+static_assert(kMaxBlocks <= kMaxScoreSplits * 32 * kScorePerLane, "a unit's blocks must fit its score tasks");
 
 struct Sizes {
   int G, n, window_pages, cmp_chunks;
@@ -23,7 +29,8 @@ struct Sizes {
   int cmp_splits, cmp_per_split, sel_splits, sel_per_split, win_splits, win_per_split;
   int64_t nmax, nstride;  // summaries of the longest sequence; score row stride (a multiple of 4)
   int units;  // batch x KV heads
-  size_t scores, cmp_part, sel, seg_part, counters;  // float/int offsets into the workspace
+  int score_splits, score_per, score_summaries;  // score tasks a unit, blocks and summaries each
+  size_t scores, cmp_part, sel, seg_part, lse, cand, counters;  // float/int offsets into the workspace
   size_t counter_bytes, total_bytes;
 };
 
@@ -66,9 +73,21 @@ Sizes SizesOf(const NsaDecodeArgs& a) {
   s.cmp_part = s.scores + bk * s.G * s.nstride;
   s.sel = s.cmp_part + bk * s.cmp_splits * part;
   s.seg_part = s.sel + (bk * s.n + 3) / 4 * 4;  // partials start 16-byte aligned (float2 stores)
-  s.counters = s.seg_part + bk * (s.sel_splits + s.win_splits) * part;
+  const int64_t blocks = a.max_context / a.nsa.select_block + 1;
+  // About kScoreBlocks blocks a task while units are few, fewer and longer tasks as they grow
+  // (as Split), never more than 32 x kScorePerLane blocks a task.
+  const int64_t want = (2 * sms + units - 1) / units;
+  s.score_splits = static_cast<int>(std::max<int64_t>(
+      {1, (blocks + 32 * kScorePerLane - 1) / (32 * kScorePerLane),
+       std::min<int64_t>({kMaxScoreSplits, (blocks + kScoreBlocks - 1) / kScoreBlocks, want})}));
+  s.score_per = static_cast<int>((blocks + s.score_splits - 1) / s.score_splits);
+  const int cpc = a.nsa.compress_block / a.nsa.compress_stride, cps = a.nsa.select_block / a.nsa.compress_stride;
+  s.score_summaries = s.score_per * cps + cpc;
+  s.lse = s.seg_part + bk * (s.sel_splits + s.win_splits) * part;
+  s.cand = s.lse + (bk * s.G + 1) / 2 * 2;  // candidates (float2) 8-byte aligned
+  s.counters = s.cand + bk * s.score_splits * s.n * 2;
   s.units = static_cast<int>(bk);
-  s.counter_bytes = (1 + 3 * bk) * sizeof(int);
+  s.counter_bytes = (1 + 5 * bk) * sizeof(int);
   s.total_bytes = s.counters * sizeof(float) + s.counter_bytes;
   return s;
 }
@@ -304,19 +323,21 @@ __device__ RunSmem CarveRun(unsigned char* smem, int G, int hd, int vhd) {
 
 // ---- tasks -------------------------------------------------------------------------------------
 // A (sequence, KV head) unit owns cmp_splits compressed tasks, win_splits window tasks and
-// sel_splits selected-block tasks, each one run of tiles that leaves one partial. The last
-// compressed task of a unit to finish scores the blocks and chooses the unit's top-n; then a
-// merge task per head combines the unit's partials and writes that head's output.
+// sel_splits selected-block tasks, each one run of tiles that leaves one partial, and
+// score_splits score tasks that choose its blocks (below); a merge task per head then combines
+// the partials and writes the outputs.
 
 // Unit counters in the workspace (ints after the floats): [0] the next task of the fused kernel,
-// then per unit: compressed tasks done, selection ready, tasks done.
+// then per unit: compressed tasks done, log-sum-exps ready, score tasks done, selection ready,
+// tasks done.
 struct Counters {
   int* next_task;
-  int *cmp_done, *ready, *done;
+  int *cmp_done, *lse_ready, *score_done, *ready, *done;
 };
 __device__ Counters CountersOf(const Sizes& z, float* ws) {
   int* c = reinterpret_cast<int*>(ws + z.counters);
-  return {c, c + 1, c + 1 + z.units, c + 1 + 2 * z.units};
+  const int U = z.units;
+  return {c, c + 1, c + 1 + U, c + 1 + 2 * U, c + 1 + 3 * U, c + 1 + 4 * U};
 }
 
 __device__ __forceinline__ int64_t GlobalTimer() {
@@ -387,28 +408,64 @@ __device__ void CompressedTask(const NsaDecodeArgs& a, const Sizes& z, float* ws
   AttendTiles<kSlices>(sm.qs, sm.ks, sm.vs, G, last - first, hd, vhd, a.scale, part, load, score);
 }
 
-// Selection of unit (b, g), once all its compressed tasks are done: the compressed branch's
-// log-sum-exp per head, block scores (geometric map, group sum), forced blocks, top-n (radix
-// select), written ascending with -1 pads.
-// trace: optional (benchmarks), four stamps after its phases (see NsaDecodeArgs::trace).
-__device__ void SelectUnit(const NsaDecodeArgs& a, const Sizes& z, float* ws, int b, int g, unsigned char* smem,
-                           int64_t* trace = nullptr) {
-  auto stamp = [&](int k) {
-    if (trace && threadIdx.x == 0) trace[k] = GlobalTimer();
-  };
+// ---- selection, spread over blocks --------------------------------------------------------------
+// Once a unit's compressed tasks are done, its last one merges the heads' log-sum-exps (LseUnit).
+// Then score_splits score tasks each take a range of at most score_per selection blocks: the
+// group's probabilities of the summaries the range needs, the blocks' scores (geometric map, group
+// sum), and the range's own top picks, sorted (ScoreTask). The last of them merges the ranges'
+// sorted lists a lane a list, adds the forced blocks and writes the unit's n blocks ascending
+// (MergeUnit). A context of at most n blocks takes them all, and LseUnit writes them.
+
+// Blocks a (sequence, KV head) must take: [0, init) and [c - local + 1, c], of c + 1.
+__device__ __forceinline__ bool Forced(const NsaParams& p, int64_t j, int64_t c) {
+  return j < p.init_blocks || j > c - p.local_blocks;
+}
+__device__ int NumForced(const NsaParams& p, int64_t c) {
+  int f = 0;
+  for (int64_t j = 0; j <= c; ++j) {
+    if (j >= p.init_blocks && j <= c - p.local_blocks) j = c - p.local_blocks;  // skip the free middle
+    else ++f;
+  }
+  return f;
+}
+
+// Writes the unit's selection, ascending with -1 pads, from `count` chosen blocks in shared memory.
+__device__ void WriteSelection(const NsaDecodeArgs& a, const Sizes& z, float* ws, size_t bk, const int32_t* chosen,
+                               int count) {
+  int32_t* sel = reinterpret_cast<int32_t*>(ws + z.sel) + bk * z.n;
+  // Rank sort (n <= 64 distinct blocks): each entry's place is the number of smaller entries.
+  for (int i = threadIdx.x; i < z.n; i += blockDim.x) {
+    int32_t v = -1;
+    if (i < count) {
+      int rank = 0;
+      for (int k = 0; k < count; ++k) rank += chosen[k] < chosen[i];
+      sel[rank] = chosen[i];
+      if (a.selected) a.selected[bk * z.n + rank] = chosen[i];
+      continue;
+    }
+    sel[i] = v;
+    if (a.selected) a.selected[bk * z.n + i] = v;
+  }
+}
+
+// The heads' log-sum-exps of the compressed branch, from the unit's split partials, into the
+// workspace (one warp a head, four heads at a time with all their loads in flight). Returns true
+// when the context has at most n blocks: then it has written the selection (every block) itself.
+__device__ bool LseUnit(const NsaDecodeArgs& a, const Sizes& z, float* ws, int b, int g) {
   const int G = z.G, vhd = a.v_head_dim;
   const int64_t t = a.positions[b];
-  const int64_t N = a.nsa.NumCompressed(t + 1);
   const int64_t c = t / a.nsa.select_block;
   const size_t bk = static_cast<size_t>(b) * a.num_kv_heads + g;
+  if (c + 1 <= z.n) {
+    __shared__ int32_t all[kMaxSelected];
+    for (int j = threadIdx.x; j <= c; j += blockDim.x) all[j] = j;
+    __syncthreads();
+    WriteSelection(a, z, ws, bk, all, static_cast<int>(c + 1));
+    return true;
+  }
   const float* part = ws + z.cmp_part + bk * z.cmp_splits * G * (2 + vhd);
+  float* lse = ws + z.lse + bk * G;
   const int chunks = z.cmp_splits;  // split partials (empty ones have l = 0)
-  __shared__ float lse[kMaxG];
-  float* score = reinterpret_cast<float*>(smem);
-  unsigned char* taken = reinterpret_cast<unsigned char*>(score + c + 1);
-
-  // Merge the splits' partials: a warp a head, four heads at a time with all their loads in
-  // flight, each lane merging its splits online, then the lanes' (max, sum) pairs merged.
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
   const int stride = 2 + vhd;
   constexpr int kHeadsAtOnce = 4;
@@ -443,163 +500,165 @@ __device__ void SelectUnit(const NsaDecodeArgs& a, const Sizes& z, float* ws, in
       if (lane == 0 && h < G) lse[h] = l[u] > 0.f ? m[u] + __logf(l[u]) : -FLT_MAX;
     }
   }
-  __syncthreads();
-  stamp(4);
+  return false;
+}
 
-  // Block scores. First each summary's probability summed over the group: a thread takes four
-  // summaries at a time and loads all G heads' 16-byte rows of them before it sums any, so the
-  // L2 latency is paid once per four summaries, not once per head. Then the blocks' weighted sums.
-  const float* s = ws + z.scores + bk * G * z.nstride;
-  float* P = reinterpret_cast<float*>(taken + ((c + 1 + 15) / 16) * 16);
-  for (int64_t i = 4 * threadIdx.x; i < N; i += 4 * blockDim.x) {
-    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
-#pragma unroll 16
-    for (int h = 0; h < G; ++h) {
-      const float4 v = __ldcg(reinterpret_cast<const float4*>(s + h * z.nstride + i));
-      const float l = lse[h];
-      acc.x += __expf(v.x - l), acc.y += __expf(v.y - l), acc.z += __expf(v.z - l), acc.w += __expf(v.w - l);
-    }
-    P[i] = acc.x;
-    if (i + 1 < N) P[i + 1] = acc.y;
-    if (i + 2 < N) P[i + 2] = acc.z;
-    if (i + 3 < N) P[i + 3] = acc.w;
+// A candidate: a block's score and index in 8 bytes (the index's bits in a float's place).
+__device__ __forceinline__ float2 Candidate(float score, int j) { return make_float2(score, __int_as_float(j)); }
+// The better of two candidates: the higher score, then the lower index (the reference's order).
+__device__ __forceinline__ bool Better(float v, int j, float ov, int oj) { return ov > v || (ov == v && oj < j); }
+
+// The best of a warp's candidates (v, j), at every lane.
+__device__ __forceinline__ void WarpBest(float& v, int& j) {
+  for (int o = 16; o > 0; o /= 2) {
+    const float ov = __shfl_xor_sync(0xffffffff, v, o);
+    const int oj = __shfl_xor_sync(0xffffffff, j, o);
+    if (Better(v, j, ov, oj)) v = ov, j = oj;
   }
-  __syncthreads();
-  stamp(5);
+}
+
+// Picks a unit must make beyond its forced blocks.
+__device__ __forceinline__ int FreePicks(const NsaDecodeArgs& a, const Sizes& z, int64_t c) {
+  return z.n - NumForced(a.nsa, c);
+}
+
+// Score task `split` of unit (b, g): blocks [split * score_per, ...) of the unit's c + 1.
+// smem: floats for the range's summaries' probabilities and its blocks' scores.
+__device__ void ScoreTask(const NsaDecodeArgs& a, const Sizes& z, float* ws, int b, int g, int split, float* smem) {
+  const int G = z.G;
+  const int64_t t = a.positions[b];
+  const int64_t N = a.nsa.NumCompressed(t + 1);
+  const int64_t c = t / a.nsa.select_block;
+  if (c + 1 <= z.n) return;  // LseUnit took every block
+  const size_t bk = static_cast<size_t>(b) * a.num_kv_heads + g;
+  const int kf = max(0, FreePicks(a, z, c));
+  float2* cand = reinterpret_cast<float2*>(ws + z.cand) + (bk * z.score_splits + split) * z.n;
+  const int j0 = split * z.score_per, j1 = static_cast<int>(Min(c + 1, j0 + z.score_per));
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (j0 >= j1) {
+    for (int r = threadIdx.x; r < kf; r += blockDim.x) cand[r] = Candidate(-1.f, INT_MAX);
+    return;
+  }
+  __shared__ float lse[kMaxG];
+  for (int h = threadIdx.x; h < G; h += blockDim.x) lse[h] = LoadCg(ws + z.lse + bk * G + h);
+  // The summaries blocks [j0, j1) overlap: i in [j0 cps - cpc + 1, j1 cps - 1].
   const int cpc = a.nsa.compress_block / a.nsa.compress_stride, cps = a.nsa.select_block / a.nsa.compress_stride;
   const int n32 = static_cast<int>(N);
-  for (int j = threadIdx.x; j <= c; j += blockDim.x) {
-    // NsaParams::GeometricWeight in 32-bit arithmetic (contexts stay below 2^31 summaries): the
-    // stride-d chunks summary i ([i, i + cpc)) shares with block j ([j cps, (j + 1) cps)).
+  const int i_lo = max(0, j0 * cps - cpc + 1), i_hi = min(n32 - 1, j1 * cps - 1);
+  float* P = smem;  // [i_hi - i_lo + 1]
+  float* score = smem + z.score_summaries;  // [j1 - j0]
+  __syncthreads();
+  const float* s = ws + z.scores + bk * G * z.nstride;
+  for (int i = i_lo + threadIdx.x; i <= i_hi; i += blockDim.x) {
     float acc = 0.f;
-    const int lo = max(0, j * cps - cpc + 1), hi = min(n32 - 1, (j + 1) * cps - 1);
-    for (int i = lo; i <= hi; ++i) acc += static_cast<float>(min(i + cpc, (j + 1) * cps) - max(i, j * cps)) * P[i];
-    score[j] = acc;
-    taken[j] = 0;
+#pragma unroll 16
+    for (int h = 0; h < G; ++h) acc += __expf(LoadCg(&s[h * z.nstride + i]) - lse[h]);
+    P[i - i_lo] = acc;
   }
   __syncthreads();
+  for (int j = j0 + threadIdx.x; j < j1; j += blockDim.x) {
+    // NsaParams::GeometricWeight in 32-bit arithmetic: the stride-d chunks summary i
+    // ([i, i + cpc)) shares with block j ([j cps, (j + 1) cps)).
+    float acc = -1.f;  // forced blocks are no candidates
+    if (!Forced(a.nsa, j, c)) {
+      acc = 0.f;
+      const int lo = max(0, j * cps - cpc + 1), hi = min(n32 - 1, (j + 1) * cps - 1);
+      for (int i = lo; i <= hi; ++i) acc += static_cast<float>(min(i + cpc, (j + 1) * cps) - max(i, j * cps)) * P[i - i_lo];
+    }
+    score[j - j0] = acc;
+  }
+  __syncthreads();
+  if (warp != 0) return;
+  // The range's best kf, sorted: lane l holds blocks j0 + l + 32 m in registers; each round the
+  // warp's best is written and its lane looks at its own blocks again.
+  float v[kScorePerLane];
+#pragma unroll
+  for (int m = 0; m < kScorePerLane; ++m) {
+    const int j = j0 + lane + 32 * m;
+    v[m] = j < j1 ? score[j - j0] : -1.f;
+  }
+  auto lane_best = [&](float& bv, int& bj) {
+    bv = -1.f, bj = INT_MAX;
+#pragma unroll
+    for (int m = 0; m < kScorePerLane; ++m) {
+      if (v[m] > bv) bv = v[m], bj = j0 + lane + 32 * m;  // ascending j: ties keep the lower index
+    }
+  };
+  float bv;
+  int bj;
+  lane_best(bv, bj);
+  for (int r = 0; r < kf; ++r) {
+    float wv = bv;
+    int wj = bj;
+    WarpBest(wv, wj);
+    if (lane == 0) cand[r] = wv < 0.f ? Candidate(-1.f, INT_MAX) : Candidate(wv, wj);
+    if (wv >= 0.f && wj == bj) {  // this lane's block won: drop it and look again
+#pragma unroll
+      for (int m = 0; m < kScorePerLane; ++m) {
+        if (j0 + lane + 32 * m == wj) v[m] = -1.f;
+      }
+      lane_best(bv, bj);
+    }
+  }
+}
 
-  // Forced blocks, then the highest scores (ties to the lower index), n in all.
-  int32_t* sel = reinterpret_cast<int32_t*>(ws + z.sel) + bk * z.n;
+// After the unit's score tasks: their sorted lists merged a lane a list (score_splits <= 32),
+// kf rounds of the warp's best head, then the forced blocks added and the selection written.
+// Returns false when LseUnit already wrote it (a context of at most n blocks).
+// cache: shared memory for score_splits x kf candidates (the lists are copied in first, every load
+// in flight at once, so the rounds wait on no global load).
+__device__ bool MergeUnit(const NsaDecodeArgs& a, const Sizes& z, float* ws, int b, int g, float2* cache) {
+  const int64_t t = a.positions[b];
+  const int64_t c = t / a.nsa.select_block;
+  if (c + 1 <= z.n) return false;
+  const size_t bk = static_cast<size_t>(b) * a.num_kv_heads + g;
+  const int kf = max(0, FreePicks(a, z, c));
   __shared__ int32_t chosen[kMaxSelected];
   __shared__ int count;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   if (threadIdx.x == 0) {
-    count = 0;
-    if (c + 1 <= z.n) {
-      for (int64_t j = 0; j <= c; ++j) chosen[count++] = static_cast<int32_t>(j);
-    } else {
-      for (int64_t j = 0; j < a.nsa.init_blocks && j <= c; ++j) taken[j] = 1, chosen[count++] = static_cast<int32_t>(j);
-      for (int64_t j = Max(0, c - a.nsa.local_blocks + 1); j <= c; ++j) {
-        if (!taken[j]) taken[j] = 1, chosen[count++] = static_cast<int32_t>(j);
-      }
+    int f = 0;
+    for (int64_t j = 0; j <= c; ++j) {
+      if (Forced(a.nsa, j, c)) chosen[f++] = static_cast<int32_t>(j);
+      else j = c - a.nsa.local_blocks;  // skip the free middle
     }
+    count = f;
   }
   __syncthreads();
-  stamp(6);
-  const bool all = c + 1 <= z.n;
-  if (!all) {
-    // The k-th largest score among the free blocks, 8 bits at a time from the top (scores are
-    // >= 0, so their bit patterns order like their values): after four passes prefix = T, the
-    // k-th largest.
-    const int k = z.n - count;
-    __shared__ int hist[256];
-    __shared__ uint32_t prefix_sh;
-    __shared__ int remaining_sh;
-    if (threadIdx.x == 0) prefix_sh = 0, remaining_sh = k;
-    for (int shift = 24; shift >= 0; shift -= 8) {
-      for (int i = threadIdx.x; i < 256; i += blockDim.x) hist[i] = 0;
-      __syncthreads();
-      const uint32_t prefix = prefix_sh;
-      const uint32_t high_mask = shift == 24 ? 0u : ~0u << (shift + 8);
-      // Scores of nearby blocks share their top bits, so most land in one bin: the lanes of a
-      // warp with the same digit add once, through their lowest lane (32 serialised shared-memory
-      // atomics on one address a warp otherwise).
-      for (int64_t base = 0; base <= c; base += blockDim.x) {
-        const int64_t j = base + threadIdx.x;
-        int digit = -1;
-        if (j <= c) {
-          const uint32_t bits = __float_as_uint(score[j]);
-          if (!taken[j] && (bits & high_mask) == (prefix & high_mask)) digit = (bits >> shift) & 0xFF;
-        }
-        const unsigned peers = __match_any_sync(0xffffffff, digit);
-        if (digit >= 0 && lane == __ffs(peers) - 1) atomicAdd(&hist[digit], __popc(peers));
-      }
-      __syncthreads();
-      if (warp == 0) {
-        // Suffix sums over the 256 bins, 8 a lane (lane 0 holds the top bins 248-255), then the
-        // digit where the count from the top first reaches `remaining`.
-        const int remaining = remaining_sh;
-        int bins[8], local = 0;
-        for (int k = 0; k < 8; ++k) bins[k] = hist[255 - (lane * 8 + k)], local += bins[k];
-        int before = local;  // inclusive prefix over lanes, from the top
-        for (int o = 1; o < 32; o *= 2) {
-          const int x = __shfl_up_sync(0xffffffff, before, o);
-          if (lane >= o) before += x;
-        }
-        before -= local;  // count strictly above this lane's bins
-        int found = -1, left = 0;
-        if (before < remaining && before + local >= remaining) {
-          int acc = before;
-          for (int k = 0; k < 8; ++k) {
-            if (acc + bins[k] >= remaining) {
-              found = 255 - (lane * 8 + k);
-              left = remaining - acc;
-              break;
-            }
-            acc += bins[k];
-          }
-        }
-        const unsigned who = __ballot_sync(0xffffffff, found >= 0);
-        const int src = who ? __ffs(who) - 1 : 0;
-        found = __shfl_sync(0xffffffff, found, src);
-        left = __shfl_sync(0xffffffff, left, src);
-        if (lane == 0) {
-          prefix_sh = prefix | (static_cast<uint32_t>(found < 0 ? 0 : found) << shift);
-          remaining_sh = found < 0 ? remaining : left;
-        }
-      }
-      __syncthreads();
-    }
-    stamp(7);
-    const uint32_t prefix = prefix_sh;
-    // Everything above T, then the lowest indices equal to T until k are taken.
-    __shared__ int above;
-    if (threadIdx.x == 0) above = 0;
-    __syncthreads();
-    for (int64_t j = threadIdx.x; j <= c; j += blockDim.x) {
-      if (!taken[j] && __float_as_uint(score[j]) > prefix) taken[j] = 2, atomicAdd(&above, 1);
-    }
-    __syncthreads();
-    if (warp == 0) {
-      int need = k - above;
-      for (int64_t base = 0; base <= c && need > 0; base += 32) {
-        const int64_t j = base + lane;
-        const bool eq = j <= c && !taken[j] && __float_as_uint(score[j]) == prefix;
-        const unsigned mask = __ballot_sync(0xffffffff, eq);
-        const int rank = __popc(mask & ((1u << lane) - 1));
-        if (eq && rank < need) taken[j] = 2;
-        need -= min(need, __popc(mask));
-      }
-    }
-    __syncthreads();
-    // Collect in index order (ascending, as the reads want it).
-    if (warp == 0) {
-      int n_out = 0;
-      for (int64_t base = 0; base <= c; base += 32) {
-        const int64_t j = base + lane;
-        const bool on = j <= c && taken[j];
-        const unsigned mask = __ballot_sync(0xffffffff, on);
-        if (on) chosen[n_out + __popc(mask & ((1u << lane) - 1))] = static_cast<int32_t>(j);
-        n_out += __popc(mask);
-      }
-      if (lane == 0) count = n_out;
-    }
-    __syncthreads();
+  const float2* lists = reinterpret_cast<const float2*>(ws + z.cand) + bk * z.score_splits * z.n;
+  for (int idx = threadIdx.x; idx < z.score_splits * kf; idx += blockDim.x) {
+    cache[idx] = __ldcg(&lists[(idx / kf) * z.n + idx % kf]);
   }
-  for (int i = threadIdx.x; i < z.n; i += blockDim.x) {
-    sel[i] = i < count ? chosen[i] : -1;
-    if (a.selected) a.selected[bk * z.n + i] = sel[i];
+  __syncthreads();
+  if (warp == 0) {
+    int ptr = 0;
+    auto head = [&](float& hv, int& hj) {
+      if (lane < z.score_splits && ptr < kf) {
+        const float2 e = cache[lane * kf + ptr];
+        hv = e.x, hj = __float_as_int(e.y);
+      } else {
+        hv = -1.f, hj = INT_MAX;
+      }
+    };
+    float hv;
+    int hj;
+    head(hv, hj);
+    const int base = count;
+    int picked = 0;
+    for (int r = 0; r < kf; ++r) {
+      float wv = hv;
+      int wj = hj;
+      WarpBest(wv, wj);
+      if (wv < 0.f) break;  // fewer free blocks than picks (not with c + 1 > n)
+      if (lane == 0) chosen[base + r] = wj;
+      ++picked;
+      if (wj == hj) ++ptr, head(hv, hj);
+    }
+    if (lane == 0) count = base + picked;
   }
+  __syncthreads();
+  WriteSelection(a, z, ws, bk, chosen, count);
+  return true;
 }
 
 // Selected or window task: split `split` of unit (b, g) walks a run of selected blocks (split <
@@ -702,11 +761,12 @@ __device__ void CombineHead(const NsaDecodeArgs& a, const Sizes& z, float* ws, i
 
 // ---- the fused kernel --------------------------------------------------------------------------
 // One launch of min(tasks, resident blocks) blocks that take tasks from a queue in this order:
-// every unit's compressed tasks, window tasks, selected tasks, then a merge task per head. A
-// selected task waits for its unit's selection, which the unit's last compressed task runs; a
-// merge task for all of its unit's tasks. Every task one can wait on was taken from the queue
-// before it by a running block, and waits only on tasks taken earlier still, so every wait ends
-// whatever the grid size and however many blocks are resident.
+// every unit's compressed tasks, window tasks, score tasks, selected tasks, then a merge task per
+// head. A score task waits for its unit's log-sum-exps (the last compressed task's), a selected task
+// for its unit's selection (the last score task's), a merge task for all of its unit's tasks:
+// every task one can wait on was taken from the queue before it by a running block, and waits
+// only on tasks taken earlier still, so every wait ends whatever the grid size and however many
+// blocks are resident.
 // Waiting blocks poll with relaxed loads and acquire once, after the flag is seen: an acquire
 // load invalidates the SM's L1, and a stream of them from waiting blocks slows every block that
 // shares their SM.
@@ -736,9 +796,12 @@ template <int kSlices>
 __global__ void __launch_bounds__(kThreads) FusedKernel(NsaDecodeArgs a, Sizes z, float* ws) {
   extern __shared__ __align__(16) unsigned char smem[];
   const Counters cnt = CountersOf(z, ws);
-  const int U = z.units, per_unit = z.cmp_splits + z.win_splits + z.sel_splits;
-  const int cmp_tasks = U * z.cmp_splits, win_tasks = U * z.win_splits, work_tasks = U * per_unit;
-  const int total = work_tasks + U * z.G;  // then a combine task per head
+  const int U = z.units, per_unit = z.cmp_splits + z.score_splits + z.win_splits + z.sel_splits;
+  // The queue: compressed, window, score, selected tasks, then a merge task per head. Window
+  // tasks wait for nothing, so they go before the score tasks, which wait.
+  const int cmp_end = U * z.cmp_splits, win_end = cmp_end + U * z.win_splits;
+  const int score_end = win_end + U * z.score_splits, work_end = U * per_unit;
+  const int total = work_end + U * z.G;
   __shared__ int task_sh;
   for (;;) {
     __syncthreads();  // the previous task is done with shared memory
@@ -748,21 +811,37 @@ __global__ void __launch_bounds__(kThreads) FusedKernel(NsaDecodeArgs a, Sizes z
     if (task >= total) break;
     int64_t* trace = a.trace ? a.trace + 8 * static_cast<int64_t>(task) : nullptr;
     if (trace && threadIdx.x == 0) trace[0] = GlobalTimer(), trace[2] = 0, trace[3] = SmId();
-    if (task >= work_tasks) {  // combine: once every task of the unit is done
-      const int k = task - work_tasks, unit = k / z.G;
+    if (task >= work_end) {  // merge: once every task of the unit is done
+      const int k = task - work_end, unit = k / z.G;
       WaitAtLeast(&cnt.done[unit], per_unit);
       CombineHead(a, z, ws, unit / a.num_kv_heads, unit % a.num_kv_heads, k % z.G, reinterpret_cast<float*>(smem));
       if (trace && threadIdx.x == 0) trace[1] = GlobalTimer();
       continue;
     }
-    int unit, split;
-    if (task < cmp_tasks) {
+    int unit;
+    if (task < cmp_end) {
       unit = task / z.cmp_splits;
       const int b = unit / a.num_kv_heads, g = unit % a.num_kv_heads;
       CompressedTask<kSlices>(a, z, ws, b, g, task % z.cmp_splits, smem);
       if (trace && threadIdx.x == 0) trace[1] = GlobalTimer();
       if (ArriveLast(&cnt.cmp_done[unit], z.cmp_splits)) {
-        SelectUnit(a, z, ws, b, g, smem, trace);
+        const bool all = LseUnit(a, z, ws, b, g);
+        __syncthreads();
+        if (threadIdx.x == 0) {
+          __threadfence();
+          StoreRelease(&cnt.lse_ready[unit], 1);
+          if (all) StoreRelease(&cnt.ready[unit], 1);
+          if (trace) trace[2] = GlobalTimer();
+        }
+      }
+    } else if (task >= win_end && task < score_end) {
+      const int k = task - win_end;
+      unit = k / z.score_splits;
+      const int b = unit / a.num_kv_heads, g = unit % a.num_kv_heads;
+      WaitAtLeast(&cnt.lse_ready[unit], 1);
+      ScoreTask(a, z, ws, b, g, k % z.score_splits, reinterpret_cast<float*>(smem));
+      if (trace && threadIdx.x == 0) trace[1] = GlobalTimer();
+      if (ArriveLast(&cnt.score_done[unit], z.score_splits) && MergeUnit(a, z, ws, b, g, reinterpret_cast<float2*>(smem))) {
         __syncthreads();
         if (threadIdx.x == 0) {
           __threadfence();
@@ -771,11 +850,12 @@ __global__ void __launch_bounds__(kThreads) FusedKernel(NsaDecodeArgs a, Sizes z
         }
       }
     } else {
-      if (task < cmp_tasks + win_tasks) {
-        const int k = task - cmp_tasks;
+      int split;
+      if (task < win_end) {
+        const int k = task - cmp_end;
         unit = k / z.win_splits, split = z.sel_splits + k % z.win_splits;
       } else {
-        const int k = task - cmp_tasks - win_tasks;
+        const int k = task - score_end;
         unit = k / z.sel_splits, split = k % z.sel_splits;
         WaitAtLeast(&cnt.ready[unit], 1);
       }
@@ -796,9 +876,15 @@ __global__ void __launch_bounds__(kThreads) CompressedKernel(NsaDecodeArgs a, Si
   extern __shared__ __align__(16) unsigned char smem[];
   CompressedTask<kSlices>(a, z, ws, blockIdx.z, blockIdx.y, blockIdx.x, smem);
 }
-__global__ void __launch_bounds__(kThreads) SelectKernel(NsaDecodeArgs a, Sizes z, float* ws) {
+__global__ void __launch_bounds__(kThreads) LseKernel(NsaDecodeArgs a, Sizes z, float* ws) {
+  LseUnit(a, z, ws, blockIdx.y, blockIdx.x);
+}
+// The last score task of a unit merges (the counters start at zero: the launch clears them).
+__global__ void __launch_bounds__(kThreads) ScoreKernel(NsaDecodeArgs a, Sizes z, float* ws) {
   extern __shared__ __align__(16) unsigned char smem[];
-  SelectUnit(a, z, ws, blockIdx.y, blockIdx.x, smem);
+  const int b = blockIdx.z, g = blockIdx.y, unit = b * a.num_kv_heads + g;
+  ScoreTask(a, z, ws, b, g, blockIdx.x, reinterpret_cast<float*>(smem));
+  if (ArriveLast(&CountersOf(z, ws).score_done[unit], z.score_splits)) MergeUnit(a, z, ws, b, g, reinterpret_cast<float2*>(smem));
 }
 template <int kSlices>
 __global__ void __launch_bounds__(kThreads) SegmentKernel(NsaDecodeArgs a, Sizes z, float* ws) {
@@ -814,9 +900,9 @@ __global__ void __launch_bounds__(kThreads) CombineKernel(NsaDecodeArgs a, Sizes
 template <int kSlices>
 cudaError_t LaunchSlices(const NsaDecodeArgs& a, const Sizes& z, cudaStream_t stream) {
   float* ws = static_cast<float*>(a.workspace);
-  const int lp = a.nsa.select_block;
   const size_t run_smem = TileSmemBytes(z.G, a.head_dim, a.v_head_dim);
-  const size_t sel_smem = (a.max_context / lp + 1 + 16) * (sizeof(float) + 1) + 64 + z.nstride * sizeof(float);
+  const size_t score_smem = std::max(static_cast<size_t>(z.score_summaries + z.score_per) * sizeof(float),
+                                     static_cast<size_t>(z.score_splits) * z.n * sizeof(float2));  // ScoreTask, MergeUnit
   const size_t combine_smem = static_cast<size_t>(z.cmp_splits + z.sel_splits + z.win_splits) * sizeof(float);
   // Opt in to large shared memory once per process (the attribute is per kernel, not per launch).
   static const cudaError_t opt_in = [] {
@@ -825,15 +911,17 @@ cudaError_t LaunchSlices(const NsaDecodeArgs& a, const Sizes& z, cudaStream_t st
     max_smem -= 8 << 10;  // leave room for the kernels' static shared memory
     cudaError_t e = cudaSuccess;
     for (const void* k : {reinterpret_cast<const void*>(FusedKernel<kSlices>), reinterpret_cast<const void*>(CompressedKernel<kSlices>),
-                          reinterpret_cast<const void*>(SegmentKernel<kSlices>), reinterpret_cast<const void*>(SelectKernel),
+                          reinterpret_cast<const void*>(SegmentKernel<kSlices>), reinterpret_cast<const void*>(ScoreKernel),
                           reinterpret_cast<const void*>(CombineKernel)}) {
       if (e == cudaSuccess) e = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, max_smem);
     }
     return e;
   }();
   if (opt_in != cudaSuccess) return opt_in;
+  const cudaError_t cleared = cudaMemsetAsync(ws + z.counters, 0, z.counter_bytes, stream);
+  if (cleared != cudaSuccess) return cleared;
   if (!a.staged) {
-    const size_t smem = std::max({run_smem, sel_smem, combine_smem});
+    const size_t smem = std::max({run_smem, score_smem, combine_smem});
     // As many blocks as fit at once (more would only wait for a free slot), at most one a task.
     // Computed from the kernel's registers and shared memory rather than the occupancy API, which
     // the first launch of a new shared-memory size may meet inside a stream capture.
@@ -855,15 +943,15 @@ cudaError_t LaunchSlices(const NsaDecodeArgs& a, const Sizes& z, cudaStream_t st
     const int regs_per_block = (limits.regs * 32 + 255) / 256 * 256 * (kThreads / 32);
     const int per_sm = std::max(1, std::min({limits.threads_per_sm / kThreads, limits.regs_per_sm / regs_per_block,
                                              limits.smem_per_sm / static_cast<int>(smem + limits.static_smem + limits.reserved)}));
-    const int64_t tasks = static_cast<int64_t>(z.units) * (z.cmp_splits + z.sel_splits + z.win_splits + z.G);
+    const int64_t tasks =
+        static_cast<int64_t>(z.units) * (z.cmp_splits + z.score_splits + z.sel_splits + z.win_splits + z.G);
     const int blocks = static_cast<int>(std::min<int64_t>(tasks, static_cast<int64_t>(per_sm) * NumSms()));
-    const cudaError_t e = cudaMemsetAsync(ws + z.counters, 0, z.counter_bytes, stream);
-    if (e != cudaSuccess) return e;
     FusedKernel<kSlices><<<blocks, kThreads, smem, stream>>>(a, z, ws);
     return cudaGetLastError();
   }
   CompressedKernel<kSlices><<<dim3(z.cmp_splits, a.num_kv_heads, a.batch), kThreads, run_smem, stream>>>(a, z, ws);
-  SelectKernel<<<dim3(a.num_kv_heads, a.batch), kThreads, sel_smem, stream>>>(a, z, ws);
+  LseKernel<<<dim3(a.num_kv_heads, a.batch), kThreads, 0, stream>>>(a, z, ws);
+  ScoreKernel<<<dim3(z.score_splits, a.num_kv_heads, a.batch), kThreads, score_smem, stream>>>(a, z, ws);
   SegmentKernel<kSlices><<<dim3(z.sel_splits + z.win_splits, a.num_kv_heads, a.batch), kThreads, run_smem, stream>>>(a, z, ws);
   CombineKernel<<<dim3(a.num_heads, a.batch), kThreads, combine_smem, stream>>>(a, z, ws);
   return cudaGetLastError();
@@ -875,7 +963,8 @@ size_t NsaDecodeWorkspaceBytes(const NsaDecodeArgs& args) { return SizesOf(args)
 
 NsaDecodeTasks NsaDecodeTaskCounts(const NsaDecodeArgs& args) {
   const Sizes z = SizesOf(args);
-  return {z.units * z.cmp_splits, z.units * z.win_splits, z.units * z.sel_splits, z.units * z.G};
+  return {z.units * z.cmp_splits, z.units * z.win_splits, z.units * z.score_splits, z.units * z.sel_splits,
+          z.units * z.G};
 }
 
 cudaError_t LaunchNsaDecode(const NsaDecodeArgs& a, cudaStream_t stream) {

@@ -3,18 +3,20 @@
 // kernels/reference/nsa_attention.h (NsaAttendGroup); tests/gpu/nsa_decode_test.cu holds them
 // together.
 //
-// The work of a (sequence, KV head) unit is split into tasks, each a run of tiles (64 summaries,
-// or one page of l' tokens) with K and V loaded by 16-byte asynchronous copies and reused by all
-// G heads on tensor cores, leaving one split-softmax partial:
+// The work of a (sequence, KV head) unit is split into tasks. Attention tasks walk a run of
+// tiles (64 summaries, or one page of l' tokens) with K and V loaded by 16-byte asynchronous
+// copies and reused by all G heads on tensor cores, leaving one split-softmax partial:
 //   compressed  raw scores + partials over the summaries; the unit's last one also merges the
-//               branch's log-sum-exp per head, scores the blocks (geometric map, group sum),
-//               forces the initial and local blocks and chooses the top-n (radix select)
+//               branch's log-sum-exp per head
 //   window      the window pages (no dependency)
+//   score       a range of up to 512 selection blocks: the group's probabilities, the blocks'
+//               scores (geometric map, group sum) and the range's best picks, sorted; the unit's
+//               last one merges the ranges' lists and adds the forced blocks: the top-n
 //   selected    the chosen blocks (after the unit's selection)
-// and the unit's last task merges each branch's partials, applies the gates, writes the outputs.
+// and a merge task per head combines each branch's partials, applies the gates, writes the output.
 // One launch runs them all: a fused kernel whose resident blocks take tasks from a queue in that
 // order, so even one sequence spreads over every SM and no pass waits for a kernel boundary.
-// `staged` runs the same tasks as four launches instead (a pass per launch), for comparison.
+// `staged` runs the same tasks as five launches instead (a pass per launch), for comparison.
 #pragma once
 
 #include <cstddef>
@@ -54,19 +56,19 @@ struct NsaDecodeArgs {
   float* out = nullptr;  // [batch][num_heads][v_head_dim]
   int32_t* selected = nullptr;  // optional [batch][num_kv_heads][n]: chosen blocks, ascending, -1 pads
   void* workspace = nullptr;
-  // Four launches, one per pass, instead of the fused kernel (tests and benchmarks compare them).
+  // A launch per pass instead of the fused kernel (tests and benchmarks compare them).
   bool staged = false;
-  // Benchmarks only, fused kernel: per task of the queue (compressed, window, selected, combine;
-  // unit-major within each kind) eight int64: start and end (%globaltimer ns), the end of the
-  // selection it ran (0 if none), the SM it ran on, and the selection's phases' ends (heads'
-  // log-sum-exps, group probabilities, block scores, the radix select's threshold).
+  // Benchmarks only, fused kernel: per task of the queue (compressed, window, score, selected,
+  // combine; unit-major within each kind) eight int64: start and end (%globaltimer ns), the end
+  // of the log-sum-exps (a compressed task) or of the selection (a score task) it ran (0 if none),
+  // the SM it ran on, and four unused.
   int64_t* trace = nullptr;
 };
 
 // Tasks of the fused kernel's queue (the rows of NsaDecodeArgs::trace) and how many are of each
-// kind: compressed, window, selected, combine.
+// kind, in the queue's order: compressed, window, score, selected, combine.
 struct NsaDecodeTasks {
-  int compressed, window, selected, combine;
+  int compressed, window, score, selected, combine;
 };
 NsaDecodeTasks NsaDecodeTaskCounts(const NsaDecodeArgs& args);
 // Bytes of workspace LaunchNsaDecode needs for these arguments.
