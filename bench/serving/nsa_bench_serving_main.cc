@@ -92,7 +92,8 @@ absl::Status Check(bool ok, const std::string& message) {
 
 const char* const kServerCounters[] = {"vllm:prompt_tokens_total", "vllm:generation_tokens_total",
                                        "vllm:request_success_total", "vllm:prefix_cache_hits_total",
-                                       "vllm:num_preemptions_total"};
+                                       "vllm:num_preemptions_total", "nsa:engine_step_seconds_sum",
+                                       "nsa:engine_step_seconds_count"};
 
 // The server's counter deltas and ours; "match" when the tokens and requests agree.
 json CompareServerCounters(const std::string& url, const MetricSums& before, const MetricSums& after,
@@ -126,6 +127,11 @@ json CompareServerCounters(const std::string& url, const MetricSums& before, con
                  {"generation_tokens", delta("vllm:generation_tokens_total")},
                  {"requests_finished", delta("vllm:request_success_total")},
                  {"preemptions", delta("vllm:num_preemptions_total")}};
+  // The engine's mean step over the run (warm-ups included): the client's inter-token latency over
+  // it is what the API path adds between the engine and the client (vllm's ITL, both in ms).
+  const double steps = delta("nsa:engine_step_seconds_count");
+  j["server"]["engine_steps"] = steps;
+  j["server"]["mean_engine_step_ms"] = steps > 0 ? 1e3 * delta("nsa:engine_step_seconds_sum") / steps : 0.0;
   j["client"] = {{"prompt_tokens", prompt}, {"generation_tokens", generated}, {"requests", requests}};
   j["match"] = prefill + cached == static_cast<double>(prompt) &&
                delta("vllm:generation_tokens_total") == static_cast<double>(generated) &&

@@ -126,6 +126,10 @@ std::string FormatTable(const json& result) {
     s += Line("Requests finished:", absl::StrCat(sm["server"]["requests_finished"].get<double>(), " / ",
                                                  sm["client"]["requests"].get<int64_t>()));
     s += Line("Preemptions:", sm["server"]["preemptions"]);
+    if (sm["server"].contains("mean_engine_step_ms") && sm["server"]["engine_steps"].get<double>() > 0) {
+      s += Line("Engine steps (server):", sm["server"]["engine_steps"]);
+      s += Line("Mean engine step (ms, server):", sm["server"]["mean_engine_step_ms"]);
+    }
     s += Line("Counts agree (warm-ups included):", sm["match"].get<bool>() ? "yes" : "NO");
   }
   if (!r["error_summary"].empty()) {

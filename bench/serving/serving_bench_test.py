@@ -131,6 +131,10 @@ class ServingBenchTest(unittest.TestCase):
         self.assertEqual(sm["client"], {"prompt_tokens": total * INPUT, "generation_tokens": total * OUTPUT,
                                         "requests": total})
         self.assertEqual(sm["server"]["generation_tokens"], total * OUTPUT)
+        # Every output token took a step (prefill steps make the first), and no step is free.
+        self.assertGreaterEqual(sm["server"]["engine_steps"], OUTPUT)
+        self.assertGreater(sm["server"]["mean_engine_step_ms"], 0)
+        self.assertLess(sm["server"]["mean_engine_step_ms"], res["mean_e2el_ms"])
         self.check_figures(res)
         self.assertIn("Serving Benchmark Result", stdout)
         self.assertIn("Counts agree (warm-ups included):        yes", stdout)
