@@ -11,6 +11,7 @@ Each fragment names its machine, date, commit and commands. Only the standard li
 on the GPU machine too.
 """
 import argparse
+import gzip
 import json
 import os
 import re
@@ -100,7 +101,67 @@ def cpu_fragment(out, archive=None):
     return "\n".join(lines) + "\n"
 
 
-def gpu_fragment(out):
+def read_json(path):
+    """A JSON file, or its .gz copy (the repository keeps the generator's JSONs gzipped)."""
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    if os.path.exists(path + ".gz"):
+        with gzip.open(path + ".gz", "rt", encoding="utf-8") as f:
+            return json.load(f)
+    return None
+
+
+def serving_row(j, name):
+    sm = j.get("server_metrics", {})
+    step = sm.get("server", {}).get("mean_engine_step_ms")
+    agree = "yes" if sm.get("match") else ("no" if sm else "-")
+    return (f"| {name} | {j.get('completed')}/{j.get('completed', 0) + j.get('failed', 0)} | "
+            f"{j.get('request_throughput', 0):.2f} | {j.get('output_throughput', 0):.0f} | "
+            f"{j.get('median_ttft_ms', 0):.1f} / {j.get('p99_ttft_ms', 0):.1f} | {j.get('median_tpot_ms', 0):.2f} | "
+            f"{j.get('mean_itl_ms', 0):.2f} | {f'{step:.2f}' if step else '-'} | {j.get('median_e2el_ms', 0):.0f} | {agree} |")
+
+
+def serving_lines(folder, archive):
+    """The tables of bench/serving/gpu-serving.sh's runs (sweep/, streams/, s256/ under folder)."""
+    runs = [("sweep", "64 prompts of 1,024 tokens, 128 output tokens, Poisson arrivals, 4 warm-ups"),
+            ("streams", "1,000 requests at once, 16-token prompts, 32 output tokens, 2 warm-ups"),
+            ("s256", "256 requests at once, 128-token prompts, 256 output tokens")]
+    rows = []
+    for name, what in runs:
+        tsv = os.path.join(folder, name, "sweep.tsv")
+        if not os.path.exists(tsv):
+            continue
+        rates = []
+        for l in read(tsv).splitlines():
+            f = l.split()
+            if f and not l.startswith("#") and f[1] not in rates:
+                rates.append(f[1])
+        for rate in rates:
+            for api in ("grpc", "openai"):
+                j = read_json(os.path.join(folder, name, f"{api}-rate-{rate}.json"))
+                if j:
+                    rows.append(serving_row(j, f"{name} {api} {rate}"))
+    if not rows:
+        return []
+    where = f"{archive}/serving" if archive else "OUT/serving"
+    lines = ["### Serving: `1.3b` through both APIs", "",
+             "Command: `bash bench/serving/gpu-serving.sh OUT/serving` (run by `run-all.sh`): the load generator "
+             "and nsa-server (CUDA backend, random weights) on the same machine. Runs: " +
+             "; ".join(f"{name}: {what}" for name, what in runs) + ". Engine step: the server's mean "
+             "`nsa:engine_step_seconds` over the run (warm-ups included); client ITL: vllm's inter-token latency.",
+             "",
+             "| run | completed | req/s | output tok/s | TTFT median / p99 (ms) | TPOT median (ms) | "
+             "client ITL mean (ms) | engine step mean (ms) | E2EL median (ms) | server counts agree |",
+             "|---|---|---|---|---|---|---|---|---|---|"] + rows + [""]
+    if os.path.exists(os.path.join(folder, "sweep", "sweep.png")):
+        lines += [f"Plot: `{where}/sweep/sweep.png` (latency percentiles and throughput against request rate).", ""]
+    else:
+        lines += [f"Plot: draw it with `bench/serving/sweep.sh --plot-only {where}/sweep` (gnuplot).", ""]
+    return lines
+
+
+def gpu_fragment(out, archive=None):
     lines = ["<!-- generated:gpu:begin -->", "## GPU machine (generated)", ""]
     gpu = [l for l in read(os.path.join(out, "gpu.txt")).splitlines() if l and not l.startswith("name")]
     lines += [f"Card: {gpu[0] if gpu else 'unknown'}. Date {date.today()}, commit {commit_of(out)}. Command: "
@@ -130,6 +191,7 @@ def gpu_fragment(out):
                         lines.append("")
                     lines += [l.replace("### ", "#### "), ""]
             lines.append("")
+    lines += serving_lines(os.path.join(out, "serving"), archive)
     lines.append("<!-- generated:gpu:end -->")
     return "\n".join(lines) + "\n"
 
@@ -153,12 +215,12 @@ def main():
     ap.add_argument("what", choices=["cpu", "gpu", "splice"])
     ap.add_argument("path")
     ap.add_argument("--results", default=os.path.join(HERE, "RESULTS.md"))
-    ap.add_argument("--archive", help="cpu: where the run's files are kept in the repository (cited)")
+    ap.add_argument("--archive", help="where the run's files are kept in the repository (cited)")
     a = ap.parse_args()
     if a.what == "splice":
         splice(a.path, a.results)
         return
-    fragment = cpu_fragment(a.path, a.archive) if a.what == "cpu" else gpu_fragment(a.path)
+    fragment = cpu_fragment(a.path, a.archive) if a.what == "cpu" else gpu_fragment(a.path, a.archive)
     dest = os.path.join(a.path, f"results-{a.what}.md")
     with open(dest, "w", encoding="utf-8") as f:
         f.write(fragment)

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Runs every GPU test and benchmark on the GPU machine from a staged folder, writing full logs to
 # OUT and a short summary last. Stage first, here:  bench/gpu/stage.sh   (makes stage/)
-#   bench/gpu/run-all.sh OUT [--quick] [--only tests|bench]
+#   bench/gpu/run-all.sh OUT [--quick] [--only tests|bench|serving]
+# (serving: bench/serving/gpu-serving.sh, the 1.3b serving runs through both APIs, into OUT/serving)
 set -uo pipefail
-out=${1:?usage: run-all.sh OUT [--quick] [--only tests|bench]}
+out=${1:?usage: run-all.sh OUT [--quick] [--only tests|bench|serving]}
 shift
 quick="" only=""
 while [ $# -gt 0 ]; do
@@ -31,7 +32,7 @@ cp "$here/stage/COMMIT" "$out/commit.txt" 2>/dev/null || true
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$out/gpu.txt" 2>&1
 echo "cuBLASLt from: ${cublas:-not found}" >> "$out/gpu.txt"
 status=0
-if [ "$only" != bench ]; then
+if [ -z "$only" ] || [ "$only" = tests ]; then
   export NSA_TEST_MODEL_DIR=$here/stage/models/tiny
   for t in nsa_decode_test kv_write_test model_ops_gpu_test sampling_gpu_test model_gpu_test engine_gpu_test; do
     [ -x "$bin/$t" ] || continue
@@ -56,17 +57,21 @@ if [ "$only" != bench ]; then
   # The server on a GPU machine: the CUDA backend, a streamed completion over HTTP, drain.
   bash "$here/bench/gpu/server-smoke.sh" "$bin/nsa-server" "$here/stage/models/tiny" > "$out/server_smoke.log" 2>&1 || status=1
 fi
-if [ "$only" != tests ]; then
+if [ -z "$only" ] || [ "$only" = bench ]; then
   "$bin/nsa_decode_bench" $quick > "$out/nsa_decode_bench.md" 2>&1 || status=1
   "$bin/nsa_decode_bench" $quick --prefill > "$out/nsa_prefill_bench.md" 2>&1 || status=1
   PYTHONUNBUFFERED=1 python3 "$here/bench/gpu/sdpa_decode.py" $quick > "$out/sdpa_decode.md" 2>&1 || status=1
   PYTHONUNBUFFERED=1 python3 "$here/bench/gpu/sdpa_prefill.py" $quick > "$out/sdpa_prefill.md" 2>&1 || status=1
   "$bin/e2e_decode_bench" $quick > "$out/e2e_decode_bench.md" 2>&1 || status=1
 fi
+if [ -z "$only" ] || [ "$only" = serving ]; then
+  bash "$here/bench/serving/gpu-serving.sh" "$out/serving" > "$out/serving.log" 2>&1 || status=1
+fi
 # The machine-written block of bench/RESULTS.md; here: bench/results.py splice OUT/results-gpu.md
 python3 "$here/bench/results.py" gpu "$out" > /dev/null || status=1
 echo "== $(head -2 "$out/gpu.txt" | tail -1)"
 grep -hE "^\[  (PASSED|FAILED)|tests ran|^\[ model \]|worst relative error" "$out"/*_test.log 2>/dev/null
 tail -n 3 "$out"/torch_*.log "$out/server_smoke.log" 2>/dev/null
+tail -n 40 "$out/serving.log" 2>/dev/null
 cat "$out/nsa_decode_bench.md" "$out/sdpa_decode.md" "$out/nsa_prefill_bench.md" "$out/sdpa_prefill.md" "$out/e2e_decode_bench.md" 2>/dev/null
 exit $status

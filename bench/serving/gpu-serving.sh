@@ -4,8 +4,9 @@
 # (serve-and-sweep.sh), each with the server's /metrics beside the client's counts:
 #   sweep/    rates 2, 8, 32 and inf: 64 prompts of 1,024 tokens, 128 output tokens, 4 warm-ups
 #   streams/  1,000 requests at once (16-token prompts, 32 output tokens): every stream completes
-#   s256/     256 requests at once (128-token prompts, 256 output tokens): the client's
-#             inter-token latency against the engine's mean step (server metrics) at 256 streams
+#   s256/     256 requests at once (128-token prompts, 256 output tokens, no warm-ups, so the
+#             server's mean step is this run's): the client's inter-token latency against the
+#             engine's mean step (server metrics) at 256 streams
 # The PNG is drawn where gnuplot is (here: sweep.sh --plot-only OUT/sweep).
 #   bench/serving/gpu-serving.sh OUT
 set -uo pipefail
@@ -35,7 +36,7 @@ run() {  # NAME RATES GENERATOR-FLAGS...
 run sweep "2 8 32 inf" --num-prompts 64 --input-len 1024 --output-len 128 --num-warmups 4 --seed 1 \
   --goodput ttft:500,tpot:50
 run streams inf --num-prompts 1000 --input-len 16 --output-len 32 --num-warmups 2 --seed 2
-run s256 inf --num-prompts 256 --input-len 128 --output-len 256 --num-warmups 2 --seed 3
+run s256 inf --num-prompts 256 --input-len 128 --output-len 256 --seed 3
 for name in sweep streams s256; do
   for f in "$out/$name"/*.txt; do
     [ -e "$f" ] || continue
