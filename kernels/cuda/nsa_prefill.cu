@@ -1,0 +1,199 @@
+#include "kernels/cuda/nsa_prefill.h"
+
+#include <cfloat>
+#include <cmath>
+
+#include <cuda_pipeline.h>
+
+#include "kernels/cuda/tile_mma.cuh"
+
+namespace nsa::cuda {
+namespace {
+
+using tile::kPad;
+using tile::kRowTiles;
+using tile::kTileRows;
+using tile::Load32;
+using tile::LoadRows;
+using tile::Mma;
+using tile::Pack;
+using tile::Pair;
+using tile::ZeroRows;
+
+constexpr int kThreads = 128;  // 4 warps, 16 query rows each
+constexpr int kQueryRows = 64;  // query rows a block
+constexpr int kMaxColTiles = 16;  // 8-column tiles of the output: v_dim <= 128, all of them a warp
+
+// grid (ceil(num_queries * G / 64), num_kv_heads). Row R of a block's 64 is query R / G, head
+// R % G of KV head blockIdx.y; rows past the chunk are computed on zeros and not written.
+__global__ void __launch_bounds__(kThreads) CompressedPrefillKernel(NsaPrefillArgs a) {
+  const int G = a.num_heads / a.num_kv_heads, kv = blockIdx.y, hd = a.head_dim, vhd = a.v_head_dim;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kQueryRows;
+  const int64_t rows_total = static_cast<int64_t>(a.num_queries) * G;
+  const int qstride = hd + kPad, vstride = vhd + kPad;
+  extern __shared__ __align__(16) unsigned char smem[];
+  __nv_bfloat16* qs = reinterpret_cast<__nv_bfloat16*>(smem);  // [64][hd + kPad]
+  __nv_bfloat16* ks = qs + kQueryRows * qstride;  // [64][hd + kPad]
+  __nv_bfloat16* vs = ks + kTileRows * qstride;  // [64][vhd + kPad]
+  __shared__ int64_t row_page[kTileRows];
+  __shared__ int row_slot[kTileRows];
+
+  // The block's query rows: rows past the chunk are zero.
+  const int valid_rows = static_cast<int>(rows_total - row0 < kQueryRows ? rows_total - row0 : kQueryRows);
+  LoadRows(qs, valid_rows, hd, [&](int r) {
+    const int64_t R = row0 + r, query = R / G;
+    return a.q + (query * a.num_heads + static_cast<int64_t>(kv) * G + R % G) * hd;
+  });
+  for (int i = valid_rows * qstride + threadIdx.x; i < kQueryRows * qstride; i += blockDim.x) qs[i] = __float2bfloat16(0.f);
+  __pipeline_commit();  // the first tile waits for it (and a block with no tile before it exits)
+
+  // Each of this thread's two rows (fragment rows g and g + 8 of its warp) sees the summaries
+  // below NumCompressed(position + 1); the block walks those of its last row.
+  int64_t visible[2];
+  for (int half = 0; half < 2; ++half) {
+    const int64_t R = row0 + warp * 16 + g + 8 * half;
+    const int64_t query = R < rows_total ? R / G : -1;
+    visible[half] = query < 0 ? 0 : a.nsa.NumCompressed(a.first_position + query + 1);
+  }
+  const int64_t last_query = (row0 + valid_rows - 1) / G;
+  const int64_t n_block = a.nsa.NumCompressed(a.first_position + last_query + 1);
+  const int num_tiles = static_cast<int>((n_block + kTileRows - 1) / kTileRows);
+
+  const KvLayout& L = a.layout;
+  const int64_t k_off = L.Offset(KvPlane::kCmp, a.layer, kv, false), v_off = L.Offset(KvPlane::kCmp, a.layer, kv, true);
+  float m_run[2] = {-FLT_MAX, -FLT_MAX}, l_run[2] = {0.f, 0.f}, o[kMaxColTiles][4];
+#pragma unroll
+  for (int nt = 0; nt < kMaxColTiles; ++nt) o[nt][0] = o[nt][1] = o[nt][2] = o[nt][3] = 0.f;
+  const int col_tiles = vhd / 8;
+
+  for (int tile_index = 0; tile_index < num_tiles; ++tile_index) {
+    const int64_t i0 = static_cast<int64_t>(tile_index) * kTileRows;
+    const int rows = static_cast<int>(n_block - i0 < kTileRows ? n_block - i0 : kTileRows);
+    __syncthreads();  // the previous tile's reads of ks, vs and row_page are done
+    for (int r = threadIdx.x; r < rows; r += blockDim.x) {
+      const int64_t vr = i0 + r + L.summary_row_shift;
+      row_page[r] = static_cast<int64_t>(a.raw_table[vr / L.summaries_per_page]) * L.page_elems;
+      row_slot[r] = static_cast<int>(vr % L.summaries_per_page);
+    }
+    __syncthreads();
+    LoadRows(ks, rows, hd, [&](int r) { return a.pages + row_page[r] + k_off + row_slot[r] * hd; });
+    LoadRows(vs, rows, vhd, [&](int r) { return a.pages + row_page[r] + v_off + row_slot[r] * vhd; });
+    if (rows < kTileRows) {
+      ZeroRows(ks, rows, hd);
+      ZeroRows(vs, rows, vhd);
+    }
+    __pipeline_commit();
+    __pipeline_wait_prior(0);
+    __syncthreads();
+
+    // S = Q K^T for this warp's 16 rows and the tile's 64 summaries.
+    const __nv_bfloat16* q = qs + warp * 16 * qstride;
+    float s[kRowTiles][4];
+#pragma unroll
+    for (int j = 0; j < kRowTiles; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+    for (int kk = 0; kk < hd; kk += 16) {
+      const uint32_t a0 = Load32(q + g * qstride + kk + 2 * t), a1 = Load32(q + (g + 8) * qstride + kk + 2 * t);
+      const uint32_t a2 = Load32(q + g * qstride + kk + 2 * t + 8), a3 = Load32(q + (g + 8) * qstride + kk + 2 * t + 8);
+#pragma unroll
+      for (int j = 0; j < kRowTiles; ++j) {
+        const __nv_bfloat16* k = ks + (8 * j + g) * qstride + kk + 2 * t;
+        Mma(s[j], a0, a1, a2, a3, Load32(k), Load32(k + 8));
+      }
+    }
+    // s[j][c]: row g (+ 8 for c >= 2), summary i0 + 8 j + 2 t + (c & 1); visible when below the
+    // row's count (the block-causal mask).
+    float mx[2] = {m_run[0], m_run[1]};
+#pragma unroll
+    for (int j = 0; j < kRowTiles; ++j) {
+#pragma unroll
+      for (int c = 0; c < 4; ++c) {
+        const int64_t i = i0 + 8 * j + 2 * t + (c & 1);
+        const float v = s[j][c] * a.scale;
+        s[j][c] = v;
+        if (i < visible[c >= 2]) mx[c >= 2] = fmaxf(mx[c >= 2], v);
+      }
+    }
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffff, mx[h], 1));
+      mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffff, mx[h], 2));
+    }
+    const float corr[2] = {__expf(m_run[0] - mx[0]), __expf(m_run[1] - mx[1])};
+    float sum[2] = {0.f, 0.f};
+#pragma unroll
+    for (int j = 0; j < kRowTiles; ++j) {
+#pragma unroll
+      for (int c = 0; c < 4; ++c) {
+        const int64_t i = i0 + 8 * j + 2 * t + (c & 1);
+        const float p = i < visible[c >= 2] ? __expf(s[j][c] - mx[c >= 2]) : 0.f;
+        s[j][c] = p;
+        sum[c >= 2] += p;
+      }
+    }
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      sum[h] += __shfl_xor_sync(0xffffffff, sum[h], 1);
+      sum[h] += __shfl_xor_sync(0xffffffff, sum[h], 2);
+      l_run[h] = l_run[h] * corr[h] + sum[h];
+      m_run[h] = mx[h];
+    }
+    // O = O corr + P V over all of V's columns.
+#pragma unroll
+    for (int nt = 0; nt < kMaxColTiles; ++nt) {
+      o[nt][0] *= corr[0], o[nt][1] *= corr[0], o[nt][2] *= corr[1], o[nt][3] *= corr[1];
+    }
+#pragma unroll
+    for (int ks16 = 0; ks16 < kRowTiles / 2; ++ks16) {
+      const uint32_t p0 = Pack(s[2 * ks16][0], s[2 * ks16][1]), p1 = Pack(s[2 * ks16][2], s[2 * ks16][3]);
+      const uint32_t p2 = Pack(s[2 * ks16 + 1][0], s[2 * ks16 + 1][1]), p3 = Pack(s[2 * ks16 + 1][2], s[2 * ks16 + 1][3]);
+#pragma unroll
+      for (int nt = 0; nt < kMaxColTiles; ++nt) {
+        if (nt >= col_tiles) break;
+        const __nv_bfloat16* v = vs + (16 * ks16 + 2 * t) * vstride + 8 * nt + g;
+        Mma(o[nt], p0, p1, p2, p3, Pair(v, v + vstride), Pair(v + 8 * vstride, v + 9 * vstride));
+      }
+    }
+  }
+
+  __pipeline_wait_prior(0);  // no copy in flight at exit (a block that saw no summary)
+  // The rows' outputs, normalised, and log-sum-exps.
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const int64_t R = row0 + warp * 16 + g + 8 * half;
+    if (R >= rows_total) continue;
+    const int64_t query = R / G, head = static_cast<int64_t>(kv) * G + R % G;
+    const float l = l_run[half], inv = l > 0.f ? 1.f / l : 0.f;
+    float* out = a.out + (query * a.num_heads + head) * vhd;
+#pragma unroll
+    for (int nt = 0; nt < kMaxColTiles; ++nt) {
+      if (nt >= col_tiles) break;
+      *reinterpret_cast<float2*>(out + 8 * nt + 2 * t) = make_float2(o[nt][2 * half] * inv, o[nt][2 * half + 1] * inv);
+    }
+    if (t == 0) a.lse[query * a.num_heads + head] = l > 0.f ? m_run[half] + __logf(l) : -INFINITY;
+  }
+}
+
+}  // namespace
+
+cudaError_t LaunchNsaPrefillCompressed(const NsaPrefillArgs& a, cudaStream_t stream) {
+  if (a.num_kv_heads <= 0 || a.num_heads % a.num_kv_heads != 0 || a.num_queries < 0) return cudaErrorInvalidValue;
+  if (a.head_dim % 16 != 0 || a.head_dim < 16 || a.head_dim > 192) return cudaErrorInvalidValue;
+  if (a.v_head_dim % 16 != 0 || a.v_head_dim < 16 || a.v_head_dim > 8 * kMaxColTiles) return cudaErrorInvalidValue;
+  if (a.first_position < 0 || !a.q || !a.pages || !a.raw_table || !a.out || !a.lse) return cudaErrorInvalidValue;
+  if (a.num_queries == 0) return cudaSuccess;
+  const int G = a.num_heads / a.num_kv_heads;
+  const size_t smem = (static_cast<size_t>(kQueryRows + kTileRows) * (a.head_dim + kPad) +
+                       static_cast<size_t>(kTileRows) * (a.v_head_dim + kPad)) * sizeof(__nv_bfloat16);
+  static const cudaError_t opt_in = [] {
+    int max_smem = 0;
+    cudaDeviceGetAttribute(&max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0);
+    return cudaFuncSetAttribute(CompressedPrefillKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, max_smem - (8 << 10));
+  }();
+  if (opt_in != cudaSuccess) return opt_in;
+  const int64_t blocks = (static_cast<int64_t>(a.num_queries) * G + kQueryRows - 1) / kQueryRows;
+  CompressedPrefillKernel<<<dim3(static_cast<unsigned>(blocks), a.num_kv_heads), kThreads, smem, stream>>>(a);
+  return cudaGetLastError();
+}
+
+}  // namespace nsa::cuda

@@ -1,0 +1,48 @@
+// NSA prefill attention on the GPU, for a chunk of consecutive positions of one sequence over its
+// paged cache (kernels/kv_layout.h, bf16). Issue 8's kernels; bench/NOTES.md has the plan. So far:
+//
+//   compressed branch  every (position, head) of the chunk against the summaries it may see
+//                      (summary i at position t when i < NumCompressed(t + 1)): the branch's
+//                      output, normalised, and its log-sum-exp, which the selection's scores need.
+//                      FlashAttention-2 tiles: 64 query rows (positions x the G heads of a KV
+//                      head, consecutive) a block, a warp 16 of them, each row with its own
+//                      visible length, 64 summaries a K/V tile shared by the block's 4 warps.
+//
+// The CPU twin is ref::AttendRows over the summaries (kernels/reference/nsa_attention.h);
+// tests/gpu/nsa_prefill_test.cu holds them together.
+#pragma once
+
+#include <cstdint>
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include "kernels/kv_layout.h"
+#include "kernels/nsa_params.h"
+
+namespace nsa::cuda {
+
+struct NsaPrefillArgs {
+  int num_heads = 0;
+  int num_kv_heads = 0;
+  int head_dim = 0;  // a multiple of 16 up to 192
+  int v_head_dim = 0;  // a multiple of 16 up to 128
+  int layer = 0;
+  float scale = 0;
+  NsaParams nsa;
+  KvLayout layout;
+
+  const __nv_bfloat16* q = nullptr;  // [num_queries][num_heads][head_dim], rotated
+  int num_queries = 0;  // the chunk's positions
+  int64_t first_position = 0;  // position of query 0; query r is at first_position + r
+  const __nv_bfloat16* pages = nullptr;  // [num_pages][layout.page_elems]
+  const int32_t* raw_table = nullptr;  // the sequence's raw pages (summaries)
+
+  float* out = nullptr;  // [num_queries][num_heads][v_head_dim]: the compressed branch, normalised
+  float* lse = nullptr;  // [num_queries][num_heads]: its log-sum-exp (-inf where no summary is visible)
+};
+
+// Checks the shapes and launches the compressed branch.
+cudaError_t LaunchNsaPrefillCompressed(const NsaPrefillArgs& args, cudaStream_t stream);
+
+}  // namespace nsa::cuda

@@ -1,0 +1,149 @@
+// The CUDA prefill attention's compressed branch (kernels/cuda/nsa_prefill.h) against its CPU
+// twin, ref::AttendRows over the summaries each position may see, on fresh random inputs: a
+// paged bf16 cache with scrambled page ids, chunks of positions starting anywhere (the start of
+// a sequence, where early rows see no summary; across 64k; at 128k), G from 1 to 64, head dims
+// 32 to 192 (values 32 to 128), the fla default and the paper's overlapping compression, and the
+// tiny presets. Outputs within 4e-3 relative (the kernel rounds softmax weights to bf16 for the
+// P.V product), log-sum-exps within 2e-3.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <random>
+#include <vector>
+
+#include "kernels/cuda/nsa_prefill.h"
+#include "kernels/reference/nsa_attention.h"
+
+namespace nsa {
+namespace {
+
+#define CUDA_OK(expr) ASSERT_EQ((expr), cudaSuccess) << cudaGetErrorString(expr)
+
+struct Case {
+  const char* name;
+  int num_heads, num_kv_heads, head_dim, v_head_dim;
+  int l, d, lp;
+  int64_t first_position;
+  int num_queries;
+};
+
+class NsaPrefillTest : public ::testing::TestWithParam<Case> {};
+
+TEST_P(NsaPrefillTest, CompressedBranchMatchesTheCpuTwin) {
+  const Case& c = GetParam();
+  NsaParams p;
+  p.compress_block = c.l, p.compress_stride = c.d, p.select_block = c.lp;
+  p.score_map = c.l == c.d && c.l == c.lp ? ScoreMap::kIdentity : ScoreMap::kGeometric;
+  const KvLayout L = KvLayout::Make(1, c.num_kv_heads, c.head_dim, c.v_head_dim, p);
+  const int G = c.num_heads / c.num_kv_heads;
+  const int64_t context = c.first_position + c.num_queries;
+  const int pages = static_cast<int>((context + c.lp - 1) / c.lp);
+  std::mt19937 rng(4321);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  std::vector<int32_t> table(pages);
+  std::iota(table.begin(), table.end(), 0);
+  std::shuffle(table.begin(), table.end(), rng);
+  auto bf16 = [](float x) { return __bfloat162float(__float2bfloat16(x)); };
+  std::vector<float> pool(static_cast<size_t>(pages) * L.page_elems), q(static_cast<size_t>(c.num_queries) * c.num_heads * c.head_dim);
+  for (float& x : pool) x = bf16(nd(rng));
+  for (float& x : q) x = bf16(0.5f * nd(rng));
+  std::vector<__nv_bfloat16> pool_bf(pool.size()), q_bf(q.size());
+  for (size_t i = 0; i < pool.size(); ++i) pool_bf[i] = __float2bfloat16(pool[i]);
+  for (size_t i = 0; i < q.size(); ++i) q_bf[i] = __float2bfloat16(q[i]);
+
+  cuda::NsaPrefillArgs a;
+  a.num_heads = c.num_heads, a.num_kv_heads = c.num_kv_heads, a.head_dim = c.head_dim, a.v_head_dim = c.v_head_dim;
+  a.scale = 1.f / std::sqrt(static_cast<float>(c.head_dim)), a.nsa = p, a.layout = L;
+  a.num_queries = c.num_queries, a.first_position = c.first_position;
+  __nv_bfloat16 *d_pool, *d_q;
+  int32_t* d_table;
+  float *d_out, *d_lse;
+  const size_t out_n = static_cast<size_t>(c.num_queries) * c.num_heads * c.v_head_dim;
+  const size_t lse_n = static_cast<size_t>(c.num_queries) * c.num_heads;
+  CUDA_OK(cudaMalloc(&d_pool, pool_bf.size() * 2));
+  CUDA_OK(cudaMalloc(&d_q, q_bf.size() * 2));
+  CUDA_OK(cudaMalloc(&d_table, table.size() * 4));
+  CUDA_OK(cudaMalloc(&d_out, out_n * 4));
+  CUDA_OK(cudaMalloc(&d_lse, lse_n * 4));
+  CUDA_OK(cudaMemcpy(d_pool, pool_bf.data(), pool_bf.size() * 2, cudaMemcpyHostToDevice));
+  CUDA_OK(cudaMemcpy(d_q, q_bf.data(), q_bf.size() * 2, cudaMemcpyHostToDevice));
+  CUDA_OK(cudaMemcpy(d_table, table.data(), table.size() * 4, cudaMemcpyHostToDevice));
+  CUDA_OK(cudaMemset(d_out, 0xFF, out_n * 4));  // poison: NaN unless written
+  CUDA_OK(cudaMemset(d_lse, 0xFF, lse_n * 4));
+  a.q = d_q, a.pages = d_pool, a.raw_table = d_table, a.out = d_out, a.lse = d_lse;
+  CUDA_OK(cuda::LaunchNsaPrefillCompressed(a, nullptr));
+  CUDA_OK(cudaDeviceSynchronize());
+  std::vector<float> out(out_n), lse(lse_n);
+  CUDA_OK(cudaMemcpy(out.data(), d_out, out_n * 4, cudaMemcpyDeviceToHost));
+  CUDA_OK(cudaMemcpy(lse.data(), d_lse, lse_n * 4, cudaMemcpyDeviceToHost));
+  for (void* ptr : {static_cast<void*>(d_pool), static_cast<void*>(d_q), static_cast<void*>(d_table),
+                    static_cast<void*>(d_out), static_cast<void*>(d_lse)}) {
+    cudaFree(ptr);
+  }
+
+  // Every query of short chunks, else every 7th and the last (each with all its heads).
+  std::vector<int> queries;
+  for (int r = 0; r < c.num_queries; r += c.num_queries <= 64 ? 1 : 7) queries.push_back(r);
+  queries.push_back(c.num_queries - 1);
+  std::vector<float> want(c.v_head_dim);
+  int checked = 0;
+  for (int r : queries) {
+    const int64_t t = c.first_position + r;
+    std::vector<int64_t> rows(p.NumCompressed(t + 1));
+    std::iota(rows.begin(), rows.end(), 0);
+    for (int h = 0; h < c.num_heads; ++h) {
+      const int kv = h / G;
+      auto source = [&](bool value) {
+        ref::RowSource s;
+        s.base = pool.data() + L.Offset(KvPlane::kCmp, 0, kv, value);
+        s.row_stride = value ? c.v_head_dim : c.head_dim;
+        s.page_table = table.data();
+        s.page_rows = L.RowsPerPage(KvPlane::kCmp);
+        s.page_stride = L.page_elems;
+        s.row_offset = L.summary_row_shift;
+        return s;
+      };
+      const float* qh = q.data() + (static_cast<size_t>(r) * c.num_heads + h) * c.head_dim;
+      const float want_lse = ref::AttendRows(qh, c.head_dim, a.scale, source(false), source(true), c.v_head_dim, rows, want.data());
+      const float* got = out.data() + (static_cast<size_t>(r) * c.num_heads + h) * c.v_head_dim;
+      const float got_lse = lse[static_cast<size_t>(r) * c.num_heads + h];
+      double err = 0, scale = 1e-6;
+      for (int e = 0; e < c.v_head_dim; ++e) {
+        ASSERT_TRUE(std::isfinite(got[e])) << c.name << ": query " << r << " head " << h;
+        err = std::max(err, static_cast<double>(std::abs(got[e] - want[e])));
+        scale = std::max(scale, static_cast<double>(std::abs(want[e])));
+      }
+      if (rows.empty()) {
+        EXPECT_EQ(err, 0.0) << c.name << ": query " << r << " sees no summary, its output must be 0";
+        EXPECT_TRUE(std::isinf(got_lse) && got_lse < 0) << c.name << ": query " << r << " lse " << got_lse;
+      } else {
+        EXPECT_LE(err / scale, 4e-3) << c.name << ": query " << r << " (position " << t << "), head " << h;
+        EXPECT_NEAR(got_lse, want_lse, 2e-3) << c.name << ": query " << r << ", head " << h;
+      }
+      ++checked;
+    }
+  }
+  EXPECT_GT(checked, 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, NsaPrefillTest,
+    ::testing::Values(
+        // The 7b attention shape (G = 16, head dim 128): the start of a sequence, across 64k, at 128k.
+        Case{"fla_7b_start", 64, 4, 128, 128, 64, 64, 64, 0, 200},
+        Case{"fla_7b_64k", 64, 4, 128, 128, 64, 64, 64, 65536 - 130, 260},
+        Case{"fla_7b_128k", 64, 4, 128, 128, 64, 64, 64, 131072 - 64, 64},
+        // The paper shape: head dims 192/128, overlapping compression (l = 32, d = 16).
+        Case{"paper", 64, 4, 192, 128, 32, 16, 64, 8000, 150},
+        Case{"G1_hd64", 4, 4, 64, 64, 64, 64, 64, 300, 100},
+        Case{"G8_fla340m", 32, 4, 64, 64, 64, 64, 64, 1000, 100},
+        Case{"G64", 64, 1, 128, 128, 64, 64, 64, 5000, 40},
+        // The tiny presets: head dims 32 and 48/32, pages of 16 tokens, G = 4.
+        Case{"tiny", 8, 2, 32, 32, 16, 16, 16, 0, 300},
+        Case{"tiny_paper", 8, 2, 48, 32, 8, 4, 16, 10, 250}),
+    [](const auto& info) { return std::string(info.param.name); });
+
+}  // namespace
+}  // namespace nsa
