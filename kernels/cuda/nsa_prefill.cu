@@ -79,10 +79,8 @@ __global__ void __launch_bounds__(kThreads) CompressedPrefillKernel(NsaPrefillAr
     __syncthreads();
     LoadRows(ks, rows, hd, [&](int r) { return a.pages + row_page[r] + k_off + row_slot[r] * hd; });
     LoadRows(vs, rows, vhd, [&](int r) { return a.pages + row_page[r] + v_off + row_slot[r] * vhd; });
-    if (rows < kTileRows) {
-      ZeroRows(ks, rows, hd);
-      ZeroRows(vs, rows, vhd);
-    }
+    // Rows past the tile's summaries are masked out of S; V's must be finite (P is 0 there).
+    if (rows < kTileRows) ZeroRows(vs, rows, vhd);
     __pipeline_commit();
     __pipeline_wait_prior(0);
     __syncthreads();
@@ -177,7 +175,15 @@ __global__ void __launch_bounds__(kThreads) CompressedPrefillKernel(NsaPrefillAr
 }  // namespace
 
 cudaError_t LaunchNsaPrefillCompressed(const NsaPrefillArgs& a, cudaStream_t stream) {
-  if (a.num_kv_heads <= 0 || a.num_heads % a.num_kv_heads != 0 || a.num_queries < 0) return cudaErrorInvalidValue;
+  if (a.num_kv_heads <= 0 || a.num_heads <= 0 || a.num_heads % a.num_kv_heads != 0 || a.num_queries < 0) {
+    return cudaErrorInvalidValue;
+  }
+  // The layout must describe these heads, and the layer must be one of its.
+  const KvLayout& L = a.layout;
+  if (L.num_kv_heads != a.num_kv_heads || L.head_dim != a.head_dim || L.v_head_dim != a.v_head_dim || a.layer < 0 ||
+      a.layer >= L.num_layers || L.summaries_per_page <= 0 || a.nsa.compress_stride <= 0) {
+    return cudaErrorInvalidValue;
+  }
   if (a.head_dim % 16 != 0 || a.head_dim < 16 || a.head_dim > 192) return cudaErrorInvalidValue;
   if (a.v_head_dim % 16 != 0 || a.v_head_dim < 16 || a.v_head_dim > 8 * kMaxColTiles) return cudaErrorInvalidValue;
   if (a.first_position < 0 || !a.q || !a.pages || !a.raw_table || !a.out || !a.lse) return cudaErrorInvalidValue;

@@ -3,8 +3,10 @@
 // paged bf16 cache with scrambled page ids, chunks of positions starting anywhere (the start of
 // a sequence, where early rows see no summary; across 64k; at 128k), G from 1 to 64, head dims
 // 32 to 192 (values 32 to 128), the fla default and the paper's overlapping compression, and the
-// tiny presets. Outputs within 4e-3 relative (the kernel rounds softmax weights to bf16 for the
-// P.V product), log-sum-exps within 2e-3.
+// tiny presets. Outputs within 1e-2 relative: the kernel rounds softmax weights to bf16 for the
+// P.V product, which an emulation of its arithmetic on these inputs put at up to 3.9e-3, while
+// dropping one visible summary gives 2.7e-2 and more. Log-sum-exps within 2e-3 (emulated:
+// 2.4e-6).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -19,7 +21,11 @@
 namespace nsa {
 namespace {
 
-#define CUDA_OK(expr) ASSERT_EQ((expr), cudaSuccess) << cudaGetErrorString(expr)
+#define CUDA_OK(expr)                                       \
+  do {                                                      \
+    const cudaError_t e_ = (expr);                          \
+    ASSERT_EQ(e_, cudaSuccess) << cudaGetErrorString(e_);   \
+  } while (0)
 
 struct Case {
   const char* name;
@@ -36,7 +42,8 @@ TEST_P(NsaPrefillTest, CompressedBranchMatchesTheCpuTwin) {
   NsaParams p;
   p.compress_block = c.l, p.compress_stride = c.d, p.select_block = c.lp;
   p.score_map = c.l == c.d && c.l == c.lp ? ScoreMap::kIdentity : ScoreMap::kGeometric;
-  const KvLayout L = KvLayout::Make(1, c.num_kv_heads, c.head_dim, c.v_head_dim, p);
+  // Two layers, the second one attended: the layer's offset in a page is part of the test.
+  const KvLayout L = KvLayout::Make(2, c.num_kv_heads, c.head_dim, c.v_head_dim, p);
   const int G = c.num_heads / c.num_kv_heads;
   const int64_t context = c.first_position + c.num_queries;
   const int pages = static_cast<int>((context + c.lp - 1) / c.lp);
@@ -56,7 +63,7 @@ TEST_P(NsaPrefillTest, CompressedBranchMatchesTheCpuTwin) {
   cuda::NsaPrefillArgs a;
   a.num_heads = c.num_heads, a.num_kv_heads = c.num_kv_heads, a.head_dim = c.head_dim, a.v_head_dim = c.v_head_dim;
   a.scale = 1.f / std::sqrt(static_cast<float>(c.head_dim)), a.nsa = p, a.layout = L;
-  a.num_queries = c.num_queries, a.first_position = c.first_position;
+  a.num_queries = c.num_queries, a.first_position = c.first_position, a.layer = 1;
   __nv_bfloat16 *d_pool, *d_q;
   int32_t* d_table;
   float *d_out, *d_lse;
@@ -97,7 +104,7 @@ TEST_P(NsaPrefillTest, CompressedBranchMatchesTheCpuTwin) {
       const int kv = h / G;
       auto source = [&](bool value) {
         ref::RowSource s;
-        s.base = pool.data() + L.Offset(KvPlane::kCmp, 0, kv, value);
+        s.base = pool.data() + L.Offset(KvPlane::kCmp, 1, kv, value);
         s.row_stride = value ? c.v_head_dim : c.head_dim;
         s.page_table = table.data();
         s.page_rows = L.RowsPerPage(KvPlane::kCmp);
@@ -119,7 +126,7 @@ TEST_P(NsaPrefillTest, CompressedBranchMatchesTheCpuTwin) {
         EXPECT_EQ(err, 0.0) << c.name << ": query " << r << " sees no summary, its output must be 0";
         EXPECT_TRUE(std::isinf(got_lse) && got_lse < 0) << c.name << ": query " << r << " lse " << got_lse;
       } else {
-        EXPECT_LE(err / scale, 4e-3) << c.name << ": query " << r << " (position " << t << "), head " << h;
+        EXPECT_LE(err / scale, 1e-2) << c.name << ": query " << r << " (position " << t << "), head " << h;
         EXPECT_NEAR(got_lse, want_lse, 2e-3) << c.name << ": query " << r << ", head " << h;
       }
       ++checked;
@@ -140,6 +147,7 @@ INSTANTIATE_TEST_SUITE_P(
         Case{"G1_hd64", 4, 4, 64, 64, 64, 64, 64, 300, 100},
         Case{"G8_fla340m", 32, 4, 64, 64, 64, 64, 64, 1000, 100},
         Case{"G64", 64, 1, 128, 128, 64, 64, 64, 5000, 40},
+        Case{"G4_v_wider", 16, 4, 32, 64, 64, 64, 64, 2000, 90},  // value dims wider than key dims
         // The tiny presets: head dims 32 and 48/32, pages of 16 tokens, G = 4.
         Case{"tiny", 8, 2, 32, 32, 16, 16, 16, 0, 300},
         Case{"tiny_paper", 8, 2, 48, 32, 8, 4, 16, 10, 250}),
