@@ -17,15 +17,10 @@
 
 #include "kernels/cuda/nsa_prefill.h"
 #include "kernels/reference/nsa_attention.h"
+#include "tests/gpu/cuda_check.h"
 
 namespace nsa {
 namespace {
-
-#define CUDA_OK(expr)                                       \
-  do {                                                      \
-    const cudaError_t e_ = (expr);                          \
-    ASSERT_EQ(e_, cudaSuccess) << cudaGetErrorString(e_);   \
-  } while (0)
 
 struct Case {
   const char* name;
