@@ -24,9 +24,35 @@ constexpr int kThreads = 128;  // 4 warps, 16 query rows each
 constexpr int kQueryRows = 64;  // query rows a block
 constexpr int kMaxColTiles = 16;  // 8-column tiles of the output: v_dim <= 128, all of them a warp
 
-// grid (ceil(num_queries * G / 64), num_kv_heads). Row R of a block's 64 is query R / G, head
-// R % G of KV head blockIdx.y; rows past the chunk are computed on zeros and not written.
-__global__ void __launch_bounds__(kThreads) CompressedPrefillKernel(NsaPrefillArgs a) {
+// Keys of a branch, by index: the range a position may see, [Lo(t), Hi(t)), both nondecreasing in
+// t, and where key i's row lives: Locate(i, &page_elem_offset, &slot) (the plane is the caller's).
+struct CompressedKeys {  // summary i is visible at t when i < NumCompressed(t + 1)
+  const NsaPrefillArgs& a;
+  __device__ int64_t Lo(int64_t) const { return 0; }
+  __device__ int64_t Hi(int64_t t) const { return a.nsa.NumCompressed(t + 1); }
+  __device__ void Locate(int64_t i, int64_t* page, int* slot) const {
+    const int64_t vr = i + a.layout.summary_row_shift;  // rows of the raw pages' summary planes
+    *page = static_cast<int64_t>(a.raw_table[vr / a.layout.summaries_per_page]) * a.layout.page_elems;
+    *slot = static_cast<int>(vr % a.layout.summaries_per_page);
+  }
+};
+struct WindowKeys {  // tokens max(0, t - w + 1) .. t, in the window pages (per-branch) or the raw ones
+  const NsaPrefillArgs& a;
+  const int32_t* table;
+  __device__ int64_t Lo(int64_t t) const { return t - a.nsa.window + 1 > 0 ? t - a.nsa.window + 1 : 0; }
+  __device__ int64_t Hi(int64_t t) const { return t + 1; }
+  __device__ void Locate(int64_t i, int64_t* page, int* slot) const {
+    *page = static_cast<int64_t>(table[i / a.layout.page_tokens]) * a.layout.page_elems;
+    *slot = static_cast<int>(i % a.layout.page_tokens);
+  }
+};
+
+// One branch for the block's 64 query rows: grid (ceil(num_queries * G / 64), num_kv_heads). Row R
+// of a block's 64 is query R / G, head R % G of KV head blockIdx.y; rows past the chunk are
+// computed on zeros and not written. The block walks the keys its rows see, 64 a tile; each row
+// masks the keys outside its own range.
+template <typename Keys>
+__device__ void PrefillBranch(const NsaPrefillArgs& a, const Keys& keys, KvPlane plane, float* out_all, float* lse_all) {
   const int G = a.num_heads / a.num_kv_heads, kv = blockIdx.y, hd = a.head_dim, vhd = a.v_head_dim;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kQueryRows;
@@ -48,44 +74,40 @@ __global__ void __launch_bounds__(kThreads) CompressedPrefillKernel(NsaPrefillAr
   for (int i = valid_rows * qstride + threadIdx.x; i < kQueryRows * qstride; i += blockDim.x) qs[i] = __float2bfloat16(0.f);
   __pipeline_commit();  // the first tile waits for it (and a block with no tile before it exits)
 
-  // Each of this thread's two rows (fragment rows g and g + 8 of its warp) sees the summaries
-  // below NumCompressed(position + 1); the block walks those of its last row.
-  int64_t visible[2];
+  // The key ranges of this thread's two rows (fragment rows g and g + 8 of its warp); the block
+  // walks from its first row's start to its last row's end.
+  int64_t lo[2], hi[2];
   for (int half = 0; half < 2; ++half) {
     const int64_t R = row0 + warp * 16 + g + 8 * half;
-    const int64_t query = R < rows_total ? R / G : -1;
-    visible[half] = query < 0 ? 0 : a.nsa.NumCompressed(a.first_position + query + 1);
+    const int64_t pos = a.first_position + (R < rows_total ? R / G : 0);
+    lo[half] = keys.Lo(pos), hi[half] = R < rows_total ? keys.Hi(pos) : lo[half];  // past the chunk: nothing
   }
-  const int64_t last_query = (row0 + valid_rows - 1) / G;
-  const int64_t n_block = a.nsa.NumCompressed(a.first_position + last_query + 1);
-  const int num_tiles = static_cast<int>((n_block + kTileRows - 1) / kTileRows);
+  const int64_t key_begin = keys.Lo(a.first_position + row0 / G);
+  const int64_t key_end = keys.Hi(a.first_position + (row0 + valid_rows - 1) / G);
+  const int num_tiles = static_cast<int>(key_end > key_begin ? (key_end - key_begin + kTileRows - 1) / kTileRows : 0);
 
   const KvLayout& L = a.layout;
-  const int64_t k_off = L.Offset(KvPlane::kCmp, a.layer, kv, false), v_off = L.Offset(KvPlane::kCmp, a.layer, kv, true);
+  const int64_t k_off = L.Offset(plane, a.layer, kv, false), v_off = L.Offset(plane, a.layer, kv, true);
   float m_run[2] = {-FLT_MAX, -FLT_MAX}, l_run[2] = {0.f, 0.f}, o[kMaxColTiles][4];
 #pragma unroll
   for (int nt = 0; nt < kMaxColTiles; ++nt) o[nt][0] = o[nt][1] = o[nt][2] = o[nt][3] = 0.f;
   const int col_tiles = vhd / 8;
 
   for (int tile_index = 0; tile_index < num_tiles; ++tile_index) {
-    const int64_t i0 = static_cast<int64_t>(tile_index) * kTileRows;
-    const int rows = static_cast<int>(n_block - i0 < kTileRows ? n_block - i0 : kTileRows);
+    const int64_t i0 = key_begin + static_cast<int64_t>(tile_index) * kTileRows;
+    const int rows = static_cast<int>(key_end - i0 < kTileRows ? key_end - i0 : kTileRows);
     __syncthreads();  // the previous tile's reads of ks, vs and row_page are done
-    for (int r = threadIdx.x; r < rows; r += blockDim.x) {
-      const int64_t vr = i0 + r + L.summary_row_shift;
-      row_page[r] = static_cast<int64_t>(a.raw_table[vr / L.summaries_per_page]) * L.page_elems;
-      row_slot[r] = static_cast<int>(vr % L.summaries_per_page);
-    }
+    for (int r = threadIdx.x; r < rows; r += blockDim.x) keys.Locate(i0 + r, &row_page[r], &row_slot[r]);
     __syncthreads();
     LoadRows(ks, rows, hd, [&](int r) { return a.pages + row_page[r] + k_off + row_slot[r] * hd; });
     LoadRows(vs, rows, vhd, [&](int r) { return a.pages + row_page[r] + v_off + row_slot[r] * vhd; });
-    // Rows past the tile's summaries are masked out of S; V's must be finite (P is 0 there).
+    // Rows past the tile's keys are masked out of S; V's must be finite (P is 0 there).
     if (rows < kTileRows) ZeroRows(vs, rows, vhd);
     __pipeline_commit();
     __pipeline_wait_prior(0);
     __syncthreads();
 
-    // S = Q K^T for this warp's 16 rows and the tile's 64 summaries.
+    // S = Q K^T for this warp's 16 rows and the tile's 64 keys.
     const __nv_bfloat16* q = qs + warp * 16 * qstride;
     float s[kRowTiles][4];
 #pragma unroll
@@ -99,8 +121,7 @@ __global__ void __launch_bounds__(kThreads) CompressedPrefillKernel(NsaPrefillAr
         Mma(s[j], a0, a1, a2, a3, Load32(k), Load32(k + 8));
       }
     }
-    // s[j][c]: row g (+ 8 for c >= 2), summary i0 + 8 j + 2 t + (c & 1); visible when below the
-    // row's count (the block-causal mask).
+    // s[j][c]: row g (+ 8 for c >= 2), key i0 + 8 j + 2 t + (c & 1); visible inside the row's range.
     float mx[2] = {m_run[0], m_run[1]};
 #pragma unroll
     for (int j = 0; j < kRowTiles; ++j) {
@@ -109,7 +130,7 @@ __global__ void __launch_bounds__(kThreads) CompressedPrefillKernel(NsaPrefillAr
         const int64_t i = i0 + 8 * j + 2 * t + (c & 1);
         const float v = s[j][c] * a.scale;
         s[j][c] = v;
-        if (i < visible[c >= 2]) mx[c >= 2] = fmaxf(mx[c >= 2], v);
+        if (i >= lo[c >= 2] && i < hi[c >= 2]) mx[c >= 2] = fmaxf(mx[c >= 2], v);
       }
     }
 #pragma unroll
@@ -124,7 +145,7 @@ __global__ void __launch_bounds__(kThreads) CompressedPrefillKernel(NsaPrefillAr
 #pragma unroll
       for (int c = 0; c < 4; ++c) {
         const int64_t i = i0 + 8 * j + 2 * t + (c & 1);
-        const float p = i < visible[c >= 2] ? __expf(s[j][c] - mx[c >= 2]) : 0.f;
+        const float p = i >= lo[c >= 2] && i < hi[c >= 2] ? __expf(s[j][c] - mx[c >= 2]) : 0.f;
         s[j][c] = p;
         sum[c >= 2] += p;
       }
@@ -162,44 +183,68 @@ __global__ void __launch_bounds__(kThreads) CompressedPrefillKernel(NsaPrefillAr
     if (R >= rows_total) continue;
     const int64_t query = R / G, head = static_cast<int64_t>(kv) * G + R % G;
     const float l = l_run[half], inv = l > 0.f ? 1.f / l : 0.f;
-    float* out = a.out + (query * a.num_heads + head) * vhd;
+    float* out = out_all + (query * a.num_heads + head) * vhd;
 #pragma unroll
     for (int nt = 0; nt < kMaxColTiles; ++nt) {
       if (nt >= col_tiles) break;
       *reinterpret_cast<float2*>(out + 8 * nt + 2 * t) = make_float2(o[nt][2 * half] * inv, o[nt][2 * half + 1] * inv);
     }
-    if (t == 0) a.lse[query * a.num_heads + head] = l > 0.f ? m_run[half] + __logf(l) : -INFINITY;
+    if (t == 0) lse_all[query * a.num_heads + head] = l > 0.f ? m_run[half] + __logf(l) : -INFINITY;
   }
+}
+
+__global__ void __launch_bounds__(kThreads) CompressedPrefillKernel(NsaPrefillArgs a) {
+  PrefillBranch(a, CompressedKeys{a}, KvPlane::kCmp, a.cmp_out, a.cmp_lse);
+}
+
+__global__ void __launch_bounds__(kThreads) WindowPrefillKernel(NsaPrefillArgs a) {
+  // Per-branch K/V: the window pages' own plane; shared: the raw pages' tokens.
+  const bool own = a.win_table != nullptr;
+  PrefillBranch(a, WindowKeys{a, own ? a.win_table : a.raw_table}, own ? KvPlane::kWin : KvPlane::kSel, a.win_out,
+                a.win_lse);
+}
+
+
+// The checks and the launch of one branch's kernel.
+template <typename Kernel>
+cudaError_t LaunchBranch(const NsaPrefillArgs& a, Kernel kernel, bool needs_window, cudaStream_t stream) {
+  if (a.num_kv_heads <= 0 || a.num_heads <= 0 || a.num_heads % a.num_kv_heads != 0 || a.num_queries < 0) {
+    return cudaErrorInvalidValue;
+  }
+  if (a.head_dim % 16 != 0 || a.head_dim < 16 || a.head_dim > 192) return cudaErrorInvalidValue;
+  if (a.v_head_dim % 16 != 0 || a.v_head_dim < 16 || a.v_head_dim > 8 * kMaxColTiles) return cudaErrorInvalidValue;
+  // The layout must describe these heads, and the layer must be one of its.
+  const KvLayout& L = a.layout;
+  if (L.num_kv_heads != a.num_kv_heads || L.head_dim != a.head_dim || L.v_head_dim != a.v_head_dim || a.layer < 0 ||
+      a.layer >= L.num_layers || L.summaries_per_page <= 0 || L.page_tokens <= 0 || a.nsa.compress_stride <= 0) {
+    return cudaErrorInvalidValue;
+  }
+  if (a.first_position < 0 || !a.q || !a.pages || !a.raw_table) return cudaErrorInvalidValue;
+  if (needs_window ? (!a.win_out || !a.win_lse || (L.has_win && !a.win_table) || a.nsa.window < 1)
+                   : (!a.cmp_out || !a.cmp_lse)) {
+    return cudaErrorInvalidValue;
+  }
+  if (a.num_queries == 0) return cudaSuccess;
+  const int G = a.num_heads / a.num_kv_heads;
+  const size_t smem = (static_cast<size_t>(kQueryRows + kTileRows) * (a.head_dim + kPad) +
+                       static_cast<size_t>(kTileRows) * (a.v_head_dim + kPad)) * sizeof(__nv_bfloat16);
+  int max_smem = 0;
+  cudaDeviceGetAttribute(&max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0);
+  const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, max_smem - (8 << 10));
+  if (e != cudaSuccess) return e;
+  const int64_t blocks = (static_cast<int64_t>(a.num_queries) * G + kQueryRows - 1) / kQueryRows;
+  kernel<<<dim3(static_cast<unsigned>(blocks), a.num_kv_heads), kThreads, smem, stream>>>(a);
+  return cudaGetLastError();
 }
 
 }  // namespace
 
 cudaError_t LaunchNsaPrefillCompressed(const NsaPrefillArgs& a, cudaStream_t stream) {
-  if (a.num_kv_heads <= 0 || a.num_heads <= 0 || a.num_heads % a.num_kv_heads != 0 || a.num_queries < 0) {
-    return cudaErrorInvalidValue;
-  }
-  // The layout must describe these heads, and the layer must be one of its.
-  const KvLayout& L = a.layout;
-  if (L.num_kv_heads != a.num_kv_heads || L.head_dim != a.head_dim || L.v_head_dim != a.v_head_dim || a.layer < 0 ||
-      a.layer >= L.num_layers || L.summaries_per_page <= 0 || a.nsa.compress_stride <= 0) {
-    return cudaErrorInvalidValue;
-  }
-  if (a.head_dim % 16 != 0 || a.head_dim < 16 || a.head_dim > 192) return cudaErrorInvalidValue;
-  if (a.v_head_dim % 16 != 0 || a.v_head_dim < 16 || a.v_head_dim > 8 * kMaxColTiles) return cudaErrorInvalidValue;
-  if (a.first_position < 0 || !a.q || !a.pages || !a.raw_table || !a.out || !a.lse) return cudaErrorInvalidValue;
-  if (a.num_queries == 0) return cudaSuccess;
-  const int G = a.num_heads / a.num_kv_heads;
-  const size_t smem = (static_cast<size_t>(kQueryRows + kTileRows) * (a.head_dim + kPad) +
-                       static_cast<size_t>(kTileRows) * (a.v_head_dim + kPad)) * sizeof(__nv_bfloat16);
-  static const cudaError_t opt_in = [] {
-    int max_smem = 0;
-    cudaDeviceGetAttribute(&max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0);
-    return cudaFuncSetAttribute(CompressedPrefillKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, max_smem - (8 << 10));
-  }();
-  if (opt_in != cudaSuccess) return opt_in;
-  const int64_t blocks = (static_cast<int64_t>(a.num_queries) * G + kQueryRows - 1) / kQueryRows;
-  CompressedPrefillKernel<<<dim3(static_cast<unsigned>(blocks), a.num_kv_heads), kThreads, smem, stream>>>(a);
-  return cudaGetLastError();
+  return LaunchBranch(a, CompressedPrefillKernel, false, stream);
+}
+
+cudaError_t LaunchNsaPrefillWindow(const NsaPrefillArgs& a, cudaStream_t stream) {
+  return LaunchBranch(a, WindowPrefillKernel, true, stream);
 }
 
 }  // namespace nsa::cuda

@@ -4,11 +4,12 @@
 //   compressed branch  every (position, head) of the chunk against the summaries it may see
 //                      (summary i at position t when i < NumCompressed(t + 1)): the branch's
 //                      output, normalised, and its log-sum-exp, which the selection's scores need.
-//                      FlashAttention-2 tiles: 64 query rows (positions x the G heads of a KV
-//                      head, consecutive) a block, a warp 16 of them, each row with its own
-//                      visible length, 64 summaries a K/V tile shared by the block's 4 warps.
+//   window branch      every (position, head) against the tokens max(0, t - w + 1) .. t.
+// Both are FlashAttention-2 tiles: 64 query rows (positions x the G heads of a KV head,
+// consecutive) a block, a warp 16 of them, each row with its own visible range, 64 keys a K/V
+// tile shared by the block's 4 warps.
 //
-// The CPU twin is ref::AttendRows over the summaries (kernels/reference/nsa_attention.h);
+// The CPU twin is ref::AttendRows over each branch's rows (kernels/reference/nsa_attention.h);
 // tests/gpu/nsa_prefill_test.cu holds them together.
 #pragma once
 
@@ -36,13 +37,19 @@ struct NsaPrefillArgs {
   int num_queries = 0;  // the chunk's positions
   int64_t first_position = 0;  // position of query 0; query r is at first_position + r
   const __nv_bfloat16* pages = nullptr;  // [num_pages][layout.page_elems]
-  const int32_t* raw_table = nullptr;  // the sequence's raw pages (summaries)
+  const int32_t* raw_table = nullptr;  // the sequence's raw pages (tokens and summaries)
+  const int32_t* win_table = nullptr;  // its window pages (per-branch K/V), else null
 
-  float* out = nullptr;  // [num_queries][num_heads][v_head_dim]: the compressed branch, normalised
-  float* lse = nullptr;  // [num_queries][num_heads]: its log-sum-exp (-inf where no summary is visible)
+  // Each branch's output, normalised, [num_queries][num_heads][v_head_dim], and log-sum-exp,
+  // [num_queries][num_heads] (-inf where the branch sees nothing).
+  float* cmp_out = nullptr;
+  float* cmp_lse = nullptr;
+  float* win_out = nullptr;
+  float* win_lse = nullptr;
 };
 
-// Checks the shapes and launches the compressed branch.
+// Check the shapes and launch one branch.
 cudaError_t LaunchNsaPrefillCompressed(const NsaPrefillArgs& args, cudaStream_t stream);
+cudaError_t LaunchNsaPrefillWindow(const NsaPrefillArgs& args, cudaStream_t stream);
 
 }  // namespace nsa::cuda
