@@ -24,6 +24,97 @@ constexpr int kThreads = 128;  // 4 warps, 16 query rows each
 constexpr int kQueryRows = 64;  // query rows a block
 constexpr int kMaxColTiles = 16;  // 8-column tiles of the output: v_dim <= 128, all of them a warp
 
+// A warp's 16 query rows (fragment rows g and g + 8 of each lane) walking K/V tiles of 64 keys,
+// FlashAttention-2 style: S = Q K^T on mma.sync, the online softmax with each row's own mask,
+// P (rounded to bf16) times V over all of V's columns, the output kept in registers.
+struct WarpRows {
+  float m[2] = {-FLT_MAX, -FLT_MAX}, l[2] = {0.f, 0.f};
+  float o[kMaxColTiles][4] = {};
+
+  // One tile: q the warp's 16 rows ([16][hd + kPad]), ks and vs the tile ([64][dim + kPad]),
+  // i0 the first key's index; visible(half, i) says whether row g + 8 half sees key i.
+  template <typename Visible>
+  __device__ __forceinline__ void Step(const __nv_bfloat16* q, const __nv_bfloat16* ks, const __nv_bfloat16* vs, int hd,
+                                       int vhd, float scale, int64_t i0, Visible visible) {
+    const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    const int qstride = hd + kPad, vstride = vhd + kPad, col_tiles = vhd / 8;
+    float s[kRowTiles][4];
+#pragma unroll
+    for (int j = 0; j < kRowTiles; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+    for (int kk = 0; kk < hd; kk += 16) {
+      const uint32_t a0 = Load32(q + g * qstride + kk + 2 * t), a1 = Load32(q + (g + 8) * qstride + kk + 2 * t);
+      const uint32_t a2 = Load32(q + g * qstride + kk + 2 * t + 8), a3 = Load32(q + (g + 8) * qstride + kk + 2 * t + 8);
+#pragma unroll
+      for (int j = 0; j < kRowTiles; ++j) {
+        const __nv_bfloat16* k = ks + (8 * j + g) * qstride + kk + 2 * t;
+        Mma(s[j], a0, a1, a2, a3, Load32(k), Load32(k + 8));
+      }
+    }
+    // s[j][c]: row g (+ 8 for c >= 2), key i0 + 8 j + 2 t + (c & 1).
+    float mx[2] = {m[0], m[1]};
+#pragma unroll
+    for (int j = 0; j < kRowTiles; ++j) {
+#pragma unroll
+      for (int c = 0; c < 4; ++c) {
+        const float v = s[j][c] * scale;
+        s[j][c] = v;
+        if (visible(c >= 2, i0 + 8 * j + 2 * t + (c & 1))) mx[c >= 2] = fmaxf(mx[c >= 2], v);
+      }
+    }
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffff, mx[h], 1));
+      mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffff, mx[h], 2));
+    }
+    const float corr[2] = {__expf(m[0] - mx[0]), __expf(m[1] - mx[1])};
+    float sum[2] = {0.f, 0.f};
+#pragma unroll
+    for (int j = 0; j < kRowTiles; ++j) {
+#pragma unroll
+      for (int c = 0; c < 4; ++c) {
+        const float p = visible(c >= 2, i0 + 8 * j + 2 * t + (c & 1)) ? __expf(s[j][c] - mx[c >= 2]) : 0.f;
+        s[j][c] = p;
+        sum[c >= 2] += p;
+      }
+    }
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      sum[h] += __shfl_xor_sync(0xffffffff, sum[h], 1);
+      sum[h] += __shfl_xor_sync(0xffffffff, sum[h], 2);
+      l[h] = l[h] * corr[h] + sum[h];
+      m[h] = mx[h];
+    }
+#pragma unroll
+    for (int nt = 0; nt < kMaxColTiles; ++nt) {
+      o[nt][0] *= corr[0], o[nt][1] *= corr[0], o[nt][2] *= corr[1], o[nt][3] *= corr[1];
+    }
+#pragma unroll
+    for (int ks16 = 0; ks16 < kRowTiles / 2; ++ks16) {
+      const uint32_t p0 = Pack(s[2 * ks16][0], s[2 * ks16][1]), p1 = Pack(s[2 * ks16][2], s[2 * ks16][3]);
+      const uint32_t p2 = Pack(s[2 * ks16 + 1][0], s[2 * ks16 + 1][1]), p3 = Pack(s[2 * ks16 + 1][2], s[2 * ks16 + 1][3]);
+#pragma unroll
+      for (int nt = 0; nt < kMaxColTiles; ++nt) {
+        if (nt >= col_tiles) break;
+        const __nv_bfloat16* v = vs + (16 * ks16 + 2 * t) * vstride + 8 * nt + g;
+        Mma(o[nt], p0, p1, p2, p3, Pair(v, v + vstride), Pair(v + 8 * vstride, v + 9 * vstride));
+      }
+    }
+  }
+
+  // Row g + 8 half's output, normalised, into out[vhd] (this lane's columns); returns its
+  // log-sum-exp (-inf when the row saw no key).
+  __device__ __forceinline__ float Write(int half, float* out, int vhd) const {
+    const int t = threadIdx.x % 4, col_tiles = vhd / 8;
+    const float inv = l[half] > 0.f ? 1.f / l[half] : 0.f;
+#pragma unroll
+    for (int nt = 0; nt < kMaxColTiles; ++nt) {
+      if (nt >= col_tiles) break;
+      *reinterpret_cast<float2*>(out + 8 * nt + 2 * t) = make_float2(o[nt][2 * half] * inv, o[nt][2 * half + 1] * inv);
+    }
+    return l[half] > 0.f ? m[half] + __logf(l[half]) : -INFINITY;
+  }
+};
+
 // Keys of a branch, by index: the range a position may see, [Lo(t), Hi(t)), both nondecreasing in
 // t, and where key i's row lives: Locate(i, &page_elem_offset, &slot) (the plane is the caller's).
 struct CompressedKeys {  // summary i is visible at t when i < NumCompressed(t + 1)
@@ -57,7 +148,7 @@ __device__ void PrefillBranch(const NsaPrefillArgs& a, const Keys& keys, KvPlane
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kQueryRows;
   const int64_t rows_total = static_cast<int64_t>(a.num_queries) * G;
-  const int qstride = hd + kPad, vstride = vhd + kPad;
+  const int qstride = hd + kPad;
   extern __shared__ __align__(16) unsigned char smem[];
   __nv_bfloat16* qs = reinterpret_cast<__nv_bfloat16*>(smem);  // [64][hd + kPad]
   __nv_bfloat16* ks = qs + kQueryRows * qstride;  // [64][hd + kPad]
@@ -88,10 +179,7 @@ __device__ void PrefillBranch(const NsaPrefillArgs& a, const Keys& keys, KvPlane
 
   const KvLayout& L = a.layout;
   const int64_t k_off = L.Offset(plane, a.layer, kv, false), v_off = L.Offset(plane, a.layer, kv, true);
-  float m_run[2] = {-FLT_MAX, -FLT_MAX}, l_run[2] = {0.f, 0.f}, o[kMaxColTiles][4];
-#pragma unroll
-  for (int nt = 0; nt < kMaxColTiles; ++nt) o[nt][0] = o[nt][1] = o[nt][2] = o[nt][3] = 0.f;
-  const int col_tiles = vhd / 8;
+  WarpRows st;
 
   for (int tile_index = 0; tile_index < num_tiles; ++tile_index) {
     const int64_t i0 = key_begin + static_cast<int64_t>(tile_index) * kTileRows;
@@ -107,89 +195,18 @@ __device__ void PrefillBranch(const NsaPrefillArgs& a, const Keys& keys, KvPlane
     __pipeline_wait_prior(0);
     __syncthreads();
 
-    // S = Q K^T for this warp's 16 rows and the tile's 64 keys.
-    const __nv_bfloat16* q = qs + warp * 16 * qstride;
-    float s[kRowTiles][4];
-#pragma unroll
-    for (int j = 0; j < kRowTiles; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
-    for (int kk = 0; kk < hd; kk += 16) {
-      const uint32_t a0 = Load32(q + g * qstride + kk + 2 * t), a1 = Load32(q + (g + 8) * qstride + kk + 2 * t);
-      const uint32_t a2 = Load32(q + g * qstride + kk + 2 * t + 8), a3 = Load32(q + (g + 8) * qstride + kk + 2 * t + 8);
-#pragma unroll
-      for (int j = 0; j < kRowTiles; ++j) {
-        const __nv_bfloat16* k = ks + (8 * j + g) * qstride + kk + 2 * t;
-        Mma(s[j], a0, a1, a2, a3, Load32(k), Load32(k + 8));
-      }
-    }
-    // s[j][c]: row g (+ 8 for c >= 2), key i0 + 8 j + 2 t + (c & 1); visible inside the row's range.
-    float mx[2] = {m_run[0], m_run[1]};
-#pragma unroll
-    for (int j = 0; j < kRowTiles; ++j) {
-#pragma unroll
-      for (int c = 0; c < 4; ++c) {
-        const int64_t i = i0 + 8 * j + 2 * t + (c & 1);
-        const float v = s[j][c] * a.scale;
-        s[j][c] = v;
-        if (i >= lo[c >= 2] && i < hi[c >= 2]) mx[c >= 2] = fmaxf(mx[c >= 2], v);
-      }
-    }
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffff, mx[h], 1));
-      mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffff, mx[h], 2));
-    }
-    const float corr[2] = {__expf(m_run[0] - mx[0]), __expf(m_run[1] - mx[1])};
-    float sum[2] = {0.f, 0.f};
-#pragma unroll
-    for (int j = 0; j < kRowTiles; ++j) {
-#pragma unroll
-      for (int c = 0; c < 4; ++c) {
-        const int64_t i = i0 + 8 * j + 2 * t + (c & 1);
-        const float p = i >= lo[c >= 2] && i < hi[c >= 2] ? __expf(s[j][c] - mx[c >= 2]) : 0.f;
-        s[j][c] = p;
-        sum[c >= 2] += p;
-      }
-    }
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      sum[h] += __shfl_xor_sync(0xffffffff, sum[h], 1);
-      sum[h] += __shfl_xor_sync(0xffffffff, sum[h], 2);
-      l_run[h] = l_run[h] * corr[h] + sum[h];
-      m_run[h] = mx[h];
-    }
-    // O = O corr + P V over all of V's columns.
-#pragma unroll
-    for (int nt = 0; nt < kMaxColTiles; ++nt) {
-      o[nt][0] *= corr[0], o[nt][1] *= corr[0], o[nt][2] *= corr[1], o[nt][3] *= corr[1];
-    }
-#pragma unroll
-    for (int ks16 = 0; ks16 < kRowTiles / 2; ++ks16) {
-      const uint32_t p0 = Pack(s[2 * ks16][0], s[2 * ks16][1]), p1 = Pack(s[2 * ks16][2], s[2 * ks16][3]);
-      const uint32_t p2 = Pack(s[2 * ks16 + 1][0], s[2 * ks16 + 1][1]), p3 = Pack(s[2 * ks16 + 1][2], s[2 * ks16 + 1][3]);
-#pragma unroll
-      for (int nt = 0; nt < kMaxColTiles; ++nt) {
-        if (nt >= col_tiles) break;
-        const __nv_bfloat16* v = vs + (16 * ks16 + 2 * t) * vstride + 8 * nt + g;
-        Mma(o[nt], p0, p1, p2, p3, Pair(v, v + vstride), Pair(v + 8 * vstride, v + 9 * vstride));
-      }
-    }
+    st.Step(qs + warp * 16 * qstride, ks, vs, hd, vhd, a.scale, i0,
+            [&](int half, int64_t i) { return i >= lo[half] && i < hi[half]; });
   }
 
-  __pipeline_wait_prior(0);  // no copy in flight at exit (a block that saw no summary)
-  // The rows' outputs, normalised, and log-sum-exps.
+  __pipeline_wait_prior(0);  // no copy in flight at exit (a block that saw no key)
 #pragma unroll
   for (int half = 0; half < 2; ++half) {
     const int64_t R = row0 + warp * 16 + g + 8 * half;
     if (R >= rows_total) continue;
     const int64_t query = R / G, head = static_cast<int64_t>(kv) * G + R % G;
-    const float l = l_run[half], inv = l > 0.f ? 1.f / l : 0.f;
-    float* out = out_all + (query * a.num_heads + head) * vhd;
-#pragma unroll
-    for (int nt = 0; nt < kMaxColTiles; ++nt) {
-      if (nt >= col_tiles) break;
-      *reinterpret_cast<float2*>(out + 8 * nt + 2 * t) = make_float2(o[nt][2 * half] * inv, o[nt][2 * half + 1] * inv);
-    }
-    if (t == 0) lse_all[query * a.num_heads + head] = l > 0.f ? m_run[half] + __logf(l) : -INFINITY;
+    const float lse = st.Write(half, out_all + (query * a.num_heads + head) * vhd, vhd);
+    if (t == 0) lse_all[query * a.num_heads + head] = lse;
   }
 }
 
