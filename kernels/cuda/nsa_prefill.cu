@@ -222,9 +222,124 @@ __global__ void __launch_bounds__(kThreads) WindowPrefillKernel(NsaPrefillArgs a
 }
 
 
+// The selected branch, group-centric: a warp takes one (position, 16-head slice of the group),
+// its heads the MMA's rows; a block takes 4 consecutive such items and walks the union of their
+// positions' selected blocks (neighbouring positions choose mostly the same), loading each
+// block's tokens once for the 4 warps; a warp computes only the blocks its position chose, each
+// row masked to tokens <= its position. grid (ceil(num_queries * slices / 4), num_kv_heads).
+constexpr int kMaxUnion = 4 * 64;  // 4 positions' n <= 64 blocks
+
+__global__ void __launch_bounds__(kThreads) SelectedPrefillKernel(NsaPrefillArgs a) {
+  const int G = a.num_heads / a.num_kv_heads, kv = blockIdx.y, hd = a.head_dim, vhd = a.v_head_dim;
+  const int n = a.nsa.num_selected, slices = (G + 15) / 16, lp = a.layout.page_tokens;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  const int qstride = hd + kPad;
+  const int64_t items = static_cast<int64_t>(a.num_queries) * slices;
+  const int64_t item = static_cast<int64_t>(blockIdx.x) * 4 + warp;
+  const bool active = item < items;
+  const int64_t query = active ? item / slices : 0, slice = item % slices;
+  const int64_t position = a.first_position + query;
+  extern __shared__ __align__(16) unsigned char smem[];
+  __nv_bfloat16* qs = reinterpret_cast<__nv_bfloat16*>(smem);  // [4 warps x 16][hd + kPad]
+  __nv_bfloat16* ks = qs + kQueryRows * qstride;  // [64][hd + kPad]
+  __nv_bfloat16* vs = ks + kTileRows * qstride;  // [64][vhd + kPad]
+  __shared__ int32_t chosen[kMaxUnion];  // the 4 warps' selections, n each (-1: none)
+  __shared__ int32_t blocks[kMaxUnion];  // their union, ascending
+  __shared__ unsigned char member[4][kMaxUnion];  // member[w][u]: warp w's position chose blocks[u]
+  __shared__ int union_size;
+
+  // q: warp w's rows are heads 16 slice .. + 15 of the group (zero past G or past the chunk).
+  for (int w = 0; w < 4; ++w) {
+    const int64_t it = static_cast<int64_t>(blockIdx.x) * 4 + w;
+    const int64_t qy = it / slices, h0 = (it % slices) * 16;
+    const int heads = it < items ? static_cast<int>(G - h0 < 16 ? G - h0 : 16) : 0;
+    LoadRows(qs + w * 16 * qstride, heads, hd,
+             [&](int r) { return a.q + (qy * a.num_heads + static_cast<int64_t>(kv) * G + h0 + r) * hd; });
+    for (int i = heads * qstride + threadIdx.x; i < 16 * qstride; i += blockDim.x) qs[w * 16 * qstride + i] = __float2bfloat16(0.f);
+  }
+  __pipeline_commit();
+
+  // The union of the 4 selections: an entry is kept if no earlier entry holds the same block;
+  // its place is the number of kept blocks below it.
+  __shared__ unsigned char kept[kMaxUnion];
+  for (int i = threadIdx.x; i < 4 * n; i += blockDim.x) {
+    const int w = i / n;
+    const int64_t it = static_cast<int64_t>(blockIdx.x) * 4 + w;
+    chosen[i] = it < items ? a.selection[((it / slices) * a.num_kv_heads + kv) * n + i % n] : -1;
+  }
+  for (int i = threadIdx.x; i < 4 * kMaxUnion; i += blockDim.x) (&member[0][0])[i] = 0;
+  __syncthreads();
+  for (int i = threadIdx.x; i < 4 * n; i += blockDim.x) {
+    const int32_t v = chosen[i];
+    bool first = v >= 0;
+    for (int k = 0; k < i && first; ++k) first = chosen[k] != v;
+    kept[i] = first;
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < 4 * n; i += blockDim.x) {
+    if (!kept[i]) continue;
+    int rank = 0;
+    for (int k = 0; k < 4 * n; ++k) rank += kept[k] && chosen[k] < chosen[i];
+    blocks[rank] = chosen[i];
+  }
+  if (threadIdx.x == 0) {
+    int u = 0;
+    for (int i = 0; i < 4 * n; ++i) u += kept[i];
+    union_size = u;
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < 4 * n; i += blockDim.x) {
+    const int32_t v = chosen[i];
+    if (v < 0) continue;
+    int lo = 0, hi = union_size - 1;  // binary search of v in blocks
+    while (lo < hi) {
+      const int mid = (lo + hi) / 2;
+      if (blocks[mid] < v) lo = mid + 1;
+      else hi = mid;
+    }
+    member[i / n][lo] = 1;
+  }
+  __syncthreads();
+
+  const KvLayout& L = a.layout;
+  const int64_t k_off = L.Offset(KvPlane::kSel, a.layer, kv, false), v_off = L.Offset(KvPlane::kSel, a.layer, kv, true);
+  const int64_t last_item = (static_cast<int64_t>(blockIdx.x) * 4 + 3 < items ? static_cast<int64_t>(blockIdx.x) * 4 + 3 : items - 1);
+  const int64_t last_position = a.first_position + last_item / slices;
+  WarpRows st;
+  const bool row_ok[2] = {active && slice * 16 + g < G, active && slice * 16 + g + 8 < G};
+  for (int u = 0; u < union_size; ++u) {
+    const int64_t j = blocks[u], first_token = j * lp;
+    // The tokens of block j that any of the 4 positions may see.
+    const int rows = static_cast<int>(last_position + 1 - first_token < lp ? last_position + 1 - first_token : lp);
+    const __nv_bfloat16* page = a.pages + static_cast<int64_t>(a.raw_table[j]) * L.page_elems;
+    __syncthreads();  // the previous block's reads of ks and vs are done
+    LoadRows(ks, rows, hd, [&](int r) { return page + k_off + static_cast<int64_t>(r) * hd; });
+    LoadRows(vs, rows, vhd, [&](int r) { return page + v_off + static_cast<int64_t>(r) * vhd; });
+    if (rows < kTileRows) ZeroRows(vs, rows, vhd);
+    __pipeline_commit();
+    __pipeline_wait_prior(0);
+    __syncthreads();
+    if (!active || !member[warp][u]) continue;  // uniform in the warp
+    st.Step(qs + warp * 16 * qstride, ks, vs, hd, vhd, a.scale, first_token, [&](int half, int64_t i) {
+      return row_ok[half] && i - first_token < rows && i <= position;
+    });
+  }
+  __pipeline_wait_prior(0);  // no copy in flight at exit
+  if (!active) return;
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    if (!row_ok[half]) continue;
+    const int64_t head = static_cast<int64_t>(kv) * G + slice * 16 + g + 8 * half;
+    const float lse = st.Write(half, a.slc_out + (query * a.num_heads + head) * vhd, vhd);
+    if (t == 0) a.slc_lse[query * a.num_heads + head] = lse;
+  }
+}
+
 // The checks and the launch of one branch's kernel.
+enum class Which { kCompressed, kWindow, kSelected };
+
 template <typename Kernel>
-cudaError_t LaunchBranch(const NsaPrefillArgs& a, Kernel kernel, bool needs_window, cudaStream_t stream) {
+cudaError_t LaunchBranch(const NsaPrefillArgs& a, Kernel kernel, Which which, cudaStream_t stream) {
   if (a.num_kv_heads <= 0 || a.num_heads <= 0 || a.num_heads % a.num_kv_heads != 0 || a.num_queries < 0) {
     return cudaErrorInvalidValue;
   }
@@ -237,8 +352,12 @@ cudaError_t LaunchBranch(const NsaPrefillArgs& a, Kernel kernel, bool needs_wind
     return cudaErrorInvalidValue;
   }
   if (a.first_position < 0 || !a.q || !a.pages || !a.raw_table) return cudaErrorInvalidValue;
-  if (needs_window ? (!a.win_out || !a.win_lse || (L.has_win && !a.win_table) || a.nsa.window < 1)
-                   : (!a.cmp_out || !a.cmp_lse)) {
+  if (which == Which::kCompressed && (!a.cmp_out || !a.cmp_lse)) return cudaErrorInvalidValue;
+  if (which == Which::kWindow && (!a.win_out || !a.win_lse || (L.has_win && !a.win_table) || a.nsa.window < 1)) {
+    return cudaErrorInvalidValue;
+  }
+  if (which == Which::kSelected && (!a.slc_out || !a.slc_lse || !a.selection || a.nsa.num_selected < 1 ||
+                                    a.nsa.num_selected > kMaxUnion / 4 || L.page_tokens > kTileRows)) {
     return cudaErrorInvalidValue;
   }
   if (a.num_queries == 0) return cudaSuccess;
@@ -249,7 +368,10 @@ cudaError_t LaunchBranch(const NsaPrefillArgs& a, Kernel kernel, bool needs_wind
   cudaDeviceGetAttribute(&max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0);
   const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, max_smem - (8 << 10));
   if (e != cudaSuccess) return e;
-  const int64_t blocks = (static_cast<int64_t>(a.num_queries) * G + kQueryRows - 1) / kQueryRows;
+  // Compressed and window: 64 query rows a block; selected: 4 (position, 16-head slice) items.
+  const int64_t blocks = which == Which::kSelected
+                             ? (static_cast<int64_t>(a.num_queries) * ((G + 15) / 16) + 3) / 4
+                             : (static_cast<int64_t>(a.num_queries) * G + kQueryRows - 1) / kQueryRows;
   kernel<<<dim3(static_cast<unsigned>(blocks), a.num_kv_heads), kThreads, smem, stream>>>(a);
   return cudaGetLastError();
 }
@@ -257,11 +379,15 @@ cudaError_t LaunchBranch(const NsaPrefillArgs& a, Kernel kernel, bool needs_wind
 }  // namespace
 
 cudaError_t LaunchNsaPrefillCompressed(const NsaPrefillArgs& a, cudaStream_t stream) {
-  return LaunchBranch(a, CompressedPrefillKernel, false, stream);
+  return LaunchBranch(a, CompressedPrefillKernel, Which::kCompressed, stream);
 }
 
 cudaError_t LaunchNsaPrefillWindow(const NsaPrefillArgs& a, cudaStream_t stream) {
-  return LaunchBranch(a, WindowPrefillKernel, true, stream);
+  return LaunchBranch(a, WindowPrefillKernel, Which::kWindow, stream);
+}
+
+cudaError_t LaunchNsaPrefillSelected(const NsaPrefillArgs& a, cudaStream_t stream) {
+  return LaunchBranch(a, SelectedPrefillKernel, Which::kSelected, stream);
 }
 
 }  // namespace nsa::cuda

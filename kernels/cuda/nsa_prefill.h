@@ -5,7 +5,10 @@
 //                      (summary i at position t when i < NumCompressed(t + 1)): the branch's
 //                      output, normalised, and its log-sum-exp, which the selection's scores need.
 //   window branch      every (position, head) against the tokens max(0, t - w + 1) .. t.
-// Both are FlashAttention-2 tiles: 64 query rows (positions x the G heads of a KV head,
+//   selected branch    every (position, head) against the tokens <= t of its position's chosen
+//                      blocks (given): group-centric, a warp the G heads of one position, a block
+//                      4 positions walking the union of their blocks, each loaded once.
+// Compressed and window are FlashAttention-2 tiles: 64 query rows (positions x the G heads of a KV head,
 // consecutive) a block, a warp 16 of them, each row with its own visible range, 64 keys a K/V
 // tile shared by the block's 4 warps.
 //
@@ -39,6 +42,9 @@ struct NsaPrefillArgs {
   const __nv_bfloat16* pages = nullptr;  // [num_pages][layout.page_elems]
   const int32_t* raw_table = nullptr;  // the sequence's raw pages (tokens and summaries)
   const int32_t* win_table = nullptr;  // its window pages (per-branch K/V), else null
+  // The selected branch's input: [num_queries][num_kv_heads][num_selected] blocks, ascending,
+  // -1 pads (as NsaDecodeArgs::selected).
+  const int32_t* selection = nullptr;
 
   // Each branch's output, normalised, [num_queries][num_heads][v_head_dim], and log-sum-exp,
   // [num_queries][num_heads] (-inf where the branch sees nothing).
@@ -46,10 +52,13 @@ struct NsaPrefillArgs {
   float* cmp_lse = nullptr;
   float* win_out = nullptr;
   float* win_lse = nullptr;
+  float* slc_out = nullptr;
+  float* slc_lse = nullptr;
 };
 
 // Check the shapes and launch one branch.
 cudaError_t LaunchNsaPrefillCompressed(const NsaPrefillArgs& args, cudaStream_t stream);
 cudaError_t LaunchNsaPrefillWindow(const NsaPrefillArgs& args, cudaStream_t stream);
+cudaError_t LaunchNsaPrefillSelected(const NsaPrefillArgs& args, cudaStream_t stream);
 
 }  // namespace nsa::cuda

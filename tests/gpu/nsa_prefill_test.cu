@@ -25,19 +25,45 @@ namespace {
 struct Case {
   const char* name;
   int num_heads, num_kv_heads, head_dim, v_head_dim;
-  int l, d, lp, w;
+  int l, d, lp, w, n;
   bool per_branch;
   int64_t first_position;
   int num_queries;
 };
 
-enum class Branch { kCompressed, kWindow };
+enum class Branch { kCompressed, kWindow, kSelected };
+
+// A selection for each (query, KV head) of the chunk, as the decode kernel's `selected`: every
+// block when there are at most n, else the first and the last two plus random others, ascending
+// with -1 pads. Not the scores' choice: the selected branch takes whatever it is given.
+std::vector<int32_t> RandomSelection(const Case& c, int n, std::mt19937& rng) {
+  std::vector<int32_t> sel(static_cast<size_t>(c.num_queries) * c.num_kv_heads * n, -1);
+  for (int r = 0; r < c.num_queries; ++r) {
+    const int64_t blocks = (c.first_position + r) / c.lp + 1;
+    for (int kv = 0; kv < c.num_kv_heads; ++kv) {
+      std::vector<int32_t> chosen;
+      if (blocks <= n) {
+        for (int32_t j = 0; j < blocks; ++j) chosen.push_back(j);
+      } else {
+        chosen = {0, static_cast<int32_t>(blocks - 2), static_cast<int32_t>(blocks - 1)};
+        std::uniform_int_distribution<int32_t> pick(1, static_cast<int32_t>(blocks - 3));
+        while (static_cast<int>(chosen.size()) < n) {
+          const int32_t j = pick(rng);
+          if (std::find(chosen.begin(), chosen.end(), j) == chosen.end()) chosen.push_back(j);
+        }
+        std::sort(chosen.begin(), chosen.end());
+      }
+      std::copy(chosen.begin(), chosen.end(), sel.begin() + (static_cast<size_t>(r) * c.num_kv_heads + kv) * n);
+    }
+  }
+  return sel;
+}
 
 // Runs one branch on the GPU for the case's chunk and checks sampled queries (every query of
 // short chunks, else every 7th and the last, each with all its heads) against the CPU twin.
 void CheckBranch(const Case& c, Branch branch) {
   NsaParams p;
-  p.compress_block = c.l, p.compress_stride = c.d, p.select_block = c.lp, p.window = c.w;
+  p.compress_block = c.l, p.compress_stride = c.d, p.select_block = c.lp, p.window = c.w, p.num_selected = c.n;
   p.score_map = c.l == c.d && c.l == c.lp ? ScoreMap::kIdentity : ScoreMap::kGeometric;
   p.kv_sharing = c.per_branch ? KvSharing::kPerBranch : KvSharing::kShared;
   // Two layers, the second one attended: the layer's offset in a page is part of the test.
@@ -65,7 +91,8 @@ void CheckBranch(const Case& c, Branch branch) {
   a.scale = 1.f / std::sqrt(static_cast<float>(c.head_dim)), a.nsa = p, a.layout = L, a.layer = 1;
   a.num_queries = c.num_queries, a.first_position = c.first_position;
   __nv_bfloat16 *d_pool, *d_q;
-  int32_t *d_raw, *d_win;
+  int32_t *d_raw, *d_win, *d_sel;
+  const std::vector<int32_t> selection = RandomSelection(c, c.n, rng);
   float *d_out, *d_lse;
   const size_t out_n = static_cast<size_t>(c.num_queries) * c.num_heads * c.v_head_dim;
   const size_t lse_n = static_cast<size_t>(c.num_queries) * c.num_heads;
@@ -73,6 +100,8 @@ void CheckBranch(const Case& c, Branch branch) {
   CUDA_OK(cudaMalloc(&d_q, q_bf.size() * 2));
   CUDA_OK(cudaMalloc(&d_raw, raw.size() * 4));
   CUDA_OK(cudaMalloc(&d_win, win.size() * 4));
+  CUDA_OK(cudaMalloc(&d_sel, selection.size() * 4));
+  CUDA_OK(cudaMemcpy(d_sel, selection.data(), selection.size() * 4, cudaMemcpyHostToDevice));
   CUDA_OK(cudaMalloc(&d_out, out_n * 4));
   CUDA_OK(cudaMalloc(&d_lse, lse_n * 4));
   CUDA_OK(cudaMemcpy(d_pool, pool_bf.data(), pool_bf.size() * 2, cudaMemcpyHostToDevice));
@@ -81,36 +110,50 @@ void CheckBranch(const Case& c, Branch branch) {
   CUDA_OK(cudaMemcpy(d_win, win.data(), win.size() * 4, cudaMemcpyHostToDevice));
   CUDA_OK(cudaMemset(d_out, 0xFF, out_n * 4));  // poison: NaN unless written
   CUDA_OK(cudaMemset(d_lse, 0xFF, lse_n * 4));
-  a.q = d_q, a.pages = d_pool, a.raw_table = d_raw, a.win_table = c.per_branch ? d_win : nullptr;
+  a.q = d_q, a.pages = d_pool, a.raw_table = d_raw, a.win_table = c.per_branch ? d_win : nullptr, a.selection = d_sel;
   if (branch == Branch::kCompressed) {
     a.cmp_out = d_out, a.cmp_lse = d_lse;
     CUDA_OK(cuda::LaunchNsaPrefillCompressed(a, nullptr));
-  } else {
+  } else if (branch == Branch::kWindow) {
     a.win_out = d_out, a.win_lse = d_lse;
     CUDA_OK(cuda::LaunchNsaPrefillWindow(a, nullptr));
+  } else {
+    a.slc_out = d_out, a.slc_lse = d_lse;
+    CUDA_OK(cuda::LaunchNsaPrefillSelected(a, nullptr));
   }
   CUDA_OK(cudaDeviceSynchronize());
   std::vector<float> out(out_n), lse(lse_n);
   CUDA_OK(cudaMemcpy(out.data(), d_out, out_n * 4, cudaMemcpyDeviceToHost));
   CUDA_OK(cudaMemcpy(lse.data(), d_lse, lse_n * 4, cudaMemcpyDeviceToHost));
   for (void* ptr : {static_cast<void*>(d_pool), static_cast<void*>(d_q), static_cast<void*>(d_raw),
-                    static_cast<void*>(d_win), static_cast<void*>(d_out), static_cast<void*>(d_lse)}) {
+                    static_cast<void*>(d_win), static_cast<void*>(d_sel), static_cast<void*>(d_out),
+                    static_cast<void*>(d_lse)}) {
     cudaFree(ptr);
   }
 
   std::vector<int> queries;
   for (int r = 0; r < c.num_queries; r += c.num_queries <= 64 ? 1 : 7) queries.push_back(r);
   queries.push_back(c.num_queries - 1);
-  const KvPlane plane = branch == Branch::kCompressed ? KvPlane::kCmp : c.per_branch ? KvPlane::kWin : KvPlane::kSel;
+  const KvPlane plane = branch == Branch::kCompressed                 ? KvPlane::kCmp
+                        : branch == Branch::kWindow && c.per_branch ? KvPlane::kWin
+                                                                    : KvPlane::kSel;
   const std::vector<int32_t>& table = plane == KvPlane::kWin ? win : raw;
   std::vector<float> want(c.v_head_dim);
   for (int r : queries) {
     const int64_t t = c.first_position + r;
-    const int64_t lo = branch == Branch::kCompressed ? 0 : std::max<int64_t>(0, t - c.w + 1);
-    const int64_t hi = branch == Branch::kCompressed ? p.NumCompressed(t + 1) : t + 1;
-    std::vector<int64_t> rows(hi - lo);
-    std::iota(rows.begin(), rows.end(), lo);
     for (int h = 0; h < c.num_heads; ++h) {
+      // The rows this (position, head) attends, ascending.
+      std::vector<int64_t> rows;
+      if (branch == Branch::kCompressed) {
+        for (int64_t i = 0; i < p.NumCompressed(t + 1); ++i) rows.push_back(i);
+      } else if (branch == Branch::kWindow) {
+        for (int64_t i = std::max<int64_t>(0, t - c.w + 1); i <= t; ++i) rows.push_back(i);
+      } else {
+        const int32_t* chosen = selection.data() + (static_cast<size_t>(r) * c.num_kv_heads + h / G) * c.n;
+        for (int k = 0; k < c.n && chosen[k] >= 0; ++k) {
+          for (int64_t i = int64_t{chosen[k]} * c.lp; i < (int64_t{chosen[k]} + 1) * c.lp && i <= t; ++i) rows.push_back(i);
+        }
+      }
       auto source = [&](bool value) {
         ref::RowSource s;
         s.base = pool.data() + L.Offset(plane, 1, h / G, value);
@@ -146,23 +189,24 @@ class NsaPrefillTest : public ::testing::TestWithParam<Case> {};
 
 TEST_P(NsaPrefillTest, CompressedBranchMatchesTheCpuTwin) { CheckBranch(GetParam(), Branch::kCompressed); }
 TEST_P(NsaPrefillTest, WindowBranchMatchesTheCpuTwin) { CheckBranch(GetParam(), Branch::kWindow); }
+TEST_P(NsaPrefillTest, SelectedBranchMatchesTheCpuTwin) { CheckBranch(GetParam(), Branch::kSelected); }
 
 INSTANTIATE_TEST_SUITE_P(
     Shapes, NsaPrefillTest,
     ::testing::Values(
         // The 7b attention shape (G = 16, head dim 128): the start of a sequence, across 64k, at 128k.
-        Case{"fla_7b_start", 64, 4, 128, 128, 64, 64, 64, 512, false, 0, 200},
-        Case{"fla_7b_64k", 64, 4, 128, 128, 64, 64, 64, 512, false, 65536 - 130, 260},
-        Case{"fla_7b_128k", 64, 4, 128, 128, 64, 64, 64, 512, false, 131072 - 64, 64},
+        Case{"fla_7b_start", 64, 4, 128, 128, 64, 64, 64, 512, 16, false, 0, 200},
+        Case{"fla_7b_64k", 64, 4, 128, 128, 64, 64, 64, 512, 16, false, 65536 - 130, 260},
+        Case{"fla_7b_128k", 64, 4, 128, 128, 64, 64, 64, 512, 16, false, 131072 - 64, 64},
         // The paper shape: head dims 192/128, overlapping compression, window pages of its own.
-        Case{"paper", 64, 4, 192, 128, 32, 16, 64, 512, true, 8000, 150},
-        Case{"G1_hd64", 4, 4, 64, 64, 64, 64, 64, 512, false, 300, 100},
-        Case{"G8_fla340m", 32, 4, 64, 64, 64, 64, 64, 512, false, 1000, 100},
-        Case{"G64", 64, 1, 128, 128, 64, 64, 64, 512, false, 5000, 40},
-        Case{"G4_v_wider", 16, 4, 32, 64, 64, 64, 64, 100, true, 2000, 90},  // value dims wider than key dims
+        Case{"paper", 64, 4, 192, 128, 32, 16, 64, 512, 16, true, 8000, 150},
+        Case{"G1_hd64", 4, 4, 64, 64, 64, 64, 64, 512, 16, false, 300, 100},
+        Case{"G8_fla340m", 32, 4, 64, 64, 64, 64, 64, 512, 16, false, 1000, 100},
+        Case{"G64", 64, 1, 128, 128, 64, 64, 64, 512, 16, false, 5000, 40},
+        Case{"G4_v_wider", 16, 4, 32, 64, 64, 64, 64, 100, 8, true, 2000, 90},  // value dims wider than key dims
         // The tiny presets: head dims 32 and 48/32, pages of 16 tokens, G = 4, a window of 32.
-        Case{"tiny", 8, 2, 32, 32, 16, 16, 16, 32, false, 0, 300},
-        Case{"tiny_paper", 8, 2, 48, 32, 8, 4, 16, 32, true, 10, 250}),
+        Case{"tiny", 8, 2, 32, 32, 16, 16, 16, 32, 4, false, 0, 300},
+        Case{"tiny_paper", 8, 2, 48, 32, 8, 4, 16, 32, 4, true, 10, 250}),
     [](const auto& info) { return std::string(info.param.name); });
 
 }  // namespace
