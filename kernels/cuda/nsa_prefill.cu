@@ -309,12 +309,16 @@ __global__ void __launch_bounds__(kThreads) SelectedPrefillKernel(NsaPrefillArgs
   const bool row_ok[2] = {active && slice * 16 + g < G, active && slice * 16 + g + 8 < G};
   for (int u = 0; u < union_size; ++u) {
     const int64_t j = blocks[u], first_token = j * lp;
-    // The tokens of block j that any of the 4 positions may see.
-    const int rows = static_cast<int>(last_position + 1 - first_token < lp ? last_position + 1 - first_token : lp);
-    const __nv_bfloat16* page = a.pages + static_cast<int64_t>(a.raw_table[j]) * L.page_elems;
+    // The tokens of block j that any of the 4 positions may see (none for a block past them all,
+    // which a valid selection never holds: an empty tile, as in the decode kernel).
+    const int64_t seen = last_position + 1 - first_token;
+    const int rows = static_cast<int>(seen < 0 ? 0 : seen < lp ? seen : lp);
     __syncthreads();  // the previous block's reads of ks and vs are done
-    LoadRows(ks, rows, hd, [&](int r) { return page + k_off + static_cast<int64_t>(r) * hd; });
-    LoadRows(vs, rows, vhd, [&](int r) { return page + v_off + static_cast<int64_t>(r) * vhd; });
+    if (rows > 0) {
+      const __nv_bfloat16* page = a.pages + static_cast<int64_t>(a.raw_table[j]) * L.page_elems;
+      LoadRows(ks, rows, hd, [&](int r) { return page + k_off + static_cast<int64_t>(r) * hd; });
+      LoadRows(vs, rows, vhd, [&](int r) { return page + v_off + static_cast<int64_t>(r) * vhd; });
+    }
     if (rows < kTileRows) ZeroRows(vs, rows, vhd);
     __pipeline_commit();
     __pipeline_wait_prior(0);
@@ -338,8 +342,11 @@ __global__ void __launch_bounds__(kThreads) SelectedPrefillKernel(NsaPrefillArgs
 // The checks and the launch of one branch's kernel.
 enum class Which { kCompressed, kWindow, kSelected };
 
-template <typename Kernel>
-cudaError_t LaunchBranch(const NsaPrefillArgs& a, Kernel kernel, Which which, cudaStream_t stream) {
+template <Which which>
+cudaError_t LaunchBranch(const NsaPrefillArgs& a, cudaStream_t stream) {
+  constexpr auto kernel = which == Which::kCompressed ? CompressedPrefillKernel
+                          : which == Which::kWindow   ? WindowPrefillKernel
+                                                      : SelectedPrefillKernel;
   if (a.num_kv_heads <= 0 || a.num_heads <= 0 || a.num_heads % a.num_kv_heads != 0 || a.num_queries < 0) {
     return cudaErrorInvalidValue;
   }
@@ -353,7 +360,8 @@ cudaError_t LaunchBranch(const NsaPrefillArgs& a, Kernel kernel, Which which, cu
   }
   if (a.first_position < 0 || !a.q || !a.pages || !a.raw_table) return cudaErrorInvalidValue;
   if (which == Which::kCompressed && (!a.cmp_out || !a.cmp_lse)) return cudaErrorInvalidValue;
-  if (which == Which::kWindow && (!a.win_out || !a.win_lse || (L.has_win && !a.win_table) || a.nsa.window < 1)) {
+  if (which == Which::kWindow &&
+      (!a.win_out || !a.win_lse || (L.has_win != (a.win_table != nullptr)) || a.nsa.window < 1)) {
     return cudaErrorInvalidValue;
   }
   if (which == Which::kSelected && (!a.slc_out || !a.slc_lse || !a.selection || a.nsa.num_selected < 1 ||
@@ -364,10 +372,14 @@ cudaError_t LaunchBranch(const NsaPrefillArgs& a, Kernel kernel, Which which, cu
   const int G = a.num_heads / a.num_kv_heads;
   const size_t smem = (static_cast<size_t>(kQueryRows + kTileRows) * (a.head_dim + kPad) +
                        static_cast<size_t>(kTileRows) * (a.v_head_dim + kPad)) * sizeof(__nv_bfloat16);
-  int max_smem = 0;
-  cudaDeviceGetAttribute(&max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0);
-  const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, max_smem - (8 << 10));
-  if (e != cudaSuccess) return e;
+  // Opt in to large shared memory once per kernel (the attribute is the kernel's, not the launch's).
+  static const cudaError_t opt_in = [] {
+    int device = 0, max_smem = 0;
+    cudaGetDevice(&device);
+    cudaDeviceGetAttribute(&max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+    return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, max_smem - (8 << 10));
+  }();
+  if (opt_in != cudaSuccess) return opt_in;
   // Compressed and window: 64 query rows a block; selected: 4 (position, 16-head slice) items.
   const int64_t blocks = which == Which::kSelected
                              ? (static_cast<int64_t>(a.num_queries) * ((G + 15) / 16) + 3) / 4
@@ -379,15 +391,15 @@ cudaError_t LaunchBranch(const NsaPrefillArgs& a, Kernel kernel, Which which, cu
 }  // namespace
 
 cudaError_t LaunchNsaPrefillCompressed(const NsaPrefillArgs& a, cudaStream_t stream) {
-  return LaunchBranch(a, CompressedPrefillKernel, Which::kCompressed, stream);
+  return LaunchBranch<Which::kCompressed>(a, stream);
 }
 
 cudaError_t LaunchNsaPrefillWindow(const NsaPrefillArgs& a, cudaStream_t stream) {
-  return LaunchBranch(a, WindowPrefillKernel, Which::kWindow, stream);
+  return LaunchBranch<Which::kWindow>(a, stream);
 }
 
 cudaError_t LaunchNsaPrefillSelected(const NsaPrefillArgs& a, cudaStream_t stream) {
-  return LaunchBranch(a, SelectedPrefillKernel, Which::kSelected, stream);
+  return LaunchBranch<Which::kSelected>(a, stream);
 }
 
 }  // namespace nsa::cuda

@@ -6,7 +6,8 @@
 // paper's overlapping compression, and the tiny presets; the second of two layers.
 // Outputs within 1e-2 relative: the kernel rounds softmax weights to bf16 for the P.V product,
 // which an emulation of its arithmetic on these inputs put at up to 3.9e-3, while dropping one
-// visible summary gives 2.7e-2 and more. Log-sum-exps within 2e-3 (emulated: 2.4e-6).
+// visible summary gives 2.7e-2 and more. Log-sum-exps within 2e-4 (emulated: 2.4e-6; a dropped
+// token moves one by about 1e-3).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -42,8 +43,8 @@ std::vector<int32_t> RandomSelection(const Case& c, int n, std::mt19937& rng) {
     const int64_t blocks = (c.first_position + r) / c.lp + 1;
     for (int kv = 0; kv < c.num_kv_heads; ++kv) {
       std::vector<int32_t> chosen;
-      if (blocks <= n) {
-        for (int32_t j = 0; j < blocks; ++j) chosen.push_back(j);
+      if (blocks <= n || n < 3) {
+        for (int32_t j = std::max<int64_t>(0, blocks - n); j < blocks; ++j) chosen.push_back(j);
       } else {
         chosen = {0, static_cast<int32_t>(blocks - 2), static_cast<int32_t>(blocks - 1)};
         std::uniform_int_distribution<int32_t> pick(1, static_cast<int32_t>(blocks - 3));
@@ -179,7 +180,7 @@ void CheckBranch(const Case& c, Branch branch) {
         EXPECT_TRUE(std::isinf(got_lse) && got_lse < 0) << c.name << ": query " << r << " lse " << got_lse;
       } else {
         EXPECT_LE(err / scale, 1e-2) << c.name << ": query " << r << " (position " << t << "), head " << h;
-        EXPECT_NEAR(got_lse, want_lse, 2e-3) << c.name << ": query " << r << ", head " << h;
+        EXPECT_NEAR(got_lse, want_lse, 2e-4) << c.name << ": query " << r << ", head " << h;
       }
     }
   }
@@ -203,6 +204,12 @@ INSTANTIATE_TEST_SUITE_P(
         Case{"G1_hd64", 4, 4, 64, 64, 64, 64, 64, 512, 16, false, 300, 100},
         Case{"G8_fla340m", 32, 4, 64, 64, 64, 64, 64, 512, 16, false, 1000, 100},
         Case{"G64", 64, 1, 128, 128, 64, 64, 64, 512, 16, false, 5000, 40},
+        // Several 16-head slices a position, uneven ones, and a partial second slice.
+        Case{"G32", 64, 2, 64, 64, 64, 64, 64, 512, 16, false, 3000, 30},
+        Case{"G48", 96, 2, 64, 64, 64, 64, 64, 512, 16, false, 3000, 30},
+        Case{"G20", 40, 2, 64, 64, 64, 64, 64, 512, 16, false, 3000, 30},
+        // The largest selection, 64 blocks, at 64k.
+        Case{"n64", 64, 4, 128, 128, 64, 64, 64, 512, 64, false, 65536 - 40, 40},
         Case{"G4_v_wider", 16, 4, 32, 64, 64, 64, 64, 100, 8, true, 2000, 90},  // value dims wider than key dims
         // The tiny presets: head dims 32 and 48/32, pages of 16 tokens, G = 4, a window of 32.
         Case{"tiny", 8, 2, 32, 32, 16, 16, 16, 32, 4, false, 0, 300},
