@@ -5,8 +5,20 @@
 
 #include <cuda_pipeline.h>
 
+#include "kernels/cuda/tile_mma.cuh"
+
 namespace nsa::cuda {
 namespace {
+
+using tile::kPad;
+using tile::kRowTiles;
+using tile::kTileRows;
+using tile::Load32;
+using tile::LoadRows;
+using tile::Mma;
+using tile::Pack;
+using tile::Pair;
+using tile::ZeroRows;
 
 __device__ __forceinline__ int64_t Max(int64_t a, int64_t b) { return a > b ? a : b; }
 __device__ __forceinline__ int64_t Min(int64_t a, int64_t b) { return a < b ? a : b; }
@@ -92,28 +104,6 @@ Sizes SizesOf(const NsaDecodeArgs& a) {
   return s;
 }
 
-// Shared-memory rows are padded by 8 bf16 (16 bytes): with a stride of dim + 8 the 8 rows a
-// fragment load touches start 4 banks apart, so the 32 lanes' 4-byte loads hit 32 banks.
-constexpr int kPad = 8;
-
-// Copies `rows` rows of `dim` bf16 from `row_ptr(r)` into shared memory (row stride dim + kPad)
-// with asynchronous 16-byte copies spread over the whole block: every load is in flight at once,
-// so a tile costs one memory latency, not one per row. The caller waits with
-// __pipeline_wait_prior(0) and a __syncthreads.
-template <typename RowPtr>
-__device__ void LoadRows(__nv_bfloat16* dst, int rows, int dim, RowPtr row_ptr) {
-  const int vectors = dim / 8;  // 8 bf16 = 16 bytes
-  // (row, vector) of this thread's copies, stepped by blockDim without a division per copy.
-  int r = threadIdx.x / vectors, v = threadIdx.x % vectors;
-  const int dr = blockDim.x / vectors, dv = blockDim.x % vectors;
-  for (; r < rows; r += dr) {
-    __pipeline_memcpy_async(dst + r * (dim + kPad) + v * 8, row_ptr(r) + v * 8, 16);
-    v += dv;
-    if (v >= vectors) v -= vectors, ++r;
-  }
-  __pipeline_commit();
-}
-
 // ---- tensor-core tile attention ------------------------------------------------------------
 //
 // A block walks a run of tiles (up to 64 rows each: summaries, or one page of tokens) with K and
@@ -124,35 +114,8 @@ __device__ void LoadRows(__nv_bfloat16* dst, int rows, int dim, RowPtr row_ptr) 
 // keeping that part of the output in registers across the run (FlashAttention-2: S fragments
 // reused as P). No warp waits for another within a tile, and the block's partial
 // [m, l, o[v_dim]] per head is written straight from the registers (flash-decoding's split-K).
-//
-// Fragment layout (PTX ISA, m16n8k16): lane = 4 g + t. A: rows g and g + 8, columns 2t, 2t + 1
-// and 2t + 8, 2t + 9; B: k = 2t, 2t + 1 and 2t + 8, 2t + 9, column g; C: rows g and g + 8,
-// columns 2t and 2t + 1.
-constexpr int kTileRows = 64;
-constexpr int kRowTiles = kTileRows / 8;  // 8-row tiles of S
+// The fragment helpers and row copies are in kernels/cuda/tile_mma.cuh.
 constexpr int kMaxColTiles = 4;  // 8-column tiles of the output a warp owns: v_dim <= 128
-
-__device__ __forceinline__ void Mma(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
-                                    uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-
-__device__ __forceinline__ uint32_t Pack(float lo, float hi) {
-  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<uint32_t*>(&v);
-}
-
-__device__ __forceinline__ uint32_t Load32(const __nv_bfloat16* p) { return *reinterpret_cast<const uint32_t*>(p); }
-
-__device__ __forceinline__ uint32_t Pair(const __nv_bfloat16* lo, const __nv_bfloat16* hi) {
-  __nv_bfloat162 v;
-  v.x = *lo;
-  v.y = *hi;
-  return *reinterpret_cast<uint32_t*>(&v);
-}
 
 // q of the group into shared memory as bf16 [Gp][hd + kPad], heads beyond G zeroed, copied
 // asynchronously 16 bytes at a time with the first K and V tiles.
@@ -167,13 +130,6 @@ __device__ void LoadQuery(const NsaDecodeArgs& a, int b, int g, int G, __nv_bflo
 inline size_t TileSmemBytes(int G, int hd, int vhd) {
   const int gp = (G + 15) / 16 * 16;
   return (static_cast<size_t>(kTileRows) * (hd + kPad + vhd + kPad) + static_cast<size_t>(gp) * (hd + kPad)) * 2;
-}
-
-// Rows [rows, kTileRows) of a tile are zeroed: their P is 0, and 0 times garbage could be NaN.
-__device__ void ZeroRows(__nv_bfloat16* tile, int rows, int dim) {
-  for (int i = rows * (dim + kPad) + threadIdx.x; i < kTileRows * (dim + kPad); i += blockDim.x) {
-    tile[i] = __float2bfloat16(0.f);
-  }
 }
 
 // Walks `num_tiles` tiles. load(tile, ks, vs) issues the tile's asynchronous copies (all
@@ -201,6 +157,7 @@ __device__ void AttendTiles(__nv_bfloat16* qs, __nv_bfloat16* ks, __nv_bfloat16*
       ZeroRows(ks, rows, hd);
       ZeroRows(vs, rows, vhd);
     }
+    __pipeline_commit();  // the tile's copies (and, the first time, the query's)
     __pipeline_wait_prior(0);
     __syncthreads();
     if (rows > 0) {

@@ -1,0 +1,64 @@
+// NSA prefill attention on the GPU, for a chunk of consecutive positions of one sequence over its
+// paged cache (kernels/kv_layout.h, bf16). Issue 8's kernels; bench/NOTES.md has the plan. So far:
+//
+//   compressed branch  every (position, head) of the chunk against the summaries it may see
+//                      (summary i at position t when i < NumCompressed(t + 1)): the branch's
+//                      output, normalised, and its log-sum-exp, which the selection's scores need.
+//   window branch      every (position, head) against the tokens max(0, t - w + 1) .. t.
+//   selected branch    every (position, head) against the tokens <= t of its position's chosen
+//                      blocks (given): group-centric, a warp the G heads of one position, a block
+//                      4 positions walking the union of their blocks, each loaded once.
+// Compressed and window are FlashAttention-2 tiles: 64 query rows (positions x the G heads of a KV head,
+// consecutive) a block, a warp 16 of them, each row with its own visible range, 64 keys a K/V
+// tile shared by the block's 4 warps.
+//
+// The CPU twin is ref::AttendRows over each branch's rows (kernels/reference/nsa_attention.h);
+// tests/gpu/nsa_prefill_test.cu holds them together.
+#pragma once
+
+#include <cstdint>
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include "kernels/kv_layout.h"
+#include "kernels/nsa_params.h"
+
+namespace nsa::cuda {
+
+struct NsaPrefillArgs {
+  int num_heads = 0;
+  int num_kv_heads = 0;
+  int head_dim = 0;  // a multiple of 16 up to 192
+  int v_head_dim = 0;  // a multiple of 16 up to 128
+  int layer = 0;
+  float scale = 0;
+  NsaParams nsa;
+  KvLayout layout;
+
+  const __nv_bfloat16* q = nullptr;  // [num_queries][num_heads][head_dim], rotated
+  int num_queries = 0;  // the chunk's positions
+  int64_t first_position = 0;  // position of query 0; query r is at first_position + r
+  const __nv_bfloat16* pages = nullptr;  // [num_pages][layout.page_elems]
+  const int32_t* raw_table = nullptr;  // the sequence's raw pages (tokens and summaries)
+  const int32_t* win_table = nullptr;  // its window pages (per-branch K/V), else null
+  // The selected branch's input: [num_queries][num_kv_heads][num_selected] blocks, ascending,
+  // -1 pads (as NsaDecodeArgs::selected).
+  const int32_t* selection = nullptr;
+
+  // Each branch's output, normalised, [num_queries][num_heads][v_head_dim], and log-sum-exp,
+  // [num_queries][num_heads] (-inf where the branch sees nothing).
+  float* cmp_out = nullptr;
+  float* cmp_lse = nullptr;
+  float* win_out = nullptr;
+  float* win_lse = nullptr;
+  float* slc_out = nullptr;
+  float* slc_lse = nullptr;
+};
+
+// Check the shapes and launch one branch.
+cudaError_t LaunchNsaPrefillCompressed(const NsaPrefillArgs& args, cudaStream_t stream);
+cudaError_t LaunchNsaPrefillWindow(const NsaPrefillArgs& args, cudaStream_t stream);
+cudaError_t LaunchNsaPrefillSelected(const NsaPrefillArgs& args, cudaStream_t stream);
+
+}  // namespace nsa::cuda

@@ -1,0 +1,69 @@
+// Building blocks of the tensor-core attention tiles (kernels/cuda/nsa_decode.cu,
+// kernels/cuda/nsa_prefill.cu): asynchronous row copies into padded shared memory and the bf16
+// mma.sync m16n8k16 with its fragment helpers.
+//
+// Fragment layout (PTX ISA, m16n8k16): lane = 4 g + t. A: rows g and g + 8, columns 2t, 2t + 1
+// and 2t + 8, 2t + 9; B: k = 2t, 2t + 1 and 2t + 8, 2t + 9, column g; C: rows g and g + 8,
+// columns 2t and 2t + 1.
+#pragma once
+
+#include <cstdint>
+
+#include <cuda_bf16.h>
+#include <cuda_pipeline.h>
+
+namespace nsa::cuda::tile {
+
+// Shared-memory rows are padded by 8 bf16 (16 bytes): with a stride of dim + 8 the 8 rows a
+// fragment load touches start 4 banks apart, so the 32 lanes' 4-byte loads hit 32 banks.
+constexpr int kPad = 8;
+constexpr int kTileRows = 64;  // rows of a K/V tile: 64 summaries, or one page of tokens
+constexpr int kRowTiles = kTileRows / 8;  // 8-row tiles of S
+
+// Copies `rows` rows of `dim` bf16 from `row_ptr(r)` into shared memory (row stride dim + kPad)
+// with asynchronous 16-byte copies spread over the whole block: every load is in flight at once,
+// so a tile costs one memory latency, not one per row. The caller commits the copies
+// (__pipeline_commit), waits for them (__pipeline_wait_prior) and synchronises the block.
+template <typename RowPtr>
+__device__ __forceinline__ void LoadRows(__nv_bfloat16* dst, int rows, int dim, RowPtr row_ptr) {
+  const int vectors = dim / 8;  // 8 bf16 = 16 bytes
+  // (row, vector) of this thread's copies, stepped by blockDim without a division per copy.
+  int r = threadIdx.x / vectors, v = threadIdx.x % vectors;
+  const int dr = blockDim.x / vectors, dv = blockDim.x % vectors;
+  for (; r < rows; r += dr) {
+    __pipeline_memcpy_async(dst + r * (dim + kPad) + v * 8, row_ptr(r) + v * 8, 16);
+    v += dv;
+    if (v >= vectors) v -= vectors, ++r;
+  }
+}
+
+// Rows [rows, kTileRows) of a tile are zeroed: their P is 0, and 0 times garbage could be NaN.
+__device__ __forceinline__ void ZeroRows(__nv_bfloat16* tile, int rows, int dim) {
+  for (int i = rows * (dim + kPad) + threadIdx.x; i < kTileRows * (dim + kPad); i += blockDim.x) {
+    tile[i] = __float2bfloat16(0.f);
+  }
+}
+
+__device__ __forceinline__ void Mma(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
+                                    uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ uint32_t Pack(float lo, float hi) {
+  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<uint32_t*>(&v);
+}
+
+__device__ __forceinline__ uint32_t Load32(const __nv_bfloat16* p) { return *reinterpret_cast<const uint32_t*>(p); }
+
+__device__ __forceinline__ uint32_t Pair(const __nv_bfloat16* lo, const __nv_bfloat16* hi) {
+  __nv_bfloat162 v;
+  v.x = *lo;
+  v.y = *hi;
+  return *reinterpret_cast<uint32_t*>(&v);
+}
+
+}  // namespace nsa::cuda::tile
