@@ -5,11 +5,16 @@
 
 #include <cuda_pipeline.h>
 
+#include "kernels/cuda/select_util.cuh"
 #include "kernels/cuda/tile_mma.cuh"
 
 namespace nsa::cuda {
 namespace {
 
+using select::Better;
+using select::Forced;
+using select::NumForced;
+using select::WarpBest;
 using tile::kPad;
 using tile::kRowTiles;
 using tile::kTileRows;
@@ -372,19 +377,7 @@ __device__ void CompressedTask(const NsaDecodeArgs& a, const Sizes& z, float* ws
 // sum), and the range's own top picks, sorted (ScoreTask). The last of them merges the ranges'
 // sorted lists a lane a list, adds the forced blocks and writes the unit's n blocks ascending
 // (MergeUnit). A context of at most n blocks takes them all, and LseUnit writes them.
-
-// Blocks a (sequence, KV head) must take: [0, init) and [c - local + 1, c], of c + 1.
-__device__ __forceinline__ bool Forced(const NsaParams& p, int64_t j, int64_t c) {
-  return j < p.init_blocks || j > c - p.local_blocks;
-}
-__device__ int NumForced(const NsaParams& p, int64_t c) {
-  int f = 0;
-  for (int64_t j = 0; j <= c; ++j) {
-    if (j >= p.init_blocks && j <= c - p.local_blocks) j = c - p.local_blocks;  // skip the free middle
-    else ++f;
-  }
-  return f;
-}
+// Forced blocks and the candidates' order: kernels/cuda/select_util.cuh.
 
 // Writes the unit's selection, ascending with -1 pads, from `count` chosen blocks in shared memory.
 __device__ void WriteSelection(const NsaDecodeArgs& a, const Sizes& z, float* ws, size_t bk, const int32_t* chosen,
@@ -462,17 +455,6 @@ __device__ bool LseUnit(const NsaDecodeArgs& a, const Sizes& z, float* ws, int b
 
 // A candidate: a block's score and index in 8 bytes (the index's bits in a float's place).
 __device__ __forceinline__ float2 Candidate(float score, int j) { return make_float2(score, __int_as_float(j)); }
-// The better of two candidates: the higher score, then the lower index (the reference's order).
-__device__ __forceinline__ bool Better(float v, int j, float ov, int oj) { return ov > v || (ov == v && oj < j); }
-
-// The best of a warp's candidates (v, j), at every lane.
-__device__ __forceinline__ void WarpBest(float& v, int& j) {
-  for (int o = 16; o > 0; o /= 2) {
-    const float ov = __shfl_xor_sync(0xffffffff, v, o);
-    const int oj = __shfl_xor_sync(0xffffffff, j, o);
-    if (Better(v, j, ov, oj)) v = ov, j = oj;
-  }
-}
 
 // Picks a unit must make beyond its forced blocks.
 __device__ __forceinline__ int FreePicks(const NsaDecodeArgs& a, const Sizes& z, int64_t c) {

@@ -1,10 +1,13 @@
 #include "kernels/cuda/nsa_prefill.h"
 
+#include <algorithm>
 #include <cfloat>
+#include <climits>
 #include <cmath>
 
 #include <cuda_pipeline.h>
 
+#include "kernels/cuda/select_util.cuh"
 #include "kernels/cuda/tile_mma.cuh"
 
 namespace nsa::cuda {
@@ -24,6 +27,24 @@ constexpr int kThreads = 128;  // 4 warps, 16 query rows each
 constexpr int kQueryRows = 64;  // query rows a block
 constexpr int kMaxColTiles = 16;  // 8-column tiles of the output: v_dim <= 128, all of them a warp
 
+// S = Q K^T of a warp's 16 query rows (q: [16][hd + kPad]) against a tile of 64 keys (ks:
+// [64][hd + kPad]), unscaled: s[j][c] is row g (+ 8 for c >= 2), key 8 j + 2 t + (c & 1).
+__device__ __forceinline__ void QkTile(const __nv_bfloat16* q, const __nv_bfloat16* ks, int hd, float (&s)[kRowTiles][4]) {
+  const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  const int qstride = hd + kPad;
+#pragma unroll
+  for (int j = 0; j < kRowTiles; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+  for (int kk = 0; kk < hd; kk += 16) {
+    const uint32_t a0 = Load32(q + g * qstride + kk + 2 * t), a1 = Load32(q + (g + 8) * qstride + kk + 2 * t);
+    const uint32_t a2 = Load32(q + g * qstride + kk + 2 * t + 8), a3 = Load32(q + (g + 8) * qstride + kk + 2 * t + 8);
+#pragma unroll
+    for (int j = 0; j < kRowTiles; ++j) {
+      const __nv_bfloat16* k = ks + (8 * j + g) * qstride + kk + 2 * t;
+      Mma(s[j], a0, a1, a2, a3, Load32(k), Load32(k + 8));
+    }
+  }
+}
+
 // A warp's 16 query rows (fragment rows g and g + 8 of each lane) walking K/V tiles of 64 keys,
 // FlashAttention-2 style: S = Q K^T on mma.sync, the online softmax with each row's own mask,
 // P (rounded to bf16) times V over all of V's columns, the output kept in registers.
@@ -37,20 +58,9 @@ struct WarpRows {
   __device__ __forceinline__ void Step(const __nv_bfloat16* q, const __nv_bfloat16* ks, const __nv_bfloat16* vs, int hd,
                                        int vhd, float scale, int64_t i0, Visible visible) {
     const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-    const int qstride = hd + kPad, vstride = vhd + kPad, col_tiles = vhd / 8;
+    const int vstride = vhd + kPad, col_tiles = vhd / 8;
     float s[kRowTiles][4];
-#pragma unroll
-    for (int j = 0; j < kRowTiles; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
-    for (int kk = 0; kk < hd; kk += 16) {
-      const uint32_t a0 = Load32(q + g * qstride + kk + 2 * t), a1 = Load32(q + (g + 8) * qstride + kk + 2 * t);
-      const uint32_t a2 = Load32(q + g * qstride + kk + 2 * t + 8), a3 = Load32(q + (g + 8) * qstride + kk + 2 * t + 8);
-#pragma unroll
-      for (int j = 0; j < kRowTiles; ++j) {
-        const __nv_bfloat16* k = ks + (8 * j + g) * qstride + kk + 2 * t;
-        Mma(s[j], a0, a1, a2, a3, Load32(k), Load32(k + 8));
-      }
-    }
-    // s[j][c]: row g (+ 8 for c >= 2), key i0 + 8 j + 2 t + (c & 1).
+    QkTile(q, ks, hd, s);
     float mx[2] = {m[0], m[1]};
 #pragma unroll
     for (int j = 0; j < kRowTiles; ++j) {
@@ -339,14 +349,171 @@ __global__ void __launch_bounds__(kThreads) SelectedPrefillKernel(NsaPrefillArgs
   }
 }
 
+// ---- the selection: per-position block scores and top-n ----------------------------------------
+// A block takes P consecutive positions of the chunk (P x G <= 64 query rows, whole positions) of
+// one KV head and walks the summaries its last position sees, 64 a tile (K only): S = Q K^T on
+// mma.sync as in the compressed branch, p = exp(s - lse) with the compressed branch's log-sum-exp
+// (the same softmax the decode kernel's scores use), summed over the group's heads into the
+// tile's summaries, then over each summary's overlap with the selection blocks (the geometric
+// map; one to one when l = d = l') into each position's block scores, [P][C] in shared memory.
+// Then a warp a position: the forced blocks, the best of the rest (ties to the lower index: the
+// reference's order), the n blocks written ascending (every block when c + 1 <= n).
+constexpr int kMaxSelectPositions = 8;
+constexpr int kMaxSelected = 64;
+
+__global__ void __launch_bounds__(kThreads) SelectPrefillKernel(NsaPrefillArgs a, int P, int C) {
+  const int G = a.num_heads / a.num_kv_heads, kv = blockIdx.y, hd = a.head_dim, n = a.nsa.num_selected;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  const int qstride = hd + kPad;
+  const int64_t q_begin = static_cast<int64_t>(blockIdx.x) * P;
+  const int npos = static_cast<int>(a.num_queries - q_begin < P ? a.num_queries - q_begin : P);
+  const int rows_used = npos * G;
+  extern __shared__ __align__(16) unsigned char smem[];
+  __nv_bfloat16* qs = reinterpret_cast<__nv_bfloat16*>(smem);  // [64][hd + kPad]
+  __nv_bfloat16* ks = qs + kQueryRows * qstride;  // [64][hd + kPad]
+  float* ptile = reinterpret_cast<float*>(ks + kTileRows * qstride);  // [P][64]: the tile's summaries
+  float* scores = ptile + P * kTileRows;  // [P][C]: the block scores
+  __shared__ int64_t row_page[kTileRows];
+  __shared__ int row_slot[kTileRows];
+  __shared__ int32_t picks[kThreads / 32][kMaxSelected];
+
+  LoadRows(qs, rows_used, hd, [&](int r) {
+    return a.q + ((q_begin + r / G) * a.num_heads + static_cast<int64_t>(kv) * G + r % G) * hd;
+  });
+  for (int i = rows_used * qstride + threadIdx.x; i < kQueryRows * qstride; i += blockDim.x) qs[i] = __float2bfloat16(0.f);
+  __pipeline_commit();
+  for (int i = threadIdx.x; i < npos * C; i += blockDim.x) scores[i] = 0.f;
+
+  // This lane's two rows: their position in the block, visible summaries and log-sum-exp.
+  int prow[2];
+  int64_t hi[2];
+  float lse[2];
+  for (int half = 0; half < 2; ++half) {
+    const int r = warp * 16 + g + 8 * half;
+    prow[half] = r < rows_used ? r / G : -1;
+    const int64_t query = q_begin + (r < rows_used ? r / G : 0);
+    hi[half] = r < rows_used ? a.nsa.NumCompressed(a.first_position + query + 1) : 0;
+    lse[half] = r < rows_used ? a.cmp_lse[query * a.num_heads + static_cast<int64_t>(kv) * G + r % G] : 0.f;
+    if (!(lse[half] > -INFINITY)) hi[half] = 0;  // sees no summary
+  }
+  const int64_t key_end = a.nsa.NumCompressed(a.first_position + q_begin + npos);
+  const int num_tiles = static_cast<int>((key_end + kTileRows - 1) / kTileRows);
+  const int cpc = a.nsa.compress_block / a.nsa.compress_stride, cps = a.nsa.select_block / a.nsa.compress_stride;
+  const int64_t k_off = a.layout.Offset(KvPlane::kCmp, a.layer, kv, false);
+  const CompressedKeys keys{a};
+  // All 8 rows g of a half are one position when G is a multiple of 8 (rows start at multiples of
+  // 8): the warp sums them with shuffles and one lane adds; otherwise every lane adds its own.
+  const bool whole_eights = G % 8 == 0;
+
+  for (int tile_index = 0; tile_index < num_tiles; ++tile_index) {
+    const int64_t i0 = static_cast<int64_t>(tile_index) * kTileRows;
+    const int rows = static_cast<int>(key_end - i0 < kTileRows ? key_end - i0 : kTileRows);
+    __syncthreads();  // the previous tile's reads of ks, ptile and row_page are done
+    for (int r = threadIdx.x; r < rows; r += blockDim.x) keys.Locate(i0 + r, &row_page[r], &row_slot[r]);
+    for (int i = threadIdx.x; i < npos * kTileRows; i += blockDim.x) ptile[i] = 0.f;
+    __syncthreads();
+    LoadRows(ks, rows, hd, [&](int r) { return a.pages + row_page[r] + k_off + row_slot[r] * hd; });
+    __pipeline_commit();
+    __pipeline_wait_prior(0);
+    __syncthreads();
+    if (warp * 16 < rows_used) {  // uniform in the warp
+      float s[kRowTiles][4];
+      QkTile(qs + warp * 16 * qstride, ks, hd, s);
+#pragma unroll
+      for (int j = 0; j < kRowTiles; ++j) {
+#pragma unroll
+        for (int c = 0; c < 4; ++c) {
+          const int half = c >= 2, col = 8 * j + 2 * t + (c & 1);
+          float p = i0 + col < hi[half] ? __expf(s[j][c] * a.scale - lse[half]) : 0.f;
+          if (whole_eights) {
+            p += __shfl_xor_sync(0xffffffff, p, 4);
+            p += __shfl_xor_sync(0xffffffff, p, 8);
+            p += __shfl_xor_sync(0xffffffff, p, 16);
+            if (g == 0 && prow[half] >= 0) atomicAdd(&ptile[prow[half] * kTileRows + col], p);
+          } else if (p != 0.f) {
+            atomicAdd(&ptile[prow[half] * kTileRows + col], p);
+          }
+        }
+      }
+    }
+    __syncthreads();
+    // Summary i covers stride chunks [i, i + cpc), block j chunks [j cps, (j + 1) cps): the tile's
+    // summaries reach blocks i0 / cps .. (i0 + rows - 1 + cpc - 1) / cps.
+    const int64_t j_lo = i0 / cps, j_hi_raw = (i0 + rows - 1 + cpc - 1) / cps;
+    const int64_t j_hi = j_hi_raw < C - 1 ? j_hi_raw : C - 1;
+    const int span = static_cast<int>(j_hi - j_lo + 1);
+    for (int idx = threadIdx.x; idx < npos * span; idx += blockDim.x) {
+      const int p = idx / span;
+      const int64_t j = j_lo + idx % span;
+      const int64_t i_first = j * cps - cpc + 1 > i0 ? j * cps - cpc + 1 : i0;
+      const int64_t i_last = (j + 1) * cps - 1 < i0 + rows - 1 ? (j + 1) * cps - 1 : i0 + rows - 1;
+      float acc = 0.f;
+      for (int64_t i = i_first; i <= i_last; ++i) {
+        const int64_t lo = i > j * cps ? i : j * cps, hi_c = i + cpc < (j + 1) * cps ? i + cpc : (j + 1) * cps;
+        acc += static_cast<float>(hi_c - lo) * ptile[p * kTileRows + (i - i0)];
+      }
+      scores[p * C + j] += acc;
+    }
+  }
+  __pipeline_wait_prior(0);  // no copy in flight (a block that saw no summary)
+  __syncthreads();
+
+  for (int p = warp; p < npos; p += kThreads / 32) {
+    const int64_t query = q_begin + p, c = (a.first_position + query) / a.nsa.select_block;
+    int32_t* out = a.selection_out + (query * a.num_kv_heads + kv) * n;
+    if (c + 1 <= n) {
+      for (int k = lane; k < n; k += 32) out[k] = k <= c ? k : -1;
+      continue;
+    }
+    float* sc = scores + p * C;
+    int* mine = picks[warp];
+    // The forced blocks first (few: init + local <= n), marked out of the candidates.
+    if (lane == 0) {
+      int f = 0;
+      for (int64_t j = 0; j <= c; ++j) {
+        if (select::Forced(a.nsa, j, c)) mine[f++] = static_cast<int32_t>(j), sc[j] = -1.f;
+        else j = c - a.nsa.local_blocks;  // skip the free middle
+      }
+    }
+    __syncwarp();
+    const int forced = select::NumForced(a.nsa, c);
+    for (int k = forced; k < n; ++k) {
+      float bv = -1.f;
+      int bj = INT_MAX;
+      for (int64_t j = lane; j <= c; j += 32) {
+        const float v = sc[j];
+        if (v > bv) bv = v, bj = static_cast<int>(j);  // ascending j: ties keep the lower index
+      }
+      select::WarpBest(bv, bj);
+      if (lane == 0) mine[k] = bj, sc[bj] = -2.f;
+      __syncwarp();
+    }
+    // Ascending: each entry's place is the number of smaller ones (n distinct blocks).
+    for (int k = lane; k < n; k += 32) {
+      int rank = 0;
+      for (int e = 0; e < n; ++e) rank += mine[e] < mine[k];
+      out[rank] = mine[k];
+    }
+    __syncwarp();
+  }
+}
+
+// out = g_cmp o_cmp + g_slc o_slc + g_win o_win, a (query, head) a warp-wide stride of channels.
+__global__ void CombinePrefillKernel(NsaPrefillArgs a, const float* gates, float* out) {
+  const int vhd = a.v_head_dim;
+  const int64_t total = static_cast<int64_t>(a.num_queries) * a.num_heads * vhd;
+  for (int64_t e = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; e < total;
+       e += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const float* gate = gates + (e / vhd) * 3;
+    out[e] = gate[0] * a.cmp_out[e] + gate[1] * a.slc_out[e] + gate[2] * a.win_out[e];
+  }
+}
+
 // The checks and the launch of one branch's kernel.
 enum class Which { kCompressed, kWindow, kSelected };
 
-template <Which which>
-cudaError_t LaunchBranch(const NsaPrefillArgs& a, cudaStream_t stream) {
-  constexpr auto kernel = which == Which::kCompressed ? CompressedPrefillKernel
-                          : which == Which::kWindow   ? WindowPrefillKernel
-                                                      : SelectedPrefillKernel;
+// The checks every kernel shares: the heads, the head dims, the layout and the chunk.
+cudaError_t CheckCommon(const NsaPrefillArgs& a) {
   if (a.num_kv_heads <= 0 || a.num_heads <= 0 || a.num_heads % a.num_kv_heads != 0 || a.num_queries < 0) {
     return cudaErrorInvalidValue;
   }
@@ -359,6 +526,32 @@ cudaError_t LaunchBranch(const NsaPrefillArgs& a, cudaStream_t stream) {
     return cudaErrorInvalidValue;
   }
   if (a.first_position < 0 || !a.q || !a.pages || !a.raw_table) return cudaErrorInvalidValue;
+  return cudaSuccess;
+}
+
+// Opts a kernel in to large shared memory once (the attribute is the kernel's, not the launch's);
+// returns the bytes a block may have.
+template <typename Kernel>
+cudaError_t OptIn(Kernel kernel, size_t* limit) {
+  static size_t bytes = 0;
+  static const cudaError_t status = [&] {
+    int device = 0, max_smem = 0;
+    cudaGetDevice(&device);
+    cudaDeviceGetAttribute(&max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+    bytes = static_cast<size_t>(max_smem) - (8 << 10);  // room for the static arrays
+    return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
+  }();
+  *limit = bytes;
+  return status;
+}
+
+template <Which which>
+cudaError_t LaunchBranch(const NsaPrefillArgs& a, cudaStream_t stream) {
+  constexpr auto kernel = which == Which::kCompressed ? CompressedPrefillKernel
+                          : which == Which::kWindow   ? WindowPrefillKernel
+                                                      : SelectedPrefillKernel;
+  if (const cudaError_t e = CheckCommon(a); e != cudaSuccess) return e;
+  const KvLayout& L = a.layout;
   if (which == Which::kCompressed && (!a.cmp_out || !a.cmp_lse)) return cudaErrorInvalidValue;
   if (which == Which::kWindow &&
       (!a.win_out || !a.win_lse || (L.has_win != (a.win_table != nullptr)) || a.nsa.window < 1)) {
@@ -372,14 +565,9 @@ cudaError_t LaunchBranch(const NsaPrefillArgs& a, cudaStream_t stream) {
   const int G = a.num_heads / a.num_kv_heads;
   const size_t smem = (static_cast<size_t>(kQueryRows + kTileRows) * (a.head_dim + kPad) +
                        static_cast<size_t>(kTileRows) * (a.v_head_dim + kPad)) * sizeof(__nv_bfloat16);
-  // Opt in to large shared memory once per kernel (the attribute is the kernel's, not the launch's).
-  static const cudaError_t opt_in = [] {
-    int device = 0, max_smem = 0;
-    cudaGetDevice(&device);
-    cudaDeviceGetAttribute(&max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
-    return cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, max_smem - (8 << 10));
-  }();
-  if (opt_in != cudaSuccess) return opt_in;
+  size_t limit = 0;
+  if (const cudaError_t e = OptIn(kernel, &limit); e != cudaSuccess) return e;
+  if (smem > limit) return cudaErrorInvalidValue;
   // Compressed and window: 64 query rows a block; selected: 4 (position, 16-head slice) items.
   const int64_t blocks = which == Which::kSelected
                              ? (static_cast<int64_t>(a.num_queries) * ((G + 15) / 16) + 3) / 4
@@ -389,6 +577,42 @@ cudaError_t LaunchBranch(const NsaPrefillArgs& a, cudaStream_t stream) {
 }
 
 }  // namespace
+
+cudaError_t LaunchNsaPrefillSelect(const NsaPrefillArgs& a, cudaStream_t stream) {
+  if (const cudaError_t e = CheckCommon(a); e != cudaSuccess) return e;
+  const NsaParams& p = a.nsa;
+  if (!a.cmp_lse || !a.selection_out || p.num_selected < 1 || p.num_selected > kMaxSelected || p.select_block <= 0 ||
+      p.compress_block % p.compress_stride != 0 || p.select_block % p.compress_stride != 0) {
+    return cudaErrorInvalidValue;
+  }
+  if (a.num_queries == 0) return cudaSuccess;
+  const int G = a.num_heads / a.num_kv_heads;
+  // Block scores for blocks 0 .. c of the chunk's last position.
+  const int64_t C = (a.first_position + a.num_queries - 1) / p.select_block + 1;
+  size_t limit = 0;
+  if (const cudaError_t e = OptIn(SelectPrefillKernel, &limit); e != cudaSuccess) return e;
+  const size_t fixed = static_cast<size_t>(kQueryRows + kTileRows) * (a.head_dim + kPad) * sizeof(__nv_bfloat16);
+  const size_t per_position = (static_cast<size_t>(kTileRows) + static_cast<size_t>(C)) * sizeof(float);
+  int P = std::min(kMaxSelectPositions, kQueryRows / G);
+  if (limit > fixed) P = static_cast<int>(std::min<size_t>(P, (limit - fixed) / per_position));
+  if (limit <= fixed || P < 1) return cudaErrorInvalidValue;  // a context too long for one position's scores
+  const size_t smem = fixed + P * per_position;
+  const int64_t blocks = (a.num_queries + P - 1) / P;
+  SelectPrefillKernel<<<dim3(static_cast<unsigned>(blocks), a.num_kv_heads), kThreads, smem, stream>>>(a, P, static_cast<int>(C));
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchNsaPrefillCombine(const NsaPrefillArgs& a, const float* gates, float* out, cudaStream_t stream) {
+  if (!a.cmp_out || !a.slc_out || !a.win_out || !gates || !out || a.num_queries < 0 || a.num_heads <= 0 ||
+      a.v_head_dim <= 0) {
+    return cudaErrorInvalidValue;
+  }
+  const int64_t total = static_cast<int64_t>(a.num_queries) * a.num_heads * a.v_head_dim;
+  if (total == 0) return cudaSuccess;
+  const int64_t blocks = std::min<int64_t>((total + 255) / 256, 132 * 16);
+  CombinePrefillKernel<<<static_cast<unsigned>(blocks), 256, 0, stream>>>(a, gates, out);
+  return cudaGetLastError();
+}
 
 cudaError_t LaunchNsaPrefillCompressed(const NsaPrefillArgs& a, cudaStream_t stream) {
   return LaunchBranch<Which::kCompressed>(a, stream);

@@ -8,6 +8,9 @@
 //   selected branch    every (position, head) against the tokens <= t of its position's chosen
 //                      blocks (given): group-centric, a warp the G heads of one position, a block
 //                      4 positions walking the union of their blocks, each loaded once.
+//   selection          every (position, KV head)'s blocks from the compressed branch's
+//                      log-sum-exps: block scores (geometric map, group sum) and top-n.
+//   combine            the gated sum of the three branches.
 // Compressed and window are FlashAttention-2 tiles: 64 query rows (positions x the G heads of a KV head,
 // consecutive) a block, a warp 16 of them, each row with its own visible range, 64 keys a K/V
 // tile shared by the block's 4 warps.
@@ -45,6 +48,8 @@ struct NsaPrefillArgs {
   // The selected branch's input: [num_queries][num_kv_heads][num_selected] blocks, ascending,
   // -1 pads (as NsaDecodeArgs::selected).
   const int32_t* selection = nullptr;
+  // LaunchNsaPrefillSelect's output, the same shape (from cmp_lse, the compressed branch's).
+  int32_t* selection_out = nullptr;
 
   // Each branch's output, normalised, [num_queries][num_heads][v_head_dim], and log-sum-exp,
   // [num_queries][num_heads] (-inf where the branch sees nothing).
@@ -60,5 +65,13 @@ struct NsaPrefillArgs {
 cudaError_t LaunchNsaPrefillCompressed(const NsaPrefillArgs& args, cudaStream_t stream);
 cudaError_t LaunchNsaPrefillWindow(const NsaPrefillArgs& args, cudaStream_t stream);
 cudaError_t LaunchNsaPrefillSelected(const NsaPrefillArgs& args, cudaStream_t stream);
+
+// Each (position, KV head)'s blocks from the compressed branch's log-sum-exps (run it first):
+// the group's block scores, the forced blocks and the top of the rest, into selection_out.
+cudaError_t LaunchNsaPrefillSelect(const NsaPrefillArgs& args, cudaStream_t stream);
+
+// out[q][h][:] = gates[q][h][0] cmp_out + gates[q][h][1] slc_out + gates[q][h][2] win_out (gates
+// after the sigmoid, the decode kernel's order), every branch's output normalised.
+cudaError_t LaunchNsaPrefillCombine(const NsaPrefillArgs& args, const float* gates, float* out, cudaStream_t stream);
 
 }  // namespace nsa::cuda

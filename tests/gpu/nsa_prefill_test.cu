@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <numeric>
 #include <random>
 #include <vector>
@@ -32,7 +33,7 @@ struct Case {
   int num_queries;
 };
 
-enum class Branch { kCompressed, kWindow, kSelected };
+enum class Branch { kCompressed, kWindow, kSelected, kSelection };
 
 // A selection for each (query, KV head) of the chunk, as the decode kernel's `selected`: every
 // block when there are at most n, else the first and the last two plus random others, ascending
@@ -58,6 +59,71 @@ std::vector<int32_t> RandomSelection(const Case& c, int n, std::mt19937& rng) {
     }
   }
   return sel;
+}
+
+// The selection kernel's blocks against the CPU twin's (ref::SelectionScores and SelectBlocks
+// over the compressed branch's probabilities) for the sampled queries: the same sets, except
+// where the reference's last pick and the best block left out are a near tie (within 1e-4
+// relative: the kernel sums the heads and summaries in another order), which is counted and
+// allowed for at most 1% of the sets.
+void CheckSelection(const Case& c, const NsaParams& p, const KvLayout& L, const std::vector<float>& pool,
+                    const std::vector<int32_t>& raw, const std::vector<float>& q, float scale,
+                    const std::vector<int>& queries, const std::vector<int32_t>& got) {
+  const int G = c.num_heads / c.num_kv_heads;
+  int sets = 0, near_ties = 0;
+  std::vector<float> out(c.v_head_dim);
+  for (int r : queries) {
+    const int64_t t = c.first_position + r, cur = t / c.lp, N = p.NumCompressed(t + 1);
+    std::vector<int64_t> rows(N);
+    std::iota(rows.begin(), rows.end(), 0);
+    for (int kv = 0; kv < c.num_kv_heads; ++kv) {
+      auto source = [&](bool value) {
+        ref::RowSource s;
+        s.base = pool.data() + L.Offset(KvPlane::kCmp, 1, kv, value);
+        s.row_stride = value ? c.v_head_dim : c.head_dim;
+        s.page_table = raw.data();
+        s.page_rows = L.RowsPerPage(KvPlane::kCmp);
+        s.page_stride = L.page_elems;
+        s.row_offset = L.summary_row_shift;
+        return s;
+      };
+      std::vector<float> p_cmp(static_cast<size_t>(G) * std::max<int64_t>(N, 1));
+      for (int h = 0; h < G; ++h) {
+        const float* qh = q.data() + (static_cast<size_t>(r) * c.num_heads + kv * G + h) * c.head_dim;
+        ref::AttendRows(qh, c.head_dim, scale, source(false), source(true), c.v_head_dim, rows, out.data(),
+                        p_cmp.data() + static_cast<size_t>(h) * N);
+      }
+      const std::vector<float> scores = ref::SelectionScores(p, p_cmp.data(), G, N, cur);
+      const std::vector<int64_t> want = ref::SelectBlocks(p, scores, cur);
+      std::vector<int64_t> have;
+      const int32_t* row = got.data() + (static_cast<size_t>(r) * c.num_kv_heads + kv) * c.n;
+      for (int k = 0; k < c.n; ++k) {
+        if (k < static_cast<int>(want.size())) {
+          ASSERT_GE(row[k], 0) << c.name << ": query " << r << " kv " << kv << " entry " << k;
+          have.push_back(row[k]);
+        } else {
+          EXPECT_EQ(row[k], -1) << c.name << ": query " << r << " kv " << kv << " pad " << k;
+        }
+      }
+      ASSERT_TRUE(std::is_sorted(have.begin(), have.end())) << c.name << ": query " << r << " not ascending";
+      ++sets;
+      if (have == want) continue;
+      // A near tie: every block in one set and not the other scores within 1e-4 of the others'.
+      float lo_in = INFINITY, hi_out = -INFINITY;
+      for (int64_t j : want) {
+        if (std::find(have.begin(), have.end(), j) == have.end()) lo_in = std::min(lo_in, scores[j]);
+      }
+      for (int64_t j : have) {
+        if (std::find(want.begin(), want.end(), j) == want.end()) hi_out = std::max(hi_out, scores[j]);
+      }
+      const bool tie = std::isfinite(lo_in) && std::isfinite(hi_out) && lo_in - hi_out <= 1e-4f * std::abs(lo_in);
+      EXPECT_TRUE(tie) << c.name << ": query " << r << " (position " << t << "), kv head " << kv
+                       << ": blocks differ from the reference beyond a near tie (" << lo_in << " vs " << hi_out << ")";
+      near_ties += tie;
+    }
+  }
+  EXPECT_LE(near_ties * 100, sets) << c.name << ": near ties in " << near_ties << " of " << sets << " sets";
+  std::printf("[ select ] %s: %d sets, %d near ties\n", c.name, sets, near_ties);
 }
 
 // Runs one branch on the GPU for the case's chunk and checks sampled queries (every query of
@@ -118,14 +184,22 @@ void CheckBranch(const Case& c, Branch branch) {
   } else if (branch == Branch::kWindow) {
     a.win_out = d_out, a.win_lse = d_lse;
     CUDA_OK(cuda::LaunchNsaPrefillWindow(a, nullptr));
-  } else {
+  } else if (branch == Branch::kSelected) {
     a.slc_out = d_out, a.slc_lse = d_lse;
     CUDA_OK(cuda::LaunchNsaPrefillSelected(a, nullptr));
+  } else {  // the selection, from the compressed branch's log-sum-exps
+    a.cmp_out = d_out, a.cmp_lse = d_lse;
+    CUDA_OK(cuda::LaunchNsaPrefillCompressed(a, nullptr));
+    CUDA_OK(cudaMemset(d_sel, 0x7F, selection.size() * 4));  // poison: no valid block unless written
+    a.selection_out = d_sel;
+    CUDA_OK(cuda::LaunchNsaPrefillSelect(a, nullptr));
   }
   CUDA_OK(cudaDeviceSynchronize());
   std::vector<float> out(out_n), lse(lse_n);
+  std::vector<int32_t> chosen_gpu(selection.size());
   CUDA_OK(cudaMemcpy(out.data(), d_out, out_n * 4, cudaMemcpyDeviceToHost));
   CUDA_OK(cudaMemcpy(lse.data(), d_lse, lse_n * 4, cudaMemcpyDeviceToHost));
+  CUDA_OK(cudaMemcpy(chosen_gpu.data(), d_sel, selection.size() * 4, cudaMemcpyDeviceToHost));
   for (void* ptr : {static_cast<void*>(d_pool), static_cast<void*>(d_q), static_cast<void*>(d_raw),
                     static_cast<void*>(d_win), static_cast<void*>(d_sel), static_cast<void*>(d_out),
                     static_cast<void*>(d_lse)}) {
@@ -135,6 +209,7 @@ void CheckBranch(const Case& c, Branch branch) {
   std::vector<int> queries;
   for (int r = 0; r < c.num_queries; r += c.num_queries <= 64 ? 1 : 7) queries.push_back(r);
   queries.push_back(c.num_queries - 1);
+  if (branch == Branch::kSelection) return CheckSelection(c, p, L, pool, raw, q, a.scale, queries, chosen_gpu);
   const KvPlane plane = branch == Branch::kCompressed                 ? KvPlane::kCmp
                         : branch == Branch::kWindow && c.per_branch ? KvPlane::kWin
                                                                     : KvPlane::kSel;
@@ -191,6 +266,7 @@ class NsaPrefillTest : public ::testing::TestWithParam<Case> {};
 TEST_P(NsaPrefillTest, CompressedBranchMatchesTheCpuTwin) { CheckBranch(GetParam(), Branch::kCompressed); }
 TEST_P(NsaPrefillTest, WindowBranchMatchesTheCpuTwin) { CheckBranch(GetParam(), Branch::kWindow); }
 TEST_P(NsaPrefillTest, SelectedBranchMatchesTheCpuTwin) { CheckBranch(GetParam(), Branch::kSelected); }
+TEST_P(NsaPrefillTest, SelectionMatchesTheCpuTwin) { CheckBranch(GetParam(), Branch::kSelection); }
 
 INSTANTIATE_TEST_SUITE_P(
     Shapes, NsaPrefillTest,
