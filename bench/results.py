@@ -176,7 +176,7 @@ def gpu_fragment(out, archive=None):
     if tests:
         lines += ["Tests: " + "; ".join(tests) + ".", ""]
     for name, title in (("nsa_decode_bench.md", "NSA decode attention"), ("sdpa_decode.md", "Dense SDPA decode (baseline)"),
-                        ("nsa_prefill_bench.md", "NSA prefill attention (decode kernel per position)"),
+                        ("nsa_prefill_bench.md", "NSA prefill attention"),
                         ("sdpa_prefill.md", "Dense causal SDPA prefill (baseline)"),
                         ("e2e_decode_bench.md", "End-to-end decode step")):
         table = [l for l in read(os.path.join(out, name)).splitlines() if l.startswith("|") or l.startswith("###")

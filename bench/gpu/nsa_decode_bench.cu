@@ -1,8 +1,9 @@
 // NSA decode attention on the GPU: time, bytes NSA must read, GB/s and percent of the copy
 // ceiling measured in the same run, for the `7b` attention shape and the `paper` shape at
 // batch 1, 8, 32 and contexts 8k-128k. Validation is the job of tests/gpu/nsa_decode_test.
-// With --prefill, instead: the attention of one whole prompt at batch 1 the way the runner
-// prefills today (every position a query of this kernel), time and TFLOP/s (issue 8's baseline).
+// With --prefill, instead: the attention of one whole prompt at batch 1 through the prefill
+// kernels (issue 8) and, for comparison, every position a query of the decode kernel: time and
+// TFLOP/s (NSA's FLOPs: the keys each position attends).
 //   nsa_decode_bench [--quick] [--prefill]   (prints a markdown table)
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -18,6 +19,7 @@
 
 #include "bench/gpu/copy_ceiling.h"
 #include "kernels/cuda/nsa_decode.h"
+#include "kernels/cuda/nsa_prefill.h"
 
 #define CHECK(expr)                                                                          \
   do {                                                                                       \
@@ -146,6 +148,59 @@ std::pair<double, int> PrefillTime(nsa::cuda::NsaDecodeArgs a, int64_t context, 
   return {ms * 1e-3, run};
 }
 
+// The same prompt through the prefill kernels (kernels/cuda/nsa_prefill.h) as the runner runs a
+// chunk: compressed, selection, selected, window and the gated sum, in chunks of 2048 positions.
+double PrefillKernelsTime(const nsa::cuda::NsaDecodeArgs& d, int64_t context, cudaStream_t stream) {
+  constexpr int kChunk = 2048;
+  nsa::cuda::NsaPrefillArgs a;
+  a.num_heads = d.num_heads, a.num_kv_heads = d.num_kv_heads, a.head_dim = d.head_dim, a.v_head_dim = d.v_head_dim;
+  a.layer = 0, a.scale = d.scale, a.nsa = d.nsa, a.layout = d.layout, a.pages = d.pages;
+  a.raw_table = d.raw_tables, a.win_table = d.win_tables;
+  const size_t outs = size_t{kChunk} * d.num_heads * d.v_head_dim, lses = size_t{kChunk} * d.num_heads;
+  __nv_bfloat16* q;
+  float *w, *gates, *out;
+  int32_t* sel;
+  CHECK(cudaMalloc(&q, size_t{kChunk} * d.num_heads * d.head_dim * 2));
+  CHECK(cudaMalloc(&w, (3 * outs + 3 * lses) * 4));
+  CHECK(cudaMalloc(&gates, lses * 3 * 4));
+  CHECK(cudaMalloc(&out, outs * 4));
+  CHECK(cudaMalloc(&sel, size_t{kChunk} * d.num_kv_heads * d.nsa.num_selected * 4));
+  FillKernel<<<256, 256>>>(q, size_t{kChunk} * d.num_heads * d.head_dim, 13);
+  std::vector<float> gates_h(lses * 3, 0.33f);
+  CHECK(cudaMemcpy(gates, gates_h.data(), gates_h.size() * 4, cudaMemcpyHostToDevice));
+  a.q = q, a.cmp_out = w, a.slc_out = w + outs, a.win_out = w + 2 * outs;
+  a.cmp_lse = w + 3 * outs, a.slc_lse = a.cmp_lse + lses, a.win_lse = a.slc_lse + lses;
+  a.selection = sel, a.selection_out = sel;
+  auto run = [&] {
+    for (int64_t p0 = 0; p0 < context; p0 += kChunk) {
+      a.first_position = p0, a.num_queries = static_cast<int>(std::min<int64_t>(kChunk, context - p0));
+      CHECK(nsa::cuda::LaunchNsaPrefillCompressed(a, stream));
+      CHECK(nsa::cuda::LaunchNsaPrefillSelect(a, stream));
+      CHECK(nsa::cuda::LaunchNsaPrefillSelected(a, stream));
+      CHECK(nsa::cuda::LaunchNsaPrefillWindow(a, stream));
+      CHECK(nsa::cuda::LaunchNsaPrefillCombine(a, gates, out, stream));
+    }
+  };
+  run();  // warm-up (shared-memory opt-ins)
+  CHECK(cudaStreamSynchronize(stream));
+  cudaEvent_t start, stop;
+  cudaEventCreate(&start);
+  cudaEventCreate(&stop);
+  cudaEventRecord(start, stream);
+  run();
+  cudaEventRecord(stop, stream);
+  CHECK(cudaEventSynchronize(stop));
+  float ms = 0;
+  cudaEventElapsedTime(&ms, start, stop);
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  for (void* ptr : {static_cast<void*>(q), static_cast<void*>(w), static_cast<void*>(gates), static_cast<void*>(out),
+                    static_cast<void*>(sel)}) {
+    cudaFree(ptr);
+  }
+  return ms * 1e-3;
+}
+
 struct Shape {
   const char* name;
   int heads, kv_heads, hd, vhd, l, d, lp, n, w;
@@ -167,8 +222,9 @@ int main(int argc, char** argv) {
   const double ceiling = std::getenv("NSA_BENCH_ONLY") ? 3.0e12 : nsa::bench::CopyCeiling();
   std::printf("device: %s, %d SMs; copy ceiling %.2f TB/s\n\n", prop.name, prop.multiProcessorCount, ceiling / 1e12);
   if (prefill) {
-    std::printf("### Prefill attention of one prompt: every position a query of the decode kernel (the runner's prefill today)\n\n");
-    std::printf("| shape | prompt | time (ms) | TFLOP/s (NSA's FLOPs) | queries a launch |\n|---|---|---|---|---|\n");
+    std::printf("### Prefill attention of one prompt: the prefill kernels (chunks of 2048) and, for comparison, every position a query of the decode kernel\n\n");
+    std::printf("| shape | prompt | prefill kernels (ms) | TFLOP/s | decode kernel per position (ms) | TFLOP/s | queries a launch |\n"
+                "|---|---|---|---|---|---|---|\n");
   } else {
     std::printf("| shape | batch | context | time (us) | NSA bytes (MB) | GB/s | %% of copy ceiling | four launches (us) |\n|---|---|---|---|---|---|---|---|\n");
   }
@@ -241,14 +297,15 @@ int main(int argc, char** argv) {
         if (prefill) {
           // The whole prompt's attention, and its FLOPs: per position t (context t + 1) and head,
           // 2 (hd + vhd) a key it attends (q.k and p.v).
+          const double kernels = PrefillKernelsTime(a, context, stream);
           const auto [seconds, run] = PrefillTime(a, context, stream);
           double flops = 0;
           for (int64_t t1 = 1; t1 <= context; ++t1) {
             flops += static_cast<double>(p.NumCompressed(t1) + std::min<int64_t>(int64_t{sh.n} * sh.lp, t1) + std::min<int64_t>(sh.w, t1));
           }
           flops *= 2.0 * sh.heads * (sh.hd + sh.vhd);
-          std::printf("| %s | %lldk | %.1f | %.1f | %d |\n", sh.name, static_cast<long long>(context / 1024), seconds * 1e3,
-                      flops / seconds / 1e12, run);
+          std::printf("| %s | %lldk | %.1f | %.1f | %.1f | %.1f | %d |\n", sh.name, static_cast<long long>(context / 1024),
+                      kernels * 1e3, flops / kernels / 1e12, seconds * 1e3, flops / seconds / 1e12, run);
           std::fflush(stdout);
           release();
           continue;

@@ -16,6 +16,7 @@
 #include "kernels/cuda/kv_write.h"
 #include "kernels/cuda/model_ops.h"
 #include "kernels/cuda/nsa_decode.h"
+#include "kernels/cuda/nsa_prefill.h"
 #include "kernels/cuda/sampling.h"
 #include "kernels/kv_layout.h"
 #include "models/dtype.h"
@@ -96,6 +97,12 @@ struct CudaRunner::DeviceState {
 
   // This step's sizes (Forward reads them).
   int num_summaries = 0;
+  // This step's chunks that run the prefill kernels: tokens [q0, q0 + count) of table row seq.
+  struct PrefillRun {
+    int q0, count, seq;
+    int64_t first_position;
+  };
+  std::vector<PrefillRun> prefill_runs;
 
   // Device sampling buffers, grown to the largest step's draws.
   int sample_capacity = 0;
@@ -296,6 +303,10 @@ absl::Status CudaRunner::Init(const ModelWeights* weights, uint64_t seed) {
   const int64_t max_context = options_.max_context > 0 ? options_.max_context : c.max_position_embeddings;
   options_.max_context = max_context;
   max_pages_ = static_cast<int>(max_context / c.nsa.select_block + 2);
+  // The prefill kernels' limits (LaunchNsaPrefill*); other shapes prefill through the decode kernel.
+  prefill_kernels_ = hd % 16 == 0 && hd >= 16 && hd <= 192 && vhd % 16 == 0 && vhd >= 16 && vhd <= 128 &&
+                     c.nsa.num_selected <= 64 && c.nsa.select_block <= 64 && layout_.page_tokens <= 64 &&
+                     c.nsa.compress_block % c.nsa.compress_stride == 0 && c.nsa.select_block % c.nsa.compress_stride == 0;
   d.table_rows = options_.max_num_seqs + 1;
   d.max_summaries = T / c.nsa.compress_stride + options_.max_num_seqs + 1;
   // One block of metadata: int64 arrays first (alignment), then int32 arrays.
@@ -450,7 +461,8 @@ absl::Status CudaRunner::Forward(int N, int R, int64_t context) {
     CUDA_OK(cuda::LaunchSummaries(sa, st), "summaries");
     timer.Mark("kv_write_summaries");
 
-    // Attention, in runs of queries whose workspace fits.
+    // Attention: the prefill runs through the prefill kernels, the other tokens through the
+    // decode kernel, in runs of queries whose workspace fits.
     cuda::NsaDecodeArgs aa;
     aa.num_heads = nh, aa.num_kv_heads = kvh, aa.head_dim = hd, aa.v_head_dim = vhd, aa.layer = layer;
     aa.scale = 1.0f / std::sqrt(static_cast<float>(hd)), aa.nsa = c.nsa, aa.layout = layout, aa.pages = pages;
@@ -465,13 +477,23 @@ absl::Status CudaRunner::Forward(int N, int R, int64_t context) {
     if (cuda::NsaDecodeWorkspaceBytes(aa) > static_cast<size_t>(options_.attention_workspace_bytes)) {
       return absl::ResourceExhaustedError("the attention workspace is too small for one query at this context");
     }
-    for (int q0 = 0; q0 < N; q0 += run) {
-      aa.batch = std::min(run, N - q0);
-      aa.q = d.q + int64_t{q0} * nh * hd, aa.gates = d.gates + int64_t{q0} * nh * 3;
-      aa.positions = d.dev.positions + q0, aa.table_rows = d.dev.attn_row + q0;
-      aa.out = d.attn + int64_t{q0} * nh * vhd;
-      CUDA_OK(cuda::LaunchNsaDecode(aa, st), "attention");
+    auto decode_tokens = [&](int from, int to) -> absl::Status {
+      for (int q0 = from; q0 < to; q0 += run) {
+        aa.batch = std::min(run, to - q0);
+        aa.q = d.q + int64_t{q0} * nh * hd, aa.gates = d.gates + int64_t{q0} * nh * 3;
+        aa.positions = d.dev.positions + q0, aa.table_rows = d.dev.attn_row + q0;
+        aa.out = d.attn + int64_t{q0} * nh * vhd;
+        CUDA_OK(cuda::LaunchNsaDecode(aa, st), "attention");
+      }
+      return absl::OkStatus();
+    };
+    int next = 0;  // the first token not yet attended
+    for (const DeviceState::PrefillRun& r : d.prefill_runs) {
+      RETURN_IF_ERROR(decode_tokens(next, r.q0));
+      RETURN_IF_ERROR(PrefillAttention(layer, r.q0, r.count, r.seq, r.first_position));
+      next = r.q0 + r.count;
     }
+    RETURN_IF_ERROR(decode_tokens(next, N));
     timer.Mark("attention");
     CUDA_OK(cuda::LaunchToBf16(d.attn, int64_t{N} * nh * vhd, d.h, st), "attention out");
     timer.Mark("convert");
@@ -493,6 +515,40 @@ absl::Status CudaRunner::Forward(int N, int R, int64_t context) {
     timer.Mark("lm_head");
   }
   if (const std::string r = timer.Report(); !r.empty()) profile_report_ = r;
+  return absl::OkStatus();
+}
+
+absl::Status CudaRunner::PrefillAttention(int layer, int q0, int count, int seq, int64_t first_position) {
+  const ModelConfig& c = config_;
+  DeviceState& d = *d_;
+  const int nh = c.num_heads, kvh = c.num_kv_heads, hd = c.head_dim, vhd = c.v_head_dim, n = c.nsa.num_selected;
+  cuda::NsaPrefillArgs a;
+  a.num_heads = nh, a.num_kv_heads = kvh, a.head_dim = hd, a.v_head_dim = vhd, a.layer = layer;
+  a.scale = 1.0f / std::sqrt(static_cast<float>(hd)), a.nsa = c.nsa, a.layout = layout_;
+  a.pages = static_cast<const bf16*>(pages_);
+  a.raw_table = d.dev.raw + int64_t{seq} * max_pages_;
+  a.win_table = layout_.has_win ? d.dev.win + int64_t{seq} * max_pages_ : nullptr;
+  // The workspace holds each branch's output and log-sum-exp and the selection of `per` queries.
+  const int64_t floats = 3 * (int64_t{nh} * vhd + nh), ints = int64_t{kvh} * n;
+  const int64_t per = options_.attention_workspace_bytes / ((floats + ints) * 4);
+  if (per < 1) return absl::ResourceExhaustedError("the attention workspace is too small for one prefill query");
+  for (int done = 0; done < count;) {
+    const int m = static_cast<int>(std::min<int64_t>(per, count - done));
+    float* w = static_cast<float*>(d.attn_workspace);
+    a.cmp_out = w, a.slc_out = w + int64_t{m} * nh * vhd, a.win_out = w + 2 * int64_t{m} * nh * vhd;
+    a.cmp_lse = w + 3 * int64_t{m} * nh * vhd, a.slc_lse = a.cmp_lse + int64_t{m} * nh, a.win_lse = a.slc_lse + int64_t{m} * nh;
+    a.selection_out = reinterpret_cast<int32_t*>(a.win_lse + int64_t{m} * nh);
+    a.selection = a.selection_out;
+    const int q = q0 + done;
+    a.q = d.q + int64_t{q} * nh * hd, a.num_queries = m, a.first_position = first_position + done;
+    CUDA_OK(cuda::LaunchNsaPrefillCompressed(a, d.stream), "prefill compressed");
+    CUDA_OK(cuda::LaunchNsaPrefillSelect(a, d.stream), "prefill selection");
+    CUDA_OK(cuda::LaunchNsaPrefillSelected(a, d.stream), "prefill selected");
+    CUDA_OK(cuda::LaunchNsaPrefillWindow(a, d.stream), "prefill window");
+    CUDA_OK(cuda::LaunchNsaPrefillCombine(a, d.gates + int64_t{q} * nh * 3, d.attn + int64_t{q} * nh * vhd, d.stream),
+            "prefill combine");
+    done += m;
+  }
   return absl::OkStatus();
 }
 
@@ -643,6 +699,7 @@ absl::StatusOr<std::vector<std::vector<float>>> CudaRunner::Step(std::span<const
                         has_src ? s.tables->src.size() : size_t{0}});
   }
   int n = 0, summaries = 0, rows = 0;
+  d.prefill_runs.clear();
   for (int i = 0; i < S; ++i) {
     const RunnerSeq& s = seqs[i];
     for (auto [dst, src, used] : {std::tuple{h.raw, &s.tables->raw, true}, std::tuple{h.win, &s.tables->win, layout_.has_win},
@@ -653,6 +710,9 @@ absl::StatusOr<std::vector<std::vector<float>>> CudaRunner::Step(std::span<const
       std::fill(row + src->size(), row + columns, -1);
     }
     const int64_t t0 = s.first_token, count = static_cast<int64_t>(s.tokens.size());
+    if (!graph && prefill_kernels_ && options_.prefill_kernel_min_tokens > 0 && count >= options_.prefill_kernel_min_tokens) {
+      d.prefill_runs.push_back({n, static_cast<int>(count), i, t0});
+    }
     for (int64_t j = 0; j < count; ++j, ++n) {
       h.tokens[n] = s.tokens[j], h.positions[n] = t0 + j, h.token_seq[n] = i, h.attn_row[n] = i;
     }

@@ -8,10 +8,10 @@
 //   attention, o_proj GEMM added onto the fp32 residual, RMSNorm, fused gate|up GEMM, SwiGLU,
 //   down GEMM added onto the residual -> final RMSNorm and LM head on the rows that sample.
 //
-// Attention runs every new token as its own query of the decode kernel (kernels/cuda/
-// nsa_decode.h) over its sequence's page tables at its own position, so a prefill chunk is
-// exactly the decode function at each position (decode = prefill by construction). That is the
-// correct prefill the CUDA-backend issue asks for; a fast prefill kernel is its own work.
+// Attention: a sequence's chunk of at least CudaRunnerOptions::prefill_kernel_min_tokens new
+// tokens runs the prefill kernels (kernels/cuda/nsa_prefill.h) over its page tables; every other
+// token is its own query of the decode kernel (kernels/cuda/nsa_decode.h) at its own position.
+// Both compute the same function (model_gpu_test: decode = prefill at every position).
 //
 // Decode steps (one token per sequence) replay CUDA graphs captured per (batch bucket, context
 // bucket): padding rows write nowhere and read a scratch page.
@@ -51,6 +51,10 @@ struct CudaRunnerOptions {
   // and in a larger batch then runs different kernels, so its logits differ in rounding and a
   // sampled continuation may differ (as in vLLM); 0 keeps every step on cuBLASLt.
   int small_gemm_rows = 1;
+  // A sequence's chunk of at least this many new tokens runs the prefill kernels
+  // (kernels/cuda/nsa_prefill.h: compressed, selection, selected, window, gated sum) instead of a
+  // decode-kernel query per token; 0: every token through the decode kernel.
+  int prefill_kernel_min_tokens = 64;
 };
 
 class CudaRunner : public ModelRunner {
@@ -85,6 +89,10 @@ class CudaRunner : public ModelRunner {
   explicit CudaRunner(ModelConfig config, CudaRunnerOptions options);
   absl::Status Init(const ModelWeights* weights, uint64_t random_seed);
   absl::Status Forward(int num_tokens, int num_rows, int64_t context);
+  // Attention of layer `layer` for the step's tokens [q0, q0 + count) of one sequence (table row
+  // `seq`, positions first_position ..) through the prefill kernels, into the attention rows.
+  absl::Status PrefillAttention(int layer, int q0, int count, int seq, int64_t first_position);
+  bool prefill_kernels_ = false;  // the model's shapes are within the prefill kernels' limits
   // A step; the logits stay on the device (rows in kept_rows_) and are copied to the host only
   // when `download`.
   absl::StatusOr<std::vector<std::vector<float>>> Step(std::span<const RunnerSeq> seqs, bool download);

@@ -7,7 +7,8 @@
 // Outputs within 1e-2 relative: the kernel rounds softmax weights to bf16 for the P.V product,
 // which an emulation of its arithmetic on these inputs put at up to 3.9e-3, while dropping one
 // visible summary gives 2.7e-2 and more. Log-sum-exps within 2e-4 (emulated: 2.4e-6; a dropped
-// token moves one by about 1e-3).
+// token moves one by about 1e-3). The selection kernel, after the compressed branch, against
+// ref::SelectionScores and SelectBlocks: the same block sets up to near ties (CheckSelection).
 #include <gtest/gtest.h>
 
 #include <algorithm>
