@@ -530,11 +530,11 @@ cudaError_t CheckCommon(const NsaPrefillArgs& a) {
 }
 
 // Opts a kernel in to large shared memory once (the attribute is the kernel's, not the launch's);
-// returns the bytes a block may have.
-template <typename Kernel>
-cudaError_t OptIn(Kernel kernel, size_t* limit) {
+// returns the bytes a block may have. One instantiation per kernel: the kernels share a type.
+template <auto kernel>
+cudaError_t OptIn(size_t* limit) {
   static size_t bytes = 0;
-  static const cudaError_t status = [&] {
+  static const cudaError_t status = [] {
     int device = 0, max_smem = 0;
     cudaGetDevice(&device);
     cudaDeviceGetAttribute(&max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
@@ -566,7 +566,7 @@ cudaError_t LaunchBranch(const NsaPrefillArgs& a, cudaStream_t stream) {
   const size_t smem = (static_cast<size_t>(kQueryRows + kTileRows) * (a.head_dim + kPad) +
                        static_cast<size_t>(kTileRows) * (a.v_head_dim + kPad)) * sizeof(__nv_bfloat16);
   size_t limit = 0;
-  if (const cudaError_t e = OptIn(kernel, &limit); e != cudaSuccess) return e;
+  if (const cudaError_t e = OptIn<kernel>(&limit); e != cudaSuccess) return e;
   if (smem > limit) return cudaErrorInvalidValue;
   // Compressed and window: 64 query rows a block; selected: 4 (position, 16-head slice) items.
   const int64_t blocks = which == Which::kSelected
@@ -590,7 +590,7 @@ cudaError_t LaunchNsaPrefillSelect(const NsaPrefillArgs& a, cudaStream_t stream)
   // Block scores for blocks 0 .. c of the chunk's last position.
   const int64_t C = (a.first_position + a.num_queries - 1) / p.select_block + 1;
   size_t limit = 0;
-  if (const cudaError_t e = OptIn(SelectPrefillKernel, &limit); e != cudaSuccess) return e;
+  if (const cudaError_t e = OptIn<SelectPrefillKernel>(&limit); e != cudaSuccess) return e;
   const size_t fixed = static_cast<size_t>(kQueryRows + kTileRows) * (a.head_dim + kPad) * sizeof(__nv_bfloat16);
   const size_t per_position = (static_cast<size_t>(kTileRows) + static_cast<size_t>(C)) * sizeof(float);
   int P = std::min(kMaxSelectPositions, kQueryRows / G);
