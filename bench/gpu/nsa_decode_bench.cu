@@ -9,6 +9,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -150,7 +151,9 @@ std::pair<double, int> PrefillTime(nsa::cuda::NsaDecodeArgs a, int64_t context, 
 
 // The same prompt through the prefill kernels (kernels/cuda/nsa_prefill.h) as the runner runs a
 // chunk: compressed, selection, selected, window and the gated sum, in chunks of 2048 positions.
-double PrefillKernelsTime(const nsa::cuda::NsaDecodeArgs& d, int64_t context, cudaStream_t stream) {
+// split_ms: each kernel's milliseconds (compressed, selection, selected, window, combine).
+double PrefillKernelsTime(const nsa::cuda::NsaDecodeArgs& d, int64_t context, cudaStream_t stream,
+                          std::array<double, 5>* split_ms) {
   constexpr int kChunk = 2048;
   nsa::cuda::NsaPrefillArgs a;
   a.num_heads = d.num_heads, a.num_kv_heads = d.num_kv_heads, a.head_dim = d.head_dim, a.v_head_dim = d.v_head_dim;
@@ -171,29 +174,41 @@ double PrefillKernelsTime(const nsa::cuda::NsaDecodeArgs& d, int64_t context, cu
   a.q = q, a.cmp_out = w, a.slc_out = w + outs, a.win_out = w + 2 * outs;
   a.cmp_lse = w + 3 * outs, a.slc_lse = a.cmp_lse + lses, a.win_lse = a.slc_lse + lses;
   a.selection = sel, a.selection_out = sel;
+  // Events around each kernel of each chunk: the whole time, and each kernel's share.
+  const int chunks = static_cast<int>((context + kChunk - 1) / kChunk);
+  std::vector<cudaEvent_t> ev(static_cast<size_t>(chunks) * 5 + 1);
+  for (cudaEvent_t& e : ev) cudaEventCreate(&e);
   auto run = [&] {
+    int k = 0;
+    cudaEventRecord(ev[k++], stream);
     for (int64_t p0 = 0; p0 < context; p0 += kChunk) {
       a.first_position = p0, a.num_queries = static_cast<int>(std::min<int64_t>(kChunk, context - p0));
       CHECK(nsa::cuda::LaunchNsaPrefillCompressed(a, stream));
+      cudaEventRecord(ev[k++], stream);
       CHECK(nsa::cuda::LaunchNsaPrefillSelect(a, stream));
+      cudaEventRecord(ev[k++], stream);
       CHECK(nsa::cuda::LaunchNsaPrefillSelected(a, stream));
+      cudaEventRecord(ev[k++], stream);
       CHECK(nsa::cuda::LaunchNsaPrefillWindow(a, stream));
+      cudaEventRecord(ev[k++], stream);
       CHECK(nsa::cuda::LaunchNsaPrefillCombine(a, gates, out, stream));
+      cudaEventRecord(ev[k++], stream);
     }
   };
   run();  // warm-up (shared-memory opt-ins)
   CHECK(cudaStreamSynchronize(stream));
-  cudaEvent_t start, stop;
-  cudaEventCreate(&start);
-  cudaEventCreate(&stop);
-  cudaEventRecord(start, stream);
   run();
-  cudaEventRecord(stop, stream);
-  CHECK(cudaEventSynchronize(stop));
+  CHECK(cudaEventSynchronize(ev.back()));
   float ms = 0;
-  cudaEventElapsedTime(&ms, start, stop);
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
+  cudaEventElapsedTime(&ms, ev.front(), ev.back());
+  for (int c = 0; c < chunks; ++c) {
+    for (int kernel = 0; kernel < 5; ++kernel) {
+      float part = 0;
+      cudaEventElapsedTime(&part, ev[c * 5 + kernel], ev[c * 5 + kernel + 1]);
+      (*split_ms)[kernel] += part;
+    }
+  }
+  for (cudaEvent_t& e : ev) cudaEventDestroy(e);
   for (void* ptr : {static_cast<void*>(q), static_cast<void*>(w), static_cast<void*>(gates), static_cast<void*>(out),
                     static_cast<void*>(sel)}) {
     cudaFree(ptr);
@@ -223,8 +238,8 @@ int main(int argc, char** argv) {
   std::printf("device: %s, %d SMs; copy ceiling %.2f TB/s\n\n", prop.name, prop.multiProcessorCount, ceiling / 1e12);
   if (prefill) {
     std::printf("### Prefill attention of one prompt: the prefill kernels (chunks of 2048) and, for comparison, every position a query of the decode kernel\n\n");
-    std::printf("| shape | prompt | prefill kernels (ms) | TFLOP/s | decode kernel per position (ms) | TFLOP/s | queries a launch |\n"
-                "|---|---|---|---|---|---|---|\n");
+    std::printf("| shape | prompt | prefill kernels (ms) | TFLOP/s | compressed / selection / selected / window / sum (ms) | "
+                "decode kernel per position (ms) | TFLOP/s | queries a launch |\n|---|---|---|---|---|---|---|---|\n");
   } else {
     std::printf("| shape | batch | context | time (us) | NSA bytes (MB) | GB/s | %% of copy ceiling | four launches (us) |\n|---|---|---|---|---|---|---|---|\n");
   }
@@ -297,15 +312,17 @@ int main(int argc, char** argv) {
         if (prefill) {
           // The whole prompt's attention, and its FLOPs: per position t (context t + 1) and head,
           // 2 (hd + vhd) a key it attends (q.k and p.v).
-          const double kernels = PrefillKernelsTime(a, context, stream);
+          std::array<double, 5> split{};
+          const double kernels = PrefillKernelsTime(a, context, stream, &split);
           const auto [seconds, run] = PrefillTime(a, context, stream);
           double flops = 0;
           for (int64_t t1 = 1; t1 <= context; ++t1) {
             flops += static_cast<double>(p.NumCompressed(t1) + std::min<int64_t>(int64_t{sh.n} * sh.lp, t1) + std::min<int64_t>(sh.w, t1));
           }
           flops *= 2.0 * sh.heads * (sh.hd + sh.vhd);
-          std::printf("| %s | %lldk | %.1f | %.1f | %.1f | %.1f | %d |\n", sh.name, static_cast<long long>(context / 1024),
-                      kernels * 1e3, flops / kernels / 1e12, seconds * 1e3, flops / seconds / 1e12, run);
+          std::printf("| %s | %lldk | %.1f | %.1f | %.1f / %.1f / %.1f / %.1f / %.1f | %.1f | %.1f | %d |\n", sh.name,
+                      static_cast<long long>(context / 1024), kernels * 1e3, flops / kernels / 1e12, split[0], split[1],
+                      split[2], split[3], split[4], seconds * 1e3, flops / seconds / 1e12, run);
           std::fflush(stdout);
           release();
           continue;
