@@ -166,6 +166,9 @@ def gpu_fragment(out, archive=None):
     gpu = [l for l in read(os.path.join(out, "gpu.txt")).splitlines() if l and not l.startswith("name")]
     lines += [f"Card: {gpu[0] if gpu else 'unknown'}. Date {date.today()}, commit {commit_of(out)}. Command: "
               "`bash bench/gpu/run-all.sh OUT` on the GPU machine (from `bench/gpu/stage.sh`'s stage/).", ""]
+    provenance = read(os.path.join(out, "provenance.txt")).strip()
+    if provenance:  # files of several builds or device calls: say which is which
+        lines += ["Sources:", "", provenance.split("\n", 1)[1] if provenance.startswith("Which") else provenance, ""]
     tests = []
     for log in sorted(os.listdir(out)):
         if log.endswith("_test.log"):
