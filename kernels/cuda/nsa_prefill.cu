@@ -161,15 +161,10 @@ __device__ void PrefillBranch(const NsaPrefillArgs& a, const Keys& keys, KvPlane
   const int qstride = hd + kPad;
   extern __shared__ __align__(16) unsigned char smem[];
   __nv_bfloat16* qs = reinterpret_cast<__nv_bfloat16*>(smem);  // [64][hd + kPad]
-  // Two K/V buffers: tile i + 1's copies are in flight while tile i is computed.
-  __nv_bfloat16* ks_buf[2];
-  __nv_bfloat16* vs_buf[2];
-  ks_buf[0] = qs + kQueryRows * qstride;  // [64][hd + kPad]
-  vs_buf[0] = ks_buf[0] + kTileRows * qstride;  // [64][vhd + kPad]
-  ks_buf[1] = vs_buf[0] + kTileRows * (vhd + kPad);
-  vs_buf[1] = ks_buf[1] + kTileRows * qstride;
-  __shared__ int64_t row_page[2][kTileRows];
-  __shared__ int row_slot[2][kTileRows];
+  __nv_bfloat16* ks = qs + kQueryRows * qstride;  // [64][hd + kPad]
+  __nv_bfloat16* vs = ks + kTileRows * qstride;  // [64][vhd + kPad]
+  __shared__ int64_t row_page[kTileRows];
+  __shared__ int row_slot[kTileRows];
 
   // The block's query rows: rows past the chunk are zero.
   const int valid_rows = static_cast<int>(rows_total - row0 < kQueryRows ? rows_total - row0 : kQueryRows);
@@ -195,35 +190,23 @@ __device__ void PrefillBranch(const NsaPrefillArgs& a, const Keys& keys, KvPlane
   const KvLayout& L = a.layout;
   const int64_t k_off = L.Offset(plane, a.layer, kv, false), v_off = L.Offset(plane, a.layer, kv, true);
   WarpRows st;
-  // Issues tile i's copies into buffer i % 2 (one commit group, empty past the last tile); every
-  // thread calls it (it synchronises the block between locating the rows and copying them).
-  auto issue = [&](int tile_index) {
-    if (tile_index < num_tiles) {
-      const int buf = tile_index & 1;
-      const int64_t i0 = key_begin + static_cast<int64_t>(tile_index) * kTileRows;
-      const int rows = static_cast<int>(key_end - i0 < kTileRows ? key_end - i0 : kTileRows);
-      int64_t* page = row_page[buf];
-      int* slot = row_slot[buf];
-      for (int r = threadIdx.x; r < rows; r += blockDim.x) keys.Locate(i0 + r, &page[r], &slot[r]);
-      __syncthreads();
-      LoadRows(ks_buf[buf], rows, hd, [&](int r) { return a.pages + page[r] + k_off + slot[r] * hd; });
-      LoadRows(vs_buf[buf], rows, vhd, [&](int r) { return a.pages + page[r] + v_off + slot[r] * vhd; });
-      // Rows past the tile's keys are masked out of S; V's must be finite (P is 0 there).
-      if (rows < kTileRows) ZeroRows(vs_buf[buf], rows, vhd);
-    }
-    __pipeline_commit();
-  };
-  issue(0);
+
   for (int tile_index = 0; tile_index < num_tiles; ++tile_index) {
-    // Tile i + 1 goes to the buffers tile i - 1 used: every warp finished with them at the
-    // __syncthreads ending the previous iteration.
-    issue(tile_index + 1);
-    __pipeline_wait_prior(1);  // every group but the newest (tile i + 1's) has landed
-    __syncthreads();
     const int64_t i0 = key_begin + static_cast<int64_t>(tile_index) * kTileRows;
-    st.Step(qs + warp * 16 * qstride, ks_buf[tile_index & 1], vs_buf[tile_index & 1], hd, vhd, a.scale, i0,
+    const int rows = static_cast<int>(key_end - i0 < kTileRows ? key_end - i0 : kTileRows);
+    __syncthreads();  // the previous tile's reads of ks, vs and row_page are done
+    for (int r = threadIdx.x; r < rows; r += blockDim.x) keys.Locate(i0 + r, &row_page[r], &row_slot[r]);
+    __syncthreads();
+    LoadRows(ks, rows, hd, [&](int r) { return a.pages + row_page[r] + k_off + row_slot[r] * hd; });
+    LoadRows(vs, rows, vhd, [&](int r) { return a.pages + row_page[r] + v_off + row_slot[r] * vhd; });
+    // Rows past the tile's keys are masked out of S; V's must be finite (P is 0 there).
+    if (rows < kTileRows) ZeroRows(vs, rows, vhd);
+    __pipeline_commit();
+    __pipeline_wait_prior(0);
+    __syncthreads();
+
+    st.Step(qs + warp * 16 * qstride, ks, vs, hd, vhd, a.scale, i0,
             [&](int half, int64_t i) { return i >= lo[half] && i < hi[half]; });
-    __syncthreads();  // the block's reads of buffer i % 2 are done before tile i + 2 is issued into it
   }
 
   __pipeline_wait_prior(0);  // no copy in flight at exit (a block that saw no key)
@@ -268,13 +251,8 @@ __global__ void __launch_bounds__(kThreads) SelectedPrefillKernel(NsaPrefillArgs
   const int64_t position = a.first_position + query;
   extern __shared__ __align__(16) unsigned char smem[];
   __nv_bfloat16* qs = reinterpret_cast<__nv_bfloat16*>(smem);  // [4 warps x 16][hd + kPad]
-  // Two K/V buffers: block u + 1's copies are in flight while block u is computed.
-  __nv_bfloat16* ks_buf[2];
-  __nv_bfloat16* vs_buf[2];
-  ks_buf[0] = qs + kQueryRows * qstride;  // [64][hd + kPad]
-  vs_buf[0] = ks_buf[0] + kTileRows * qstride;  // [64][vhd + kPad]
-  ks_buf[1] = vs_buf[0] + kTileRows * (vhd + kPad);
-  vs_buf[1] = ks_buf[1] + kTileRows * qstride;
+  __nv_bfloat16* ks = qs + kQueryRows * qstride;  // [64][hd + kPad]
+  __nv_bfloat16* vs = ks + kTileRows * qstride;  // [64][vhd + kPad]
   __shared__ int32_t chosen[kMaxUnion];  // the 4 warps' selections, n each (-1: none)
   __shared__ int32_t blocks[kMaxUnion];  // their union, ascending
   __shared__ unsigned char member[4][kMaxUnion];  // member[w][u]: warp w's position chose blocks[u]
@@ -339,40 +317,26 @@ __global__ void __launch_bounds__(kThreads) SelectedPrefillKernel(NsaPrefillArgs
   const int64_t last_position = a.first_position + last_item / slices;
   WarpRows st;
   const bool row_ok[2] = {active && slice * 16 + g < G, active && slice * 16 + g + 8 < G};
-  // The tokens of union block u that any of the 4 positions may see (none for a block past them
-  // all, which a valid selection never holds: an empty tile, as in the decode kernel).
-  auto rows_of = [&](int u) {
-    const int64_t seen = last_position + 1 - static_cast<int64_t>(blocks[u]) * lp;
-    return static_cast<int>(seen < 0 ? 0 : seen < lp ? seen : lp);
-  };
-  // Issues block u's copies into buffer u % 2 (one commit group, empty past the union).
-  auto issue = [&](int u) {
-    if (u < union_size) {
-      const int rows = rows_of(u);
-      __nv_bfloat16 *ks = ks_buf[u & 1], *vs = vs_buf[u & 1];
-      if (rows > 0) {
-        const __nv_bfloat16* page = a.pages + static_cast<int64_t>(a.raw_table[blocks[u]]) * L.page_elems;
-        LoadRows(ks, rows, hd, [&](int r) { return page + k_off + static_cast<int64_t>(r) * hd; });
-        LoadRows(vs, rows, vhd, [&](int r) { return page + v_off + static_cast<int64_t>(r) * vhd; });
-      }
-      if (rows < kTileRows) ZeroRows(vs, rows, vhd);
-    }
-    __pipeline_commit();
-  };
-  issue(0);
   for (int u = 0; u < union_size; ++u) {
-    // Block u + 1 goes to the buffer block u - 1 used: every warp finished with it at the
-    // __syncthreads ending the previous iteration.
-    issue(u + 1);
-    __pipeline_wait_prior(1);  // every group but the newest (block u + 1's) has landed
-    __syncthreads();
-    if (active && member[warp][u]) {  // uniform in the warp
-      const int64_t first_token = static_cast<int64_t>(blocks[u]) * lp;
-      const int rows = rows_of(u);
-      st.Step(qs + warp * 16 * qstride, ks_buf[u & 1], vs_buf[u & 1], hd, vhd, a.scale, first_token,
-              [&](int half, int64_t i) { return row_ok[half] && i - first_token < rows && i <= position; });
+    const int64_t j = blocks[u], first_token = j * lp;
+    // The tokens of block j that any of the 4 positions may see (none for a block past them all,
+    // which a valid selection never holds: an empty tile, as in the decode kernel).
+    const int64_t seen = last_position + 1 - first_token;
+    const int rows = static_cast<int>(seen < 0 ? 0 : seen < lp ? seen : lp);
+    __syncthreads();  // the previous block's reads of ks and vs are done
+    if (rows > 0) {
+      const __nv_bfloat16* page = a.pages + static_cast<int64_t>(a.raw_table[j]) * L.page_elems;
+      LoadRows(ks, rows, hd, [&](int r) { return page + k_off + static_cast<int64_t>(r) * hd; });
+      LoadRows(vs, rows, vhd, [&](int r) { return page + v_off + static_cast<int64_t>(r) * vhd; });
     }
-    __syncthreads();  // the block's reads of buffer u % 2 are done before block u + 2 is issued into it
+    if (rows < kTileRows) ZeroRows(vs, rows, vhd);
+    __pipeline_commit();
+    __pipeline_wait_prior(0);
+    __syncthreads();
+    if (!active || !member[warp][u]) continue;  // uniform in the warp
+    st.Step(qs + warp * 16 * qstride, ks, vs, hd, vhd, a.scale, first_token, [&](int half, int64_t i) {
+      return row_ok[half] && i - first_token < rows && i <= position;
+    });
   }
   __pipeline_wait_prior(0);  // no copy in flight at exit
   if (!active) return;
@@ -599,9 +563,8 @@ cudaError_t LaunchBranch(const NsaPrefillArgs& a, cudaStream_t stream) {
   }
   if (a.num_queries == 0) return cudaSuccess;
   const int G = a.num_heads / a.num_kv_heads;
-  // Query rows and two K/V tiles (double buffering).
-  const size_t kv_tile = static_cast<size_t>(kTileRows) * (a.head_dim + kPad + a.v_head_dim + kPad);
-  const size_t smem = (static_cast<size_t>(kQueryRows) * (a.head_dim + kPad) + 2 * kv_tile) * sizeof(__nv_bfloat16);
+  const size_t smem = (static_cast<size_t>(kQueryRows + kTileRows) * (a.head_dim + kPad) +
+                       static_cast<size_t>(kTileRows) * (a.v_head_dim + kPad)) * sizeof(__nv_bfloat16);
   size_t limit = 0;
   if (const cudaError_t e = OptIn<kernel>(&limit); e != cudaSuccess) return e;
   if (smem > limit) return cudaErrorInvalidValue;
