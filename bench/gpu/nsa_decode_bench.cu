@@ -2,8 +2,10 @@
 // ceiling measured in the same run, for the `7b` attention shape and the `paper` shape at
 // batch 1, 8, 32 and contexts 8k-128k. Validation is the job of tests/gpu/nsa_decode_test.
 // With --prefill, instead: the attention of one whole prompt at batch 1 through the prefill
-// kernels (issue 8) and, for comparison, every position a query of the decode kernel: time and
-// TFLOP/s (NSA's FLOPs: the keys each position attends).
+// kernels (issue 8; independent random queries, then queries correlated across positions, whose
+// neighbours choose mostly the same blocks as in a trained model) and, for comparison, every
+// position a query of the decode kernel: time and TFLOP/s (NSA's FLOPs: the keys each position
+// attends).
 //   nsa_decode_bench [--quick] [--prefill]   (prints a markdown table)
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -40,6 +42,22 @@ __global__ void FillKernel(__nv_bfloat16* p, size_t n, uint32_t seed) {
     x *= 2246822519u;
     x ^= x >> 13;
     p[i] = __float2bfloat16((x & 0xFFFF) / 32768.f - 1.f);
+  }
+}
+
+// Queries that barely change from one position to the next (a shared direction per column plus
+// 10% noise), so neighbouring positions choose mostly the same blocks, as in a trained model;
+// FillKernel's independent queries make every position choose its own.
+__global__ void CorrelatedKernel(__nv_bfloat16* p, size_t n, size_t width, uint32_t seed) {
+  auto hash = [](uint32_t x) {
+    x ^= x >> 16;
+    x *= 2246822519u;
+    x ^= x >> 13;
+    return (x & 0xFFFF) / 32768.f - 1.f;
+  };
+  for (size_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += static_cast<size_t>(gridDim.x) * blockDim.x) {
+    const float shared = hash(static_cast<uint32_t>(i % width) * 2654435761u ^ seed);
+    p[i] = __float2bfloat16(shared + 0.1f * hash(static_cast<uint32_t>(i) * 2246822519u ^ (seed * 7)));
   }
 }
 
@@ -153,7 +171,7 @@ std::pair<double, int> PrefillTime(nsa::cuda::NsaDecodeArgs a, int64_t context, 
 // chunk: compressed, selection, selected, window and the gated sum, in chunks of 2048 positions.
 // split_ms: each kernel's milliseconds (compressed, selection, selected, window, combine).
 double PrefillKernelsTime(const nsa::cuda::NsaDecodeArgs& d, int64_t context, cudaStream_t stream,
-                          std::array<double, 5>* split_ms) {
+                          std::array<double, 5>* split_ms, bool correlated) {
   constexpr int kChunk = 2048;
   nsa::cuda::NsaPrefillArgs a;
   a.num_heads = d.num_heads, a.num_kv_heads = d.num_kv_heads, a.head_dim = d.head_dim, a.v_head_dim = d.v_head_dim;
@@ -168,7 +186,12 @@ double PrefillKernelsTime(const nsa::cuda::NsaDecodeArgs& d, int64_t context, cu
   CHECK(cudaMalloc(&gates, lses * 3 * 4));
   CHECK(cudaMalloc(&out, outs * 4));
   CHECK(cudaMalloc(&sel, size_t{kChunk} * d.num_kv_heads * d.nsa.num_selected * 4));
-  FillKernel<<<256, 256>>>(q, size_t{kChunk} * d.num_heads * d.head_dim, 13);
+  const size_t width = static_cast<size_t>(d.num_heads) * d.head_dim;
+  if (correlated) {
+    CorrelatedKernel<<<256, 256>>>(q, size_t{kChunk} * width, width, 13);
+  } else {
+    FillKernel<<<256, 256>>>(q, size_t{kChunk} * width, 13);
+  }
   std::vector<float> gates_h(lses * 3, 0.33f);
   CHECK(cudaMemcpy(gates, gates_h.data(), gates_h.size() * 4, cudaMemcpyHostToDevice));
   a.q = q, a.cmp_out = w, a.slc_out = w + outs, a.win_out = w + 2 * outs;
@@ -239,7 +262,8 @@ int main(int argc, char** argv) {
   if (prefill) {
     std::printf("### Prefill attention of one prompt: the prefill kernels (chunks of 2048) and, for comparison, every position a query of the decode kernel\n\n");
     std::printf("| shape | prompt | prefill kernels (ms) | TFLOP/s | compressed / selection / selected / window / sum (ms) | "
-                "decode kernel per position (ms) | TFLOP/s | queries a launch |\n|---|---|---|---|---|---|---|---|\n");
+                "correlated queries: all / selected (ms) | decode kernel per position (ms) | TFLOP/s | queries a launch |\n"
+                "|---|---|---|---|---|---|---|---|---|\n");
   } else {
     std::printf("| shape | batch | context | time (us) | NSA bytes (MB) | GB/s | %% of copy ceiling | four launches (us) |\n|---|---|---|---|---|---|---|---|\n");
   }
@@ -312,17 +336,19 @@ int main(int argc, char** argv) {
         if (prefill) {
           // The whole prompt's attention, and its FLOPs: per position t (context t + 1) and head,
           // 2 (hd + vhd) a key it attends (q.k and p.v).
-          std::array<double, 5> split{};
-          const double kernels = PrefillKernelsTime(a, context, stream, &split);
+          std::array<double, 5> split{}, split_corr{};
+          const double kernels = PrefillKernelsTime(a, context, stream, &split, false);
+          const double kernels_corr = PrefillKernelsTime(a, context, stream, &split_corr, true);
           const auto [seconds, run] = PrefillTime(a, context, stream);
           double flops = 0;
           for (int64_t t1 = 1; t1 <= context; ++t1) {
             flops += static_cast<double>(p.NumCompressed(t1) + std::min<int64_t>(int64_t{sh.n} * sh.lp, t1) + std::min<int64_t>(sh.w, t1));
           }
           flops *= 2.0 * sh.heads * (sh.hd + sh.vhd);
-          std::printf("| %s | %lldk | %.1f | %.1f | %.1f / %.1f / %.1f / %.1f / %.1f | %.1f | %.1f | %d |\n", sh.name,
-                      static_cast<long long>(context / 1024), kernels * 1e3, flops / kernels / 1e12, split[0], split[1],
-                      split[2], split[3], split[4], seconds * 1e3, flops / seconds / 1e12, run);
+          std::printf("| %s | %lldk | %.1f | %.1f | %.1f / %.1f / %.1f / %.1f / %.1f | %.1f / %.1f | %.1f | %.1f | %d |\n",
+                      sh.name, static_cast<long long>(context / 1024), kernels * 1e3, flops / kernels / 1e12, split[0],
+                      split[1], split[2], split[3], split[4], kernels_corr * 1e3, split_corr[2], seconds * 1e3,
+                      flops / seconds / 1e12, run);
           std::fflush(stdout);
           release();
           continue;
