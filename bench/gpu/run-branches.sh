@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # On the GPU machine, after bench/gpu/stage.sh and bench/gpu/stage-branches.sh here: runs each staged
 # branch's decode test, quick decode bench, the 7b 1 x 64k trace and (where staged) its prefill
-# test, writing OUT/<branch>/*.log and a short summary last.
+# test and prefill bench, writing OUT/<branch>/*.log and a short summary last.
 #   bench/gpu/run-branches.sh OUT [NAME...]   (NAME: a folder under stage/, default every wip-*)
 set -uo pipefail
 out=${1:?usage: run-branches.sh OUT [NAME...]}
@@ -23,11 +23,16 @@ for name in "${names[@]}"; do
   done
   timeout 200 "$dir/nsa_decode_bench" --quick > "$out/$name/bench.md" 2>&1 || status=1
   NSA_BENCH_TRACE=1 NSA_BENCH_ONLY=7b:1:65536 timeout 60 "$dir/nsa_decode_bench" > "$out/$name/trace.txt" 2>&1 || status=1
+  # Branches with the prefill kernels: their per-kernel prefill times too.
+  if [ -x "$dir/nsa_prefill_test" ]; then
+    timeout 120 "$dir/nsa_decode_bench" --prefill > "$out/$name/prefill.md" 2>&1 || status=1
+  fi
 done
 for name in "${names[@]}"; do
   echo "== $name $(cat "$out/$name/commit.txt")"
   grep -hE "^\[  (PASSED|FAILED)|tests ran" "$out/$name"/*_test.log 2>/dev/null
   cat "$out/$name/bench.md"
   tail -n 25 "$out/$name/trace.txt"
+  grep "^|" "$out/$name/prefill.md" 2>/dev/null
 done
 exit $status
