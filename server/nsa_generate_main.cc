@@ -24,6 +24,11 @@
 #endif
 
 ABSL_FLAG(std::string, model, NSA_DEFAULT_MODEL_DIR, "model directory (config.json, safetensors, tokenizer.model)");
+ABSL_FLAG(std::string, random_weights, "",
+          "a preset (tiny, tiny-paper, fla-340m, 1.3b, 7b, paper) with random weights instead of --model's config and "
+          "checkpoint; --model then only supplies the tokenizer");
+ABSL_FLAG(uint64_t, random_weights_seed, 0, "seed of --random-weights");
+ABSL_FLAG(std::string, tokenizer, "", "sentencepiece tokenizer.model (default: --model's)");
 ABSL_FLAG(std::string, prompt, "", "prompt text");
 ABSL_FLAG(int, max_tokens, 64, "largest number of tokens to generate");
 ABSL_FLAG(float, temperature, 0.8f, "sampling temperature; 0 = greedy");
@@ -55,13 +60,16 @@ absl::Status Run() {
   const bool quiet = absl::GetFlag(FLAGS_quiet);
 
   const std::string dir = absl::GetFlag(FLAGS_model);
-  ASSIGN_OR_RETURN(const ModelConfig config, ModelConfig::FromFile(dir + "/config.json"));
-  std::string error;
-  std::unique_ptr<Tokenizer> tokenizer = Tokenizer::Load(dir + "/tokenizer.model", &error);
-  if (!tokenizer) return absl::InvalidArgumentError(error);
   // One sequence through the same engine the servers use: on the CPU, pages for the whole context
   // (raw, window and source kinds); one 4096-token budget per step.
   BackendOptions backend;
+  backend.random_weights = absl::GetFlag(FLAGS_random_weights);
+  backend.random_weights_seed = absl::GetFlag(FLAGS_random_weights_seed);
+  ASSIGN_OR_RETURN(const ModelConfig config, BackendConfig(dir, backend));
+  std::string error;
+  const std::string tokenizer_path = absl::GetFlag(FLAGS_tokenizer).empty() ? dir + "/tokenizer.model" : absl::GetFlag(FLAGS_tokenizer);
+  std::unique_ptr<Tokenizer> tokenizer = Tokenizer::Load(tokenizer_path, &error);
+  if (!tokenizer) return absl::InvalidArgumentError(error);
   backend.backend = absl::GetFlag(FLAGS_backend);
   backend.progress = !quiet;
   backend.max_num_seqs = 1;

@@ -40,7 +40,12 @@
 #endif
 
 ABSL_FLAG(std::string, model, NSA_DEFAULT_MODEL_DIR, "model directory (config.json, safetensors, tokenizer.model)");
-ABSL_FLAG(std::string, model_name, "", "name served to clients and in metrics (default: the directory's name)");
+ABSL_FLAG(std::string, model_name, "", "name served to clients and in metrics (default: the directory's name, or the preset's)");
+ABSL_FLAG(std::string, random_weights, "",
+          "benchmarks: serve this preset (tiny, tiny-paper, fla-340m, 1.3b, 7b, paper) with random weights, generated on "
+          "the GPU by the CUDA backend, instead of --model's config and checkpoint; --model then only supplies the tokenizer");
+ABSL_FLAG(uint64_t, random_weights_seed, 0, "seed of --random-weights");
+ABSL_FLAG(std::string, tokenizer, "", "sentencepiece tokenizer.model (default: --model's)");
 ABSL_FLAG(std::string, host, "0.0.0.0", "address to listen on");
 ABSL_FLAG(int, grpc_port, 50051, "gRPC port (0: pick a free one)");
 ABSL_FLAG(int, metrics_port, 9400, "Prometheus /metrics port (0: pick a free one)");
@@ -83,8 +88,9 @@ absl::Status Serve() {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   const std::string dir = absl::GetFlag(FLAGS_model);
+  const std::string random_weights = absl::GetFlag(FLAGS_random_weights);
   std::string model_name = absl::GetFlag(FLAGS_model_name);
-  if (model_name.empty()) model_name = std::filesystem::path(dir).filename().string();
+  if (model_name.empty()) model_name = random_weights.empty() ? std::filesystem::path(dir).filename().string() : random_weights;
   const int grpc_port = Port(absl::GetFlag(FLAGS_grpc_port), "grpc-port");
   const int metrics_port = Port(absl::GetFlag(FLAGS_metrics_port), "metrics-port");
   const int http_port = absl::GetFlag(FLAGS_http_port) == -1 ? -1 : Port(absl::GetFlag(FLAGS_http_port), "http-port");
@@ -107,10 +113,14 @@ absl::Status Serve() {
   backend_options.max_num_seqs = absl::GetFlag(FLAGS_max_num_seqs);
   backend_options.max_num_batched_tokens = absl::GetFlag(FLAGS_max_num_batched_tokens);
   backend_options.max_model_len = absl::GetFlag(FLAGS_max_model_len);
-  ASSIGN_OR_RETURN(Backend backend, MakeBackend(dir, backend_options));
+  backend_options.random_weights = random_weights;
+  backend_options.random_weights_seed = absl::GetFlag(FLAGS_random_weights_seed);
+  // The tokenizer first: a missing one is reported before minutes of loading.
+  const std::string tokenizer_path = absl::GetFlag(FLAGS_tokenizer).empty() ? dir + "/tokenizer.model" : absl::GetFlag(FLAGS_tokenizer);
   std::string error;
-  std::unique_ptr<Tokenizer> tokenizer = Tokenizer::Load(dir + "/tokenizer.model", &error);
+  std::unique_ptr<Tokenizer> tokenizer = Tokenizer::Load(tokenizer_path, &error);
   if (!tokenizer) return absl::InvalidArgumentError(error);
+  ASSIGN_OR_RETURN(Backend backend, MakeBackend(dir, backend_options));
 
   EngineOptions options;
   options.model_name = model_name;
