@@ -23,6 +23,7 @@ using tile::LoadRows;
 using tile::Mma;
 using tile::Pack;
 using tile::Pair;
+using tile::QkTile;
 using tile::ZeroRows;
 
 __device__ __forceinline__ int64_t Max(int64_t a, int64_t b) { return a > b ? a : b; }
@@ -172,17 +173,7 @@ __device__ void AttendTiles(__nv_bfloat16* qs, __nv_bfloat16* ks, __nv_bfloat16*
         if (mt >= slices) break;
         const __nv_bfloat16* q = qs + static_cast<size_t>(mt) * 16 * qstride;
         float s[kRowTiles][4];
-#pragma unroll
-        for (int j = 0; j < kRowTiles; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
-        for (int kk = 0; kk < hd; kk += 16) {
-          const uint32_t a0 = Load32(q + g * qstride + kk + 2 * t), a1 = Load32(q + (g + 8) * qstride + kk + 2 * t);
-          const uint32_t a2 = Load32(q + g * qstride + kk + 2 * t + 8), a3 = Load32(q + (g + 8) * qstride + kk + 2 * t + 8);
-#pragma unroll
-          for (int j = 0; j < kRowTiles; ++j) {
-            const __nv_bfloat16* k = ks + (8 * j + g) * qstride + kk + 2 * t;
-            Mma(s[j], a0, a1, a2, a3, Load32(k), Load32(k + 8));
-          }
-        }
+        QkTile(q, ks, hd, s);
         // s[j][c]: head mt * 16 + g (+ 8 for c >= 2), row 8 j + 2 t + (c & 1).
         float mx[2] = {m_run[mt][0], m_run[mt][1]};
 #pragma unroll

@@ -21,29 +21,12 @@ using tile::LoadRows;
 using tile::Mma;
 using tile::Pack;
 using tile::Pair;
+using tile::QkTile;
 using tile::ZeroRows;
 
 constexpr int kThreads = 128;  // 4 warps, 16 query rows each
 constexpr int kQueryRows = 64;  // query rows a block
 constexpr int kMaxColTiles = 16;  // 8-column tiles of the output: v_dim <= 128, all of them a warp
-
-// S = Q K^T of a warp's 16 query rows (q: [16][hd + kPad]) against a tile of 64 keys (ks:
-// [64][hd + kPad]), unscaled: s[j][c] is row g (+ 8 for c >= 2), key 8 j + 2 t + (c & 1).
-__device__ __forceinline__ void QkTile(const __nv_bfloat16* q, const __nv_bfloat16* ks, int hd, float (&s)[kRowTiles][4]) {
-  const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-  const int qstride = hd + kPad;
-#pragma unroll
-  for (int j = 0; j < kRowTiles; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
-  for (int kk = 0; kk < hd; kk += 16) {
-    const uint32_t a0 = Load32(q + g * qstride + kk + 2 * t), a1 = Load32(q + (g + 8) * qstride + kk + 2 * t);
-    const uint32_t a2 = Load32(q + g * qstride + kk + 2 * t + 8), a3 = Load32(q + (g + 8) * qstride + kk + 2 * t + 8);
-#pragma unroll
-    for (int j = 0; j < kRowTiles; ++j) {
-      const __nv_bfloat16* k = ks + (8 * j + g) * qstride + kk + 2 * t;
-      Mma(s[j], a0, a1, a2, a3, Load32(k), Load32(k + 8));
-    }
-  }
-}
 
 // A warp's 16 query rows (fragment rows g and g + 8 of each lane) walking K/V tiles of 64 keys,
 // FlashAttention-2 style: S = Q K^T on mma.sync, the online softmax with each row's own mask,

@@ -66,4 +66,23 @@ __device__ __forceinline__ uint32_t Pair(const __nv_bfloat16* lo, const __nv_bfl
   return *reinterpret_cast<uint32_t*>(&v);
 }
 
+// S = Q K^T of a warp's 16 query rows (q: [16][hd + kPad]) against a tile of 64 keys (ks:
+// [64][hd + kPad]), unscaled: s[j][c] is row g (+ 8 for c >= 2), key 8 j + 2 t + (c & 1), where
+// lane = 4 g + t.
+__device__ __forceinline__ void QkTile(const __nv_bfloat16* q, const __nv_bfloat16* ks, int hd, float (&s)[kRowTiles][4]) {
+  const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  const int qstride = hd + kPad;
+#pragma unroll
+  for (int j = 0; j < kRowTiles; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+  for (int kk = 0; kk < hd; kk += 16) {
+    const uint32_t a0 = Load32(q + g * qstride + kk + 2 * t), a1 = Load32(q + (g + 8) * qstride + kk + 2 * t);
+    const uint32_t a2 = Load32(q + g * qstride + kk + 2 * t + 8), a3 = Load32(q + (g + 8) * qstride + kk + 2 * t + 8);
+#pragma unroll
+    for (int j = 0; j < kRowTiles; ++j) {
+      const __nv_bfloat16* k = ks + (8 * j + g) * qstride + kk + 2 * t;
+      Mma(s[j], a0, a1, a2, a3, Load32(k), Load32(k + 8));
+    }
+  }
+}
+
 }  // namespace nsa::cuda::tile
