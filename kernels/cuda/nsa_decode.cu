@@ -22,7 +22,7 @@ using tile::Load32;
 using tile::LoadRows;
 using tile::Mma;
 using tile::Pack;
-using tile::Pair;
+using tile::LdMatrixX2Trans;
 using tile::QkTile;
 using tile::ZeroRows;
 
@@ -147,6 +147,7 @@ template <int kSlices, typename Load, typename Score>
 __device__ void AttendTiles(__nv_bfloat16* qs, __nv_bfloat16* ks, __nv_bfloat16* vs, int G, int num_tiles, int hd,
                             int vhd, float scale, float* part, Load load, Score score) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  const int r8 = lane % 8, m8 = (lane / 8) % 4;  // ldmatrix: the row and matrix this lane addresses
   const int slices = (G + 15) / 16, col_tiles = vhd / 8;
   const int qstride = hd + kPad, vstride = vhd + kPad;
   float m_run[kSlices][2], l_run[kSlices][2], o[kSlices][kMaxColTiles][4];
@@ -225,8 +226,10 @@ __device__ void AttendTiles(__nv_bfloat16* qs, __nv_bfloat16* ks, __nv_bfloat16*
           for (int nn = 0; nn < kMaxColTiles; ++nn) {
             const int ct = warp + 4 * nn;
             if (ct >= col_tiles) break;
-            const __nv_bfloat16* v = vs + (16 * ks16 + 2 * t) * vstride + 8 * ct + g;
-            Mma(o[mt][nn], p0, p1, p2, p3, Pair(v, v + vstride), Pair(v + 8 * vstride, v + 9 * vstride));
+            // V's b0, b1, transposed: (rows 16 ks16 + 0-7 | + 8-15) x columns 8 ct.
+            uint32_t b[2];
+            LdMatrixX2Trans(b, vs + (16 * ks16 + 8 * (m8 & 1) + r8) * vstride + 8 * ct);
+            Mma(o[mt][nn], p0, p1, p2, p3, b[0], b[1]);
           }
         }
       }

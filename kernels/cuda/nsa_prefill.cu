@@ -20,7 +20,7 @@ using tile::Load32;
 using tile::LoadRows;
 using tile::Mma;
 using tile::Pack;
-using tile::Pair;
+using tile::LdMatrixX4Trans;
 using tile::QkTile;
 using tile::ZeroRows;
 
@@ -40,7 +40,7 @@ struct WarpRows {
   template <typename Visible>
   __device__ __forceinline__ void Step(const __nv_bfloat16* q, const __nv_bfloat16* ks, const __nv_bfloat16* vs, int hd,
                                        int vhd, float scale, int64_t i0, Visible visible) {
-    const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    const int lane = threadIdx.x % 32, t = lane % 4, r8 = lane % 8, m8 = lane / 8;
     const int vstride = vhd + kPad, col_tiles = vhd / 8;
     float s[kRowTiles][4];
     QkTile(q, ks, hd, s);
@@ -85,11 +85,15 @@ struct WarpRows {
     for (int ks16 = 0; ks16 < kRowTiles / 2; ++ks16) {
       const uint32_t p0 = Pack(s[2 * ks16][0], s[2 * ks16][1]), p1 = Pack(s[2 * ks16][2], s[2 * ks16][3]);
       const uint32_t p2 = Pack(s[2 * ks16 + 1][0], s[2 * ks16 + 1][1]), p3 = Pack(s[2 * ks16 + 1][2], s[2 * ks16 + 1][3]);
+      // V's B fragments, transposed: matrices (keys 16 ks16 + 0-7 | + 8-15) x (columns 8 nt |
+      // 8 (nt + 1)) give b0, b1 of column tiles nt and nt + 1 (col_tiles is even).
 #pragma unroll
-      for (int nt = 0; nt < kMaxColTiles; ++nt) {
+      for (int nt = 0; nt < kMaxColTiles; nt += 2) {
         if (nt >= col_tiles) break;
-        const __nv_bfloat16* v = vs + (16 * ks16 + 2 * t) * vstride + 8 * nt + g;
-        Mma(o[nt], p0, p1, p2, p3, Pair(v, v + vstride), Pair(v + 8 * vstride, v + 9 * vstride));
+        uint32_t b[4];
+        LdMatrixX4Trans(b, vs + (16 * ks16 + 8 * (m8 & 1) + r8) * vstride + 8 * (nt + (m8 >> 1)));
+        Mma(o[nt], p0, p1, p2, p3, b[0], b[1]);
+        Mma(o[nt + 1], p0, p1, p2, p3, b[2], b[3]);
       }
     }
   }

@@ -15,7 +15,7 @@
 namespace nsa::cuda::tile {
 
 // Shared-memory rows are padded by 8 bf16 (16 bytes): with a stride of dim + 8 the 8 rows a
-// fragment load touches start 4 banks apart, so the 32 lanes' 4-byte loads hit 32 banks.
+// fragment load (or one ldmatrix phase) touches start 4 banks apart, so they hit 32 banks.
 constexpr int kPad = 8;
 constexpr int kTileRows = 64;  // rows of a K/V tile: 64 summaries, or one page of tokens
 constexpr int kRowTiles = kTileRows / 8;  // 8-row tiles of S
@@ -66,21 +66,58 @@ __device__ __forceinline__ uint32_t Pair(const __nv_bfloat16* lo, const __nv_bfl
   return *reinterpret_cast<uint32_t*>(&v);
 }
 
+// Four 8x8 matrices of bf16 from shared memory (ldmatrix .x4): lane i gives the address of row
+// i % 8 of matrix i / 8 (16-byte aligned); r[m] receives matrix m's row lane / 4, columns
+// 2 (lane % 4) and 2 (lane % 4) + 1: an A or B fragment of the m16n8k16 MMA, one instruction for
+// what takes eight 32-bit loads.
+__device__ __forceinline__ void LdMatrixX4(uint32_t (&r)[4], const __nv_bfloat16* row) {
+  const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(row));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr)
+               : "memory");
+}
+
+// The same, transposed: r[m] receives matrix m's rows 2 (lane % 4) and 2 (lane % 4) + 1 of column
+// lane / 4: the B fragment of P V from V stored a key a row.
+__device__ __forceinline__ void LdMatrixX4Trans(uint32_t (&r)[4], const __nv_bfloat16* row) {
+  const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(row));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr)
+               : "memory");
+}
+
+// Two 8x8 matrices, transposed (ldmatrix .x2.trans): lanes 0-15 give the row addresses (lane i
+// row i % 8 of matrix i / 8; the other lanes' are ignored); r[m] as in LdMatrixX4Trans.
+__device__ __forceinline__ void LdMatrixX2Trans(uint32_t (&r)[2], const __nv_bfloat16* row) {
+  const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(row));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];\n"
+               : "=r"(r[0]), "=r"(r[1])
+               : "r"(addr)
+               : "memory");
+}
+
 // S = Q K^T of a warp's 16 query rows (q: [16][hd + kPad]) against a tile of 64 keys (ks:
 // [64][hd + kPad]), unscaled: s[j][c] is row g (+ 8 for c >= 2), key 8 j + 2 t + (c & 1), where
 // lane = 4 g + t.
 __device__ __forceinline__ void QkTile(const __nv_bfloat16* q, const __nv_bfloat16* ks, int hd, float (&s)[kRowTiles][4]) {
-  const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  // Fragments through ldmatrix (lane i addresses row i % 8 of matrix i / 8): Q's a0-a3 from
+  // (rows 0-7 | 8-15) x (dims kk | kk + 8); K's b0, b1 of key tiles j and j + 1 from
+  // (keys 8 j | 8 (j + 1)) x (dims kk | kk + 8).
+  const int lane = threadIdx.x % 32, r8 = lane % 8, m = lane / 8;
   const int qstride = hd + kPad;
 #pragma unroll
   for (int j = 0; j < kRowTiles; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
   for (int kk = 0; kk < hd; kk += 16) {
-    const uint32_t a0 = Load32(q + g * qstride + kk + 2 * t), a1 = Load32(q + (g + 8) * qstride + kk + 2 * t);
-    const uint32_t a2 = Load32(q + g * qstride + kk + 2 * t + 8), a3 = Load32(q + (g + 8) * qstride + kk + 2 * t + 8);
+    uint32_t a[4];
+    LdMatrixX4(a, q + (r8 + 8 * (m & 1)) * qstride + kk + 8 * (m >> 1));
 #pragma unroll
-    for (int j = 0; j < kRowTiles; ++j) {
-      const __nv_bfloat16* k = ks + (8 * j + g) * qstride + kk + 2 * t;
-      Mma(s[j], a0, a1, a2, a3, Load32(k), Load32(k + 8));
+    for (int j = 0; j < kRowTiles; j += 2) {
+      uint32_t b[4];
+      LdMatrixX4(b, ks + (8 * (j + (m >> 1)) + r8) * qstride + kk + 8 * (m & 1));
+      Mma(s[j], a[0], a[1], a[2], a[3], b[0], b[1]);
+      Mma(s[j + 1], a[0], a[1], a[2], a[3], b[2], b[3]);
     }
   }
 }

@@ -288,6 +288,7 @@ INSTANTIATE_TEST_SUITE_P(
         // The largest selection, 64 blocks, at 64k.
         Case{"n64", 64, 4, 128, 128, 64, 64, 64, 512, 64, false, 65536 - 40, 40},
         Case{"G4_v_wider", 16, 4, 32, 64, 64, 64, 64, 100, 8, true, 2000, 90},  // value dims wider than key dims
+        Case{"v48", 16, 4, 64, 48, 64, 64, 64, 512, 16, false, 3000, 40},  // 6 column tiles: not a multiple of 4
         // The tiny presets: head dims 32 and 48/32, pages of 16 tokens, G = 4, a window of 32.
         Case{"tiny", 8, 2, 32, 32, 16, 16, 16, 32, 4, false, 0, 300},
         Case{"tiny_paper", 8, 2, 48, 32, 8, 4, 16, 32, 4, true, 10, 250}),
