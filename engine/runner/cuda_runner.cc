@@ -303,10 +303,8 @@ absl::Status CudaRunner::Init(const ModelWeights* weights, uint64_t seed) {
   const int64_t max_context = options_.max_context > 0 ? options_.max_context : c.max_position_embeddings;
   options_.max_context = max_context;
   max_pages_ = static_cast<int>(max_context / c.nsa.select_block + 2);
-  // The prefill kernels' limits (LaunchNsaPrefill*); other shapes prefill through the decode kernel.
-  prefill_kernels_ = hd % 16 == 0 && hd >= 16 && hd <= 192 && vhd % 16 == 0 && vhd >= 16 && vhd <= 128 &&
-                     c.nsa.num_selected <= 64 && c.nsa.select_block <= 64 && layout_.page_tokens <= 64 &&
-                     c.nsa.compress_block % c.nsa.compress_stride == 0 && c.nsa.select_block % c.nsa.compress_stride == 0;
+  // The prefill kernels' limits; other shapes and longer contexts prefill through the decode kernel.
+  prefill_kernels_ = cuda::NsaPrefillSupports(nh, kvh, hd, vhd, c.nsa, layout_, max_context);
   d.table_rows = options_.max_num_seqs + 1;
   d.max_summaries = T / c.nsa.compress_stride + options_.max_num_seqs + 1;
   // One block of metadata: int64 arrays first (alignment), then int32 arrays.

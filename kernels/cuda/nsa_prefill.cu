@@ -340,12 +340,13 @@ __global__ void __launch_bounds__(kThreads) SelectedPrefillKernel(NsaPrefillArgs
 // A block takes P consecutive positions of the chunk (P x G <= 64 query rows, whole positions) of
 // one KV head and walks the summaries its last position sees, 64 a tile (K only): S = Q K^T on
 // mma.sync as in the compressed branch, p = exp(s - lse) with the compressed branch's log-sum-exp
-// (the same softmax the decode kernel's scores use), summed over the group's heads into the
-// tile's summaries, then over each summary's overlap with the selection blocks (the geometric
+// (the same softmax the decode kernel's scores use), summed over the group's heads in head order
+// (through shared memory, so every run gives the same sums) into the tile's summaries, then over each summary's overlap with the selection blocks (the geometric
 // map; one to one when l = d = l') into each position's block scores, [P][C] in shared memory.
 // Then a warp a position: the forced blocks, the best of the rest (ties to the lower index: the
 // reference's order), the n blocks written ascending (every block when c + 1 <= n).
 constexpr int kMaxSelectPositions = 8;
+constexpr int kRowPStride = kTileRows + 1;  // a row's p in shared memory, padded against bank conflicts
 constexpr int kMaxSelected = 64;
 
 __global__ void __launch_bounds__(kThreads) SelectPrefillKernel(NsaPrefillArgs a, int P, int C) {
@@ -358,7 +359,8 @@ __global__ void __launch_bounds__(kThreads) SelectPrefillKernel(NsaPrefillArgs a
   extern __shared__ __align__(16) unsigned char smem[];
   __nv_bfloat16* qs = reinterpret_cast<__nv_bfloat16*>(smem);  // [64][hd + kPad]
   __nv_bfloat16* ks = qs + kQueryRows * qstride;  // [64][hd + kPad]
-  float* ptile = reinterpret_cast<float*>(ks + kTileRows * qstride);  // [P][64]: the tile's summaries
+  float* rowp = reinterpret_cast<float*>(ks + kTileRows * qstride);  // [64 rows][kRowPStride]: each row's p
+  float* ptile = rowp + kQueryRows * kRowPStride;  // [P][64]: the tile's summaries, summed over heads
   float* scores = ptile + P * kTileRows;  // [P][C]: the block scores
   __shared__ int64_t row_page[kTileRows];
   __shared__ int row_slot[kTileRows];
@@ -371,13 +373,11 @@ __global__ void __launch_bounds__(kThreads) SelectPrefillKernel(NsaPrefillArgs a
   __pipeline_commit();
   for (int i = threadIdx.x; i < npos * C; i += blockDim.x) scores[i] = 0.f;
 
-  // This lane's two rows: their position in the block, visible summaries and log-sum-exp.
-  int prow[2];
+  // This lane's two rows: their visible summaries and log-sum-exp.
   int64_t hi[2];
   float lse[2];
   for (int half = 0; half < 2; ++half) {
     const int r = warp * 16 + g + 8 * half;
-    prow[half] = r < rows_used ? r / G : -1;
     const int64_t query = q_begin + (r < rows_used ? r / G : 0);
     hi[half] = r < rows_used ? a.nsa.NumCompressed(a.first_position + query + 1) : 0;
     lse[half] = r < rows_used ? a.cmp_lse[query * a.num_heads + static_cast<int64_t>(kv) * G + r % G] : 0.f;
@@ -388,16 +388,12 @@ __global__ void __launch_bounds__(kThreads) SelectPrefillKernel(NsaPrefillArgs a
   const int cpc = a.nsa.compress_block / a.nsa.compress_stride, cps = a.nsa.select_block / a.nsa.compress_stride;
   const int64_t k_off = a.layout.Offset(KvPlane::kCmp, a.layer, kv, false);
   const CompressedKeys keys{a};
-  // All 8 rows g of a half are one position when G is a multiple of 8 (rows start at multiples of
-  // 8): the warp sums them with shuffles and one lane adds; otherwise every lane adds its own.
-  const bool whole_eights = G % 8 == 0;
 
   for (int tile_index = 0; tile_index < num_tiles; ++tile_index) {
     const int64_t i0 = static_cast<int64_t>(tile_index) * kTileRows;
     const int rows = static_cast<int>(key_end - i0 < kTileRows ? key_end - i0 : kTileRows);
     __syncthreads();  // the previous tile's reads of ks, ptile and row_page are done
     for (int r = threadIdx.x; r < rows; r += blockDim.x) keys.Locate(i0 + r, &row_page[r], &row_slot[r]);
-    for (int i = threadIdx.x; i < npos * kTileRows; i += blockDim.x) ptile[i] = 0.f;
     __syncthreads();
     LoadRows(ks, rows, hd, [&](int r) { return a.pages + row_page[r] + k_off + row_slot[r] * hd; });
     __pipeline_commit();
@@ -411,17 +407,19 @@ __global__ void __launch_bounds__(kThreads) SelectPrefillKernel(NsaPrefillArgs a
 #pragma unroll
         for (int c = 0; c < 4; ++c) {
           const int half = c >= 2, col = 8 * j + 2 * t + (c & 1);
-          float p = i0 + col < hi[half] ? __expf(s[j][c] * a.scale - lse[half]) : 0.f;
-          if (whole_eights) {
-            p += __shfl_xor_sync(0xffffffff, p, 4);
-            p += __shfl_xor_sync(0xffffffff, p, 8);
-            p += __shfl_xor_sync(0xffffffff, p, 16);
-            if (g == 0 && prow[half] >= 0) atomicAdd(&ptile[prow[half] * kTileRows + col], p);
-          } else if (p != 0.f) {
-            atomicAdd(&ptile[prow[half] * kTileRows + col], p);
-          }
+          const float p = i0 + col < hi[half] ? __expf(s[j][c] * a.scale - lse[half]) : 0.f;
+          rowp[(warp * 16 + g + 8 * half) * kRowPStride + col] = p;
         }
       }
+    }
+    __syncthreads();
+    // The group sum of each (position, summary), heads in order 0 .. G - 1 as the decode kernel
+    // sums them: the same value on every run, whatever the group size.
+    for (int idx = threadIdx.x; idx < npos * kTileRows; idx += blockDim.x) {
+      const int p = idx / kTileRows, col = idx % kTileRows;
+      float acc = 0.f;
+      for (int h = 0; h < G; ++h) acc += rowp[(p * G + h) * kRowPStride + col];
+      ptile[idx] = acc;
     }
     __syncthreads();
     // Summary i covers stride chunks [i, i + cpc), block j chunks [j cps, (j + 1) cps): the tile's
@@ -464,6 +462,7 @@ __global__ void __launch_bounds__(kThreads) SelectPrefillKernel(NsaPrefillArgs a
     }
     __syncwarp();
     const int forced = select::NumForced(a.nsa, c);
+    int count = forced;  // blocks chosen (n unless the scores are not finite)
     for (int k = forced; k < n; ++k) {
       float bv = -1.f;
       int bj = INT_MAX;
@@ -472,13 +471,19 @@ __global__ void __launch_bounds__(kThreads) SelectPrefillKernel(NsaPrefillArgs a
         if (v > bv) bv = v, bj = static_cast<int>(j);  // ascending j: ties keep the lower index
       }
       select::WarpBest(bv, bj);
+      if (bj == INT_MAX) break;  // no candidate left (NaN scores): uniform in the warp
       if (lane == 0) mine[k] = bj, sc[bj] = -2.f;
       __syncwarp();
+      count = k + 1;
     }
-    // Ascending: each entry's place is the number of smaller ones (n distinct blocks).
+    // Ascending: each entry's place is the number of smaller ones (distinct blocks); -1 pads.
     for (int k = lane; k < n; k += 32) {
+      if (k >= count) {
+        out[k] = -1;
+        continue;
+      }
       int rank = 0;
-      for (int e = 0; e < n; ++e) rank += mine[e] < mine[k];
+      for (int e = 0; e < count; ++e) rank += mine[e] < mine[k];
       out[rank] = mine[k];
     }
     __syncwarp();
@@ -565,6 +570,34 @@ cudaError_t LaunchBranch(const NsaPrefillArgs& a, cudaStream_t stream) {
 
 }  // namespace
 
+bool NsaPrefillSupports(int num_heads, int num_kv_heads, int head_dim, int v_head_dim, const NsaParams& p,
+                        const KvLayout& layout, int64_t max_context) {
+  if (num_kv_heads <= 0 || num_heads % num_kv_heads != 0 || num_heads / num_kv_heads > kQueryRows) return false;
+  if (head_dim % 16 != 0 || head_dim < 16 || head_dim > 192 || v_head_dim % 16 != 0 || v_head_dim < 16 ||
+      v_head_dim > 8 * kMaxColTiles) {
+    return false;
+  }
+  if (p.num_selected < 1 || p.num_selected > kMaxSelected || p.select_block <= 0 || p.select_block > kTileRows ||
+      layout.page_tokens > kTileRows || p.compress_stride <= 0 || p.compress_block % p.compress_stride != 0 ||
+      p.select_block % p.compress_stride != 0) {
+    return false;
+  }
+  // Shared memory: the branch kernels' tiles, and the selection's scores of one position at the
+  // longest context (8 KB of each block's allowance is the kernels' static arrays).
+  int device = 0, optin = 0;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) != cudaSuccess) {
+    return false;
+  }
+  const size_t limit = static_cast<size_t>(optin) - (8 << 10);
+  const size_t branch = (static_cast<size_t>(kQueryRows + kTileRows) * (head_dim + kPad) +
+                         static_cast<size_t>(kTileRows) * (v_head_dim + kPad)) * sizeof(__nv_bfloat16);
+  const size_t select = static_cast<size_t>(kQueryRows + kTileRows) * (head_dim + kPad) * sizeof(__nv_bfloat16) +
+                        static_cast<size_t>(kQueryRows) * kRowPStride * sizeof(float) +
+                        (static_cast<size_t>(kTileRows) + static_cast<size_t>(max_context / p.select_block + 1)) * sizeof(float);
+  return branch <= limit && select <= limit;
+}
+
 cudaError_t LaunchNsaPrefillSelect(const NsaPrefillArgs& a, cudaStream_t stream) {
   if (const cudaError_t e = CheckCommon(a); e != cudaSuccess) return e;
   const NsaParams& p = a.nsa;
@@ -578,7 +611,8 @@ cudaError_t LaunchNsaPrefillSelect(const NsaPrefillArgs& a, cudaStream_t stream)
   const int64_t C = (a.first_position + a.num_queries - 1) / p.select_block + 1;
   size_t limit = 0;
   if (const cudaError_t e = OptIn<SelectPrefillKernel>(&limit); e != cudaSuccess) return e;
-  const size_t fixed = static_cast<size_t>(kQueryRows + kTileRows) * (a.head_dim + kPad) * sizeof(__nv_bfloat16);
+  const size_t fixed = static_cast<size_t>(kQueryRows + kTileRows) * (a.head_dim + kPad) * sizeof(__nv_bfloat16) +
+                       static_cast<size_t>(kQueryRows) * kRowPStride * sizeof(float);
   const size_t per_position = (static_cast<size_t>(kTileRows) + static_cast<size_t>(C)) * sizeof(float);
   int P = std::min(kMaxSelectPositions, kQueryRows / G);
   if (limit > fixed) P = static_cast<int>(std::min<size_t>(P, (limit - fixed) / per_position));

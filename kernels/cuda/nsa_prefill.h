@@ -61,6 +61,12 @@ struct NsaPrefillArgs {
   float* slc_lse = nullptr;
 };
 
+// Whether the prefill kernels take this model's attention for contexts up to max_context on the
+// current device: head dims, selection sizes, and the shared memory of the selection's block
+// scores at max_context. A runner prefills other shapes through the decode kernel.
+bool NsaPrefillSupports(int num_heads, int num_kv_heads, int head_dim, int v_head_dim, const NsaParams& nsa,
+                        const KvLayout& layout, int64_t max_context);
+
 // Check the shapes and launch one branch.
 cudaError_t LaunchNsaPrefillCompressed(const NsaPrefillArgs& args, cudaStream_t stream);
 cudaError_t LaunchNsaPrefillWindow(const NsaPrefillArgs& args, cudaStream_t stream);

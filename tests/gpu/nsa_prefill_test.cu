@@ -194,6 +194,13 @@ void CheckBranch(const Case& c, Branch branch) {
     CUDA_OK(cudaMemset(d_sel, 0x7F, selection.size() * 4));  // poison: no valid block unless written
     a.selection_out = d_sel;
     CUDA_OK(cuda::LaunchNsaPrefillSelect(a, nullptr));
+    // The same blocks on a second run: the group sums do not depend on the order threads finish.
+    std::vector<int32_t> first(selection.size()), again(selection.size());
+    CUDA_OK(cudaMemcpy(first.data(), d_sel, first.size() * 4, cudaMemcpyDeviceToHost));
+    CUDA_OK(cudaMemset(d_sel, 0x7F, selection.size() * 4));
+    CUDA_OK(cuda::LaunchNsaPrefillSelect(a, nullptr));
+    CUDA_OK(cudaMemcpy(again.data(), d_sel, again.size() * 4, cudaMemcpyDeviceToHost));
+    EXPECT_EQ(first, again) << c.name << ": the selection differs between two runs";
   }
   CUDA_OK(cudaDeviceSynchronize());
   std::vector<float> out(out_n), lse(lse_n);
