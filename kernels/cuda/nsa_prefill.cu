@@ -35,18 +35,19 @@ struct WarpRows {
   float m[2] = {-FLT_MAX, -FLT_MAX}, l[2] = {0.f, 0.f};
   float o[kMaxColTiles][4] = {};
 
-  // One tile: q the warp's 16 rows ([16][hd + kPad]), ks and vs the tile ([64][dim + kPad]),
-  // i0 the first key's index; visible(half, i) says whether row g + 8 half sees key i.
-  template <typename Visible>
+  // One tile: q the warp's 16 rows ([16][hd + kPad]), ks and vs the tile's 8 NT keys
+  // ([8 NT][dim + kPad]; 64 by default), i0 the first key's index; visible(half, i) says whether
+  // row g + 8 half sees key i.
+  template <int NT = kRowTiles, typename Visible>
   __device__ __forceinline__ void Step(const __nv_bfloat16* q, const __nv_bfloat16* ks, const __nv_bfloat16* vs, int hd,
                                        int vhd, float scale, int64_t i0, Visible visible) {
     const int lane = threadIdx.x % 32, t = lane % 4, r8 = lane % 8, m8 = lane / 8;
     const int vstride = vhd + kPad, col_tiles = vhd / 8;
-    float s[kRowTiles][4];
-    QkTile(q, ks, hd, s);
+    float s[NT][4];
+    QkTile<NT>(q, ks, hd, s);
     float mx[2] = {m[0], m[1]};
 #pragma unroll
-    for (int j = 0; j < kRowTiles; ++j) {
+    for (int j = 0; j < NT; ++j) {
 #pragma unroll
       for (int c = 0; c < 4; ++c) {
         const float v = s[j][c] * scale;
@@ -62,7 +63,7 @@ struct WarpRows {
     const float corr[2] = {__expf(m[0] - mx[0]), __expf(m[1] - mx[1])};
     float sum[2] = {0.f, 0.f};
 #pragma unroll
-    for (int j = 0; j < kRowTiles; ++j) {
+    for (int j = 0; j < NT; ++j) {
 #pragma unroll
       for (int c = 0; c < 4; ++c) {
         const float p = visible(c >= 2, i0 + 8 * j + 2 * t + (c & 1)) ? __expf(s[j][c] - mx[c >= 2]) : 0.f;
@@ -82,7 +83,7 @@ struct WarpRows {
       o[nt][0] *= corr[0], o[nt][1] *= corr[0], o[nt][2] *= corr[1], o[nt][3] *= corr[1];
     }
 #pragma unroll
-    for (int ks16 = 0; ks16 < kRowTiles / 2; ++ks16) {
+    for (int ks16 = 0; ks16 < NT / 2; ++ks16) {
       const uint32_t p0 = Pack(s[2 * ks16][0], s[2 * ks16][1]), p1 = Pack(s[2 * ks16][2], s[2 * ks16][3]);
       const uint32_t p2 = Pack(s[2 * ks16 + 1][0], s[2 * ks16 + 1][1]), p3 = Pack(s[2 * ks16 + 1][2], s[2 * ks16 + 1][3]);
       // V's B fragments, transposed: matrices (keys 16 ks16 + 0-7 | + 8-15) x (columns 8 nt |
@@ -336,18 +337,139 @@ __global__ void __launch_bounds__(kThreads) SelectedPrefillKernel(NsaPrefillArgs
   }
 }
 
+// The selected branch, keys split over the warps: a block takes one (position, 16-head slice of
+// the group), the heads the MMA's rows, and walks that position's chosen blocks, the next
+// block's tokens in flight while the current one is computed (two buffers); warp w takes tokens
+// 16 w .. 16 w + 15 of every block with its own online softmax, and the 4 partial results merge
+// through shared memory at the end. Every warp computes on every block the block loads, whatever
+// the neighbouring positions chose (the union form's warps wait on the blocks they did not
+// choose). grid (num_queries * slices, num_kv_heads).
+constexpr int kSplitKeys = kTileRows / 4;  // a warp's tokens of a block
+constexpr int kMaxSelected = 64;
+
+__global__ void __launch_bounds__(kThreads) SelectedSplitPrefillKernel(NsaPrefillArgs a) {
+  const int G = a.num_heads / a.num_kv_heads, kv = blockIdx.y, hd = a.head_dim, vhd = a.v_head_dim;
+  const int n = a.nsa.num_selected, slices = (G + 15) / 16, lp = a.layout.page_tokens;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  const int qstride = hd + kPad, vstride = vhd + kPad;
+  const int64_t query = blockIdx.x / slices, position = a.first_position + query;
+  const int h0 = static_cast<int>(blockIdx.x % slices) * 16, heads = G - h0 < 16 ? G - h0 : 16;
+  extern __shared__ __align__(16) unsigned char smem[];
+  __nv_bfloat16* qs = reinterpret_cast<__nv_bfloat16*>(smem);  // [16][hd + kPad]
+  __nv_bfloat16* stage_base = qs + 16 * qstride;  // 2 x (K [64][hd + kPad], V [64][vhd + kPad])
+  const int stage_elems = kTileRows * (qstride + vstride);
+  __shared__ int32_t list[kMaxSelected];
+  __shared__ int count;
+
+  const int64_t head0 = query * a.num_heads + static_cast<int64_t>(kv) * G + h0;
+  LoadRows(qs, heads, hd, [&](int r) { return a.q + (head0 + r) * hd; });
+  for (int i = heads * qstride + threadIdx.x; i < 16 * qstride; i += blockDim.x) qs[i] = __float2bfloat16(0.f);
+  if (threadIdx.x == 0) {  // the chosen blocks, -1 pads dropped
+    const int32_t* chosen = a.selection + (query * a.num_kv_heads + kv) * n;
+    int c = 0;
+    for (int k = 0; k < n; ++k) {
+      if (const int32_t j = chosen[k]; j >= 0) list[c++] = j;
+    }
+    count = c;
+  }
+  __syncthreads();
+  const int blocks = count;
+  const KvLayout& L = a.layout;
+  const int64_t k_off = L.Offset(KvPlane::kSel, a.layer, kv, false), v_off = L.Offset(KvPlane::kSel, a.layer, kv, true);
+  // Block j's tokens this position sees: min(lp, position + 1 - j lp), none for a block past it.
+  auto visible_rows = [&](int64_t j) {
+    const int64_t seen = position + 1 - j * lp;
+    return static_cast<int>(seen < 0 ? 0 : seen < lp ? seen : lp);
+  };
+  auto load = [&](int b) {
+    const int64_t j = list[b];
+    const int rows = visible_rows(j);
+    __nv_bfloat16* ks = stage_base + (b & 1) * stage_elems;
+    const __nv_bfloat16* page = a.pages + static_cast<int64_t>(a.raw_table[j]) * L.page_elems;
+    LoadRows(ks, rows, hd, [&](int r) { return page + k_off + static_cast<int64_t>(r) * hd; });
+    LoadRows(ks + kTileRows * qstride, rows, vhd, [&](int r) { return page + v_off + static_cast<int64_t>(r) * vhd; });
+  };
+  if (blocks > 0) load(0);
+  __pipeline_commit();  // q and the first block
+
+  WarpRows st;
+  const bool row_ok[2] = {g < heads, g + 8 < heads};
+  for (int b = 0; b < blocks; ++b) {
+    if (b + 1 < blocks) load(b + 1);  // into the other buffer, free since the last iteration's barrier
+    __pipeline_commit();
+    const int64_t first_token = static_cast<int64_t>(list[b]) * lp;
+    const int rows = visible_rows(list[b]);
+    __nv_bfloat16* ks = stage_base + (b & 1) * stage_elems;
+    __nv_bfloat16* vs = ks + kTileRows * qstride;
+    // V's rows past the visible tokens (not copied into): their P is 0, and 0 times garbage could be NaN.
+    if (rows < kTileRows) ZeroRows(vs, rows, vhd);
+    __pipeline_wait_prior(1);  // block b's copies (and q's) have landed
+    __syncthreads();
+    if (kSplitKeys * warp < rows) {  // uniform in the warp
+      const int k0 = kSplitKeys * warp;
+      st.Step<kSplitKeys / 8>(qs, ks + k0 * qstride, vs + k0 * vstride, hd, vhd, a.scale, first_token + k0,
+                              [&](int half, int64_t i) { return row_ok[half] && i - first_token < rows; });
+    }
+    __syncthreads();  // this buffer's reads are done before the next iteration's copies into it
+  }
+  __pipeline_wait_prior(0);  // no copy in flight (a position with no block)
+  __syncthreads();
+
+  // Merge the 4 warps' partial softmaxes: row r's maximum M over the warps, its sum
+  // L = sum_w l_w exp(m_w - M), and out = sum_w o_w exp(m_w - M) / L.
+  float* mw = reinterpret_cast<float*>(stage_base);  // [4][16]
+  float* lw = mw + 4 * 16;  // [4][16]
+  float* ow = lw + 4 * 16;  // [4][16][vhd]
+  if (t == 0) {
+    for (int half = 0; half < 2; ++half) mw[warp * 16 + g + 8 * half] = st.m[half], lw[warp * 16 + g + 8 * half] = st.l[half];
+  }
+  __syncthreads();
+  auto row_max_sum = [&](int r, float* M, float* Lsum) {
+    float mx = mw[r];
+    for (int w = 1; w < 4; ++w) mx = fmaxf(mx, mw[w * 16 + r]);
+    float sum = 0.f;
+    for (int w = 0; w < 4; ++w) sum += lw[w * 16 + r] * __expf(mw[w * 16 + r] - mx);
+    *M = mx, *Lsum = sum;
+  };
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const int r = g + 8 * half;
+    float M, Lsum;
+    row_max_sum(r, &M, &Lsum);
+    const float f = Lsum > 0.f ? __expf(st.m[half] - M) / Lsum : 0.f;
+#pragma unroll
+    for (int nt = 0; nt < kMaxColTiles; ++nt) {
+      if (nt >= vhd / 8) break;
+      *reinterpret_cast<float2*>(ow + (warp * 16 + r) * vhd + 8 * nt + 2 * t) =
+          make_float2(st.o[nt][2 * half] * f, st.o[nt][2 * half + 1] * f);
+    }
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < heads * vhd; i += blockDim.x) {
+    const int r = i / vhd, col = i % vhd;
+    float sum = 0.f;
+    for (int w = 0; w < 4; ++w) sum += ow[(w * 16 + r) * vhd + col];
+    a.slc_out[(head0 + r) * vhd + col] = sum;
+  }
+  if (threadIdx.x < heads) {
+    float M, Lsum;
+    row_max_sum(threadIdx.x, &M, &Lsum);
+    a.slc_lse[head0 + threadIdx.x] = Lsum > 0.f ? M + __logf(Lsum) : -INFINITY;
+  }
+}
+
 // ---- the selection: per-position block scores and top-n ----------------------------------------
 // A block takes P consecutive positions of the chunk (P x G <= 64 query rows, whole positions) of
 // one KV head and walks the summaries its last position sees, 64 a tile (K only): S = Q K^T on
 // mma.sync as in the compressed branch, p = exp(s - lse) with the compressed branch's log-sum-exp
 // (the same softmax the decode kernel's scores use), summed over the group's heads in head order
-// (through shared memory, so every run gives the same sums) into the tile's summaries, then over each summary's overlap with the selection blocks (the geometric
-// map; one to one when l = d = l') into each position's block scores, [P][C] in shared memory.
+// (through shared memory, so every run gives the same sums) into the tile's summaries, then over
+// each summary's overlap with the selection blocks (the geometric map; one to one when
+// l = d = l') into each position's block scores, [P][C] in shared memory.
 // Then a warp a position: the forced blocks, the best of the rest (ties to the lower index: the
 // reference's order), the n blocks written ascending (every block when c + 1 <= n).
 constexpr int kMaxSelectPositions = 8;
 constexpr int kRowPStride = kTileRows + 1;  // a row's p in shared memory, padded against bank conflicts
-constexpr int kMaxSelected = 64;
 
 __global__ void __launch_bounds__(kThreads) SelectPrefillKernel(NsaPrefillArgs a, int P, int C) {
   const int G = a.num_heads / a.num_kv_heads, kv = blockIdx.y, hd = a.head_dim, n = a.nsa.num_selected;
@@ -537,6 +659,24 @@ cudaError_t OptIn(size_t* limit) {
   return status;
 }
 
+// Shared memory of the split form: q's 16 rows and two buffers of a block's K and V.
+size_t SplitSelectedBytes(int head_dim, int v_head_dim) {
+  return (size_t{16} * (head_dim + kPad) + size_t{2} * kTileRows * (head_dim + v_head_dim + 2 * kPad)) *
+         sizeof(__nv_bfloat16);
+}
+
+cudaError_t LaunchSelectedSplit(const NsaPrefillArgs& a, cudaStream_t stream) {
+  if (a.num_queries == 0) return cudaSuccess;
+  const int G = a.num_heads / a.num_kv_heads;
+  const size_t smem = SplitSelectedBytes(a.head_dim, a.v_head_dim);
+  size_t limit = 0;
+  if (const cudaError_t e = OptIn<SelectedSplitPrefillKernel>(&limit); e != cudaSuccess) return e;
+  if (smem > limit) return cudaErrorInvalidValue;
+  const int64_t blocks = static_cast<int64_t>(a.num_queries) * ((G + 15) / 16);
+  SelectedSplitPrefillKernel<<<dim3(static_cast<unsigned>(blocks), a.num_kv_heads), kThreads, smem, stream>>>(a);
+  return cudaGetLastError();
+}
+
 template <Which which>
 cudaError_t LaunchBranch(const NsaPrefillArgs& a, cudaStream_t stream) {
   constexpr auto kernel = which == Which::kCompressed ? CompressedPrefillKernel
@@ -552,6 +692,9 @@ cudaError_t LaunchBranch(const NsaPrefillArgs& a, cudaStream_t stream) {
   if (which == Which::kSelected && (!a.slc_out || !a.slc_lse || !a.selection || a.nsa.num_selected < 1 ||
                                     a.nsa.num_selected > kMaxUnion / 4 || L.page_tokens > kTileRows)) {
     return cudaErrorInvalidValue;
+  }
+  if (which == Which::kSelected && a.selected_form == NsaPrefillArgs::SelectedForm::kSplit) {
+    return LaunchSelectedSplit(a, stream);
   }
   if (a.num_queries == 0) return cudaSuccess;
   const int G = a.num_heads / a.num_kv_heads;
@@ -595,7 +738,7 @@ bool NsaPrefillSupports(int num_heads, int num_kv_heads, int head_dim, int v_hea
   const size_t select = static_cast<size_t>(kQueryRows + kTileRows) * (head_dim + kPad) * sizeof(__nv_bfloat16) +
                         static_cast<size_t>(kQueryRows) * kRowPStride * sizeof(float) +
                         (static_cast<size_t>(kTileRows) + static_cast<size_t>(max_context / p.select_block + 1)) * sizeof(float);
-  return branch <= limit && select <= limit;
+  return branch <= limit && select <= limit && SplitSelectedBytes(head_dim, v_head_dim) <= limit;
 }
 
 cudaError_t LaunchNsaPrefillSelect(const NsaPrefillArgs& a, cudaStream_t stream) {

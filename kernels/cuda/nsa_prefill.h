@@ -6,8 +6,8 @@
 //                      output, normalised, and its log-sum-exp, which the selection's scores need.
 //   window branch      every (position, head) against the tokens max(0, t - w + 1) .. t.
 //   selected branch    every (position, head) against the tokens <= t of its position's chosen
-//                      blocks (given): group-centric, a warp the G heads of one position, a block
-//                      4 positions walking the union of their blocks, each loaded once.
+//                      blocks (given): group-centric, the G heads of one position the rows of
+//                      one tile, in one of two forms (NsaPrefillArgs::selected_form).
 //   selection          every (position, KV head)'s blocks from the compressed branch's
 //                      log-sum-exps: block scores (geometric map, group sum) and top-n.
 //   combine            the gated sum of the three branches.
@@ -50,6 +50,13 @@ struct NsaPrefillArgs {
   const int32_t* selection = nullptr;
   // LaunchNsaPrefillSelect's output, the same shape (from cmp_lse, the compressed branch's).
   int32_t* selection_out = nullptr;
+  // How the selected branch walks the blocks (the same function either way). kSplit: a thread
+  // block a (position, 16 heads), its own chosen blocks, double-buffered, the 4 warps splitting
+  // each block's tokens. kUnion: 4 neighbouring positions walk the union of their blocks, each
+  // loaded once, a warp computing only its position's (fewer loads when neighbours choose alike,
+  // idle warps when they do not).
+  enum class SelectedForm { kSplit, kUnion };
+  SelectedForm selected_form = SelectedForm::kSplit;
 
   // Each branch's output, normalised, [num_queries][num_heads][v_head_dim], and log-sum-exp,
   // [num_queries][num_heads] (-inf where the branch sees nothing).

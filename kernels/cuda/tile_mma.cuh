@@ -98,22 +98,23 @@ __device__ __forceinline__ void LdMatrixX2Trans(uint32_t (&r)[2], const __nv_bfl
                : "memory");
 }
 
-// S = Q K^T of a warp's 16 query rows (q: [16][hd + kPad]) against a tile of 64 keys (ks:
-// [64][hd + kPad]), unscaled: s[j][c] is row g (+ 8 for c >= 2), key 8 j + 2 t + (c & 1), where
-// lane = 4 g + t.
-__device__ __forceinline__ void QkTile(const __nv_bfloat16* q, const __nv_bfloat16* ks, int hd, float (&s)[kRowTiles][4]) {
+// S = Q K^T of a warp's 16 query rows (q: [16][hd + kPad]) against 8 NT keys (ks:
+// [8 NT][hd + kPad]; a whole tile of 64 by default), unscaled: s[j][c] is row g (+ 8 for
+// c >= 2), key 8 j + 2 t + (c & 1), where lane = 4 g + t.
+template <int NT = kRowTiles>  // 8-key tiles (even): 64 keys by default
+__device__ __forceinline__ void QkTile(const __nv_bfloat16* q, const __nv_bfloat16* ks, int hd, float (&s)[NT][4]) {
   // Fragments through ldmatrix (lane i addresses row i % 8 of matrix i / 8): Q's a0-a3 from
   // (rows 0-7 | 8-15) x (dims kk | kk + 8); K's b0, b1 of key tiles j and j + 1 from
   // (keys 8 j | 8 (j + 1)) x (dims kk | kk + 8).
   const int lane = threadIdx.x % 32, r8 = lane % 8, m = lane / 8;
   const int qstride = hd + kPad;
 #pragma unroll
-  for (int j = 0; j < kRowTiles; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+  for (int j = 0; j < NT; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
   for (int kk = 0; kk < hd; kk += 16) {
     uint32_t a[4];
     LdMatrixX4(a, q + (r8 + 8 * (m & 1)) * qstride + kk + 8 * (m >> 1));
 #pragma unroll
-    for (int j = 0; j < kRowTiles; j += 2) {
+    for (int j = 0; j < NT; j += 2) {
       uint32_t b[4];
       LdMatrixX4(b, ks + (8 * (j + (m >> 1)) + r8) * qstride + kk + 8 * (m & 1));
       Mma(s[j], a[0], a[1], a[2], a[3], b[0], b[1]);
