@@ -170,11 +170,13 @@ std::pair<double, int> PrefillTime(nsa::cuda::NsaDecodeArgs a, int64_t context, 
 // The same prompt through the prefill kernels (kernels/cuda/nsa_prefill.h) as the runner runs a
 // chunk: compressed, selection, selected, window and the gated sum, in chunks of 2048 positions.
 // split_ms: each kernel's milliseconds (compressed, selection, selected, window, combine), then
-// the selected branch's other form (NsaPrefillArgs::selected_form, run after the default one on
-// the same selection; not in the total).
+// the selected branch with every thread block in the split walk and in the union walk
+// (NsaPrefillArgs::selected_form; run after the default form on the same selection, not in the
+// total).
+constexpr int kPrefillParts = 7;
 double PrefillKernelsTime(const nsa::cuda::NsaDecodeArgs& d, int64_t context, cudaStream_t stream,
-                          std::array<double, 6>* split_ms, bool correlated) {
-  constexpr int kParts = 6;
+                          std::array<double, kPrefillParts>* split_ms, bool correlated) {
+  constexpr int kParts = kPrefillParts;
   constexpr int kChunk = 2048;
   nsa::cuda::NsaPrefillArgs a;
   a.num_heads = d.num_heads, a.num_kv_heads = d.num_kv_heads, a.head_dim = d.head_dim, a.v_head_dim = d.v_head_dim;
@@ -219,10 +221,12 @@ double PrefillKernelsTime(const nsa::cuda::NsaDecodeArgs& d, int64_t context, cu
       cudaEventRecord(ev[k++], stream);
       CHECK(nsa::cuda::LaunchNsaPrefillCombine(a, gates, out, stream));
       cudaEventRecord(ev[k++], stream);
-      a.selected_form = nsa::cuda::NsaPrefillArgs::SelectedForm::kUnion;
-      CHECK(nsa::cuda::LaunchNsaPrefillSelected(a, stream));
+      for (auto form : {nsa::cuda::NsaPrefillArgs::SelectedForm::kSplit, nsa::cuda::NsaPrefillArgs::SelectedForm::kUnion}) {
+        a.selected_form = form;
+        CHECK(nsa::cuda::LaunchNsaPrefillSelected(a, stream));
+        cudaEventRecord(ev[k++], stream);
+      }
       a.selected_form = nsa::cuda::NsaPrefillArgs{}.selected_form;
-      cudaEventRecord(ev[k++], stream);
     }
   };
   run();  // warm-up (shared-memory opt-ins)
@@ -235,7 +239,7 @@ double PrefillKernelsTime(const nsa::cuda::NsaDecodeArgs& d, int64_t context, cu
       float part = 0;
       cudaEventElapsedTime(&part, ev[c * kParts + kernel], ev[c * kParts + kernel + 1]);
       (*split_ms)[kernel] += part;
-      if (kernel < kParts - 1) ms += part;
+      if (kernel < 5) ms += part;
     }
   }
   for (cudaEvent_t& e : ev) cudaEventDestroy(e);
@@ -269,7 +273,7 @@ int main(int argc, char** argv) {
   if (prefill) {
     std::printf("### Prefill attention of one prompt: the prefill kernels (chunks of 2048) and, for comparison, every position a query of the decode kernel\n\n");
     std::printf("| shape | prompt | prefill kernels (ms) | TFLOP/s | compressed / selection / selected / window / sum (ms) | "
-                "selected, union form (ms) | correlated queries: all / selected / selected, union form (ms) | "
+                "selected, split / union walk only (ms) | correlated queries: all / selected / split / union walk only (ms) | "
                 "decode kernel per position (ms) | TFLOP/s | queries a launch |\n"
                 "|---|---|---|---|---|---|---|---|---|---|\n");
   } else {
@@ -344,7 +348,7 @@ int main(int argc, char** argv) {
         if (prefill) {
           // The whole prompt's attention, and its FLOPs: per position t (context t + 1) and head,
           // 2 (hd + vhd) a key it attends (q.k and p.v).
-          std::array<double, 6> split{}, split_corr{};
+          std::array<double, kPrefillParts> split{}, split_corr{};
           const double kernels = PrefillKernelsTime(a, context, stream, &split, false);
           const double kernels_corr = PrefillKernelsTime(a, context, stream, &split_corr, true);
           const auto [seconds, run] = PrefillTime(a, context, stream);
@@ -353,10 +357,10 @@ int main(int argc, char** argv) {
             flops += static_cast<double>(p.NumCompressed(t1) + std::min<int64_t>(int64_t{sh.n} * sh.lp, t1) + std::min<int64_t>(sh.w, t1));
           }
           flops *= 2.0 * sh.heads * (sh.hd + sh.vhd);
-          std::printf("| %s | %lldk | %.1f | %.1f | %.1f / %.1f / %.1f / %.1f / %.1f | %.1f | %.1f / %.1f / %.1f | %.1f | %.1f | %d |\n",
+          std::printf("| %s | %lldk | %.1f | %.1f | %.1f / %.1f / %.1f / %.1f / %.1f | %.1f / %.1f | %.1f / %.1f / %.1f / %.1f | %.1f | %.1f | %d |\n",
                       sh.name, static_cast<long long>(context / 1024), kernels * 1e3, flops / kernels / 1e12, split[0],
-                      split[1], split[2], split[3], split[4], split[5], kernels_corr * 1e3, split_corr[2], split_corr[5],
-                      seconds * 1e3, flops / seconds / 1e12, run);
+                      split[1], split[2], split[3], split[4], split[5], split[6], kernels_corr * 1e3, split_corr[2],
+                      split_corr[5], split_corr[6], seconds * 1e3, flops / seconds / 1e12, run);
           std::fflush(stdout);
           release();
           continue;

@@ -220,188 +220,83 @@ __global__ void __launch_bounds__(kThreads) WindowPrefillKernel(NsaPrefillArgs a
 }
 
 
-// The selected branch, group-centric: a warp takes one (position, 16-head slice of the group),
-// its heads the MMA's rows; a block takes 4 consecutive such items and walks the union of their
-// positions' selected blocks (neighbouring positions choose mostly the same), loading each
-// block's tokens once for the 4 warps; a warp computes only the blocks its position chose, each
-// row masked to tokens <= its position. grid (ceil(num_queries * slices / 4), num_kv_heads).
-constexpr int kMaxUnion = 4 * 64;  // 4 positions' n <= 64 blocks
+// The selected branch, group-centric: an item is one (position, 16-head slice of the group), its
+// heads the MMA's rows; a block takes 4 consecutive items and their positions' chosen blocks,
+// in one of two walks, picked per block from how much the 4 selections overlap:
+//  - union: the block walks the union of the 4 selections, each block's tokens loaded once, a
+//    warp an item computing only the blocks its position chose (about as many tiles as loads
+//    when neighbours choose alike; warps idle on the others' blocks when they do not);
+//  - split: the items one after another, each walking its own blocks double-buffered, the 4
+//    warps splitting every block's 64 tokens (16 each, own online softmax), the partial
+//    softmaxes merged at the end: every warp busy, every item's blocks loaded.
+// The union walk is taken when the union holds at most `union_max` blocks (NsaPrefillArgs::
+// selected_form). grid (ceil(num_queries * slices / 4), num_kv_heads).
+constexpr int kMaxSelected = 64;
+constexpr int kMaxUnion = 4 * kMaxSelected;  // 4 positions' n <= 64 blocks
+constexpr int kSplitKeys = kTileRows / 4;  // a warp's tokens of a block in the split walk
+// SelectedForm::kAuto's largest union for the union walk, for n = 16 (scaled with n): measured on
+// an H200 at 7b 64k, the union walk cost about as much per union block as the split walk per
+// 2.5 n / 4 blocks of an item (bench/NOTES.md).
+constexpr int kAutoUnionMax = 40;
 
-__global__ void __launch_bounds__(kThreads) SelectedPrefillKernel(NsaPrefillArgs a) {
-  const int G = a.num_heads / a.num_kv_heads, kv = blockIdx.y, hd = a.head_dim, vhd = a.v_head_dim;
-  const int n = a.nsa.num_selected, slices = (G + 15) / 16, lp = a.layout.page_tokens;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-  const int qstride = hd + kPad;
-  const int64_t items = static_cast<int64_t>(a.num_queries) * slices;
-  const int64_t item = static_cast<int64_t>(blockIdx.x) * 4 + warp;
-  const bool active = item < items;
-  const int64_t query = active ? item / slices : 0, slice = item % slices;
-  const int64_t position = a.first_position + query;
-  extern __shared__ __align__(16) unsigned char smem[];
-  __nv_bfloat16* qs = reinterpret_cast<__nv_bfloat16*>(smem);  // [4 warps x 16][hd + kPad]
-  __nv_bfloat16* ks = qs + kQueryRows * qstride;  // [64][hd + kPad]
-  __nv_bfloat16* vs = ks + kTileRows * qstride;  // [64][vhd + kPad]
-  __shared__ int32_t chosen[kMaxUnion];  // the 4 warps' selections, n each (-1: none)
-  __shared__ int32_t blocks[kMaxUnion];  // their union, ascending
-  __shared__ unsigned char member[4][kMaxUnion];  // member[w][u]: warp w's position chose blocks[u]
-  __shared__ int union_size;
-
-  // q: warp w's rows are heads 16 slice .. + 15 of the group (zero past G or past the chunk).
-  for (int w = 0; w < 4; ++w) {
-    const int64_t it = static_cast<int64_t>(blockIdx.x) * 4 + w;
-    const int64_t qy = it / slices, h0 = (it % slices) * 16;
-    const int heads = it < items ? static_cast<int>(G - h0 < 16 ? G - h0 : 16) : 0;
-    LoadRows(qs + w * 16 * qstride, heads, hd,
-             [&](int r) { return a.q + (qy * a.num_heads + static_cast<int64_t>(kv) * G + h0 + r) * hd; });
-    for (int i = heads * qstride + threadIdx.x; i < 16 * qstride; i += blockDim.x) qs[w * 16 * qstride + i] = __float2bfloat16(0.f);
-  }
-  __pipeline_commit();
-
-  // The union of the 4 selections: an entry is kept if no earlier entry holds the same block;
-  // its place is the number of kept blocks below it.
-  __shared__ unsigned char kept[kMaxUnion];
-  for (int i = threadIdx.x; i < 4 * n; i += blockDim.x) {
-    const int w = i / n;
-    const int64_t it = static_cast<int64_t>(blockIdx.x) * 4 + w;
-    chosen[i] = it < items ? a.selection[((it / slices) * a.num_kv_heads + kv) * n + i % n] : -1;
-  }
-  for (int i = threadIdx.x; i < 4 * kMaxUnion; i += blockDim.x) (&member[0][0])[i] = 0;
-  __syncthreads();
-  for (int i = threadIdx.x; i < 4 * n; i += blockDim.x) {
-    const int32_t v = chosen[i];
-    bool first = v >= 0;
-    for (int k = 0; k < i && first; ++k) first = chosen[k] != v;
-    kept[i] = first;
-  }
-  __syncthreads();
-  for (int i = threadIdx.x; i < 4 * n; i += blockDim.x) {
-    if (!kept[i]) continue;
-    int rank = 0;
-    for (int k = 0; k < 4 * n; ++k) rank += kept[k] && chosen[k] < chosen[i];
-    blocks[rank] = chosen[i];
-  }
-  if (threadIdx.x == 0) {
-    int u = 0;
-    for (int i = 0; i < 4 * n; ++i) u += kept[i];
-    union_size = u;
-  }
-  __syncthreads();
-  for (int i = threadIdx.x; i < 4 * n; i += blockDim.x) {
-    const int32_t v = chosen[i];
-    if (v < 0) continue;
-    int lo = 0, hi = union_size - 1;  // binary search of v in blocks
-    while (lo < hi) {
-      const int mid = (lo + hi) / 2;
-      if (blocks[mid] < v) lo = mid + 1;
-      else hi = mid;
-    }
-    member[i / n][lo] = 1;
-  }
-  __syncthreads();
-
-  const KvLayout& L = a.layout;
-  const int64_t k_off = L.Offset(KvPlane::kSel, a.layer, kv, false), v_off = L.Offset(KvPlane::kSel, a.layer, kv, true);
-  const int64_t last_item = (static_cast<int64_t>(blockIdx.x) * 4 + 3 < items ? static_cast<int64_t>(blockIdx.x) * 4 + 3 : items - 1);
-  const int64_t last_position = a.first_position + last_item / slices;
-  WarpRows st;
-  const bool row_ok[2] = {active && slice * 16 + g < G, active && slice * 16 + g + 8 < G};
-  for (int u = 0; u < union_size; ++u) {
-    const int64_t j = blocks[u], first_token = j * lp;
-    // The tokens of block j that any of the 4 positions may see (none for a block past them all,
-    // which a valid selection never holds: an empty tile, as in the decode kernel).
-    const int64_t seen = last_position + 1 - first_token;
-    const int rows = static_cast<int>(seen < 0 ? 0 : seen < lp ? seen : lp);
-    __syncthreads();  // the previous block's reads of ks and vs are done
-    if (rows > 0) {
-      const __nv_bfloat16* page = a.pages + static_cast<int64_t>(a.raw_table[j]) * L.page_elems;
-      LoadRows(ks, rows, hd, [&](int r) { return page + k_off + static_cast<int64_t>(r) * hd; });
-      LoadRows(vs, rows, vhd, [&](int r) { return page + v_off + static_cast<int64_t>(r) * vhd; });
-    }
-    if (rows < kTileRows) ZeroRows(vs, rows, vhd);
-    __pipeline_commit();
-    __pipeline_wait_prior(0);
-    __syncthreads();
-    if (!active || !member[warp][u]) continue;  // uniform in the warp
-    st.Step(qs + warp * 16 * qstride, ks, vs, hd, vhd, a.scale, first_token, [&](int half, int64_t i) {
-      return row_ok[half] && i - first_token < rows && i <= position;
-    });
-  }
-  __pipeline_wait_prior(0);  // no copy in flight at exit
-  if (!active) return;
-#pragma unroll
-  for (int half = 0; half < 2; ++half) {
-    if (!row_ok[half]) continue;
-    const int64_t head = static_cast<int64_t>(kv) * G + slice * 16 + g + 8 * half;
-    const float lse = st.Write(half, a.slc_out + (query * a.num_heads + head) * vhd, vhd);
-    if (t == 0) a.slc_lse[query * a.num_heads + head] = lse;
-  }
+// Shared memory: two K/V buffers ([64][hd + kPad] and [64][vhd + kPad] each), 16 rows of q for
+// the split walk, then the 4 selections' bookkeeping, sized by n (at 7b, three blocks fit an
+// SM). The union walk keeps its 4 items' q (64 rows) in the second buffer.
+constexpr int kBookkeepingBytes = 4 * (4 + 4 + 4 + 1 + 4);  // a chosen block's (chosen, union, list, kept, member)
+size_t SelectedBytes(int head_dim, int v_head_dim, int n) {
+  return (size_t{2} * kTileRows * (head_dim + v_head_dim + 2 * kPad) + size_t{16} * (head_dim + kPad)) *
+             sizeof(__nv_bfloat16) +
+         size_t{kBookkeepingBytes} * n;
 }
 
-// The selected branch, keys split over the warps: a block takes one (position, 16-head slice of
-// the group), the heads the MMA's rows, and walks that position's chosen blocks, the next
-// block's tokens in flight while the current one is computed (two buffers); warp w takes tokens
-// 16 w .. 16 w + 15 of every block with its own online softmax, and the 4 partial results merge
-// through shared memory at the end. Every warp computes on every block the block loads, whatever
-// the neighbouring positions chose (the union form's warps wait on the blocks they did not
-// choose). grid (num_queries * slices, num_kv_heads).
-constexpr int kSplitKeys = kTileRows / 4;  // a warp's tokens of a block
-constexpr int kMaxSelected = 64;
-
-__global__ void __launch_bounds__(kThreads) SelectedSplitPrefillKernel(NsaPrefillArgs a) {
-  const int G = a.num_heads / a.num_kv_heads, kv = blockIdx.y, hd = a.head_dim, vhd = a.v_head_dim;
-  const int n = a.nsa.num_selected, slices = (G + 15) / 16, lp = a.layout.page_tokens;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-  const int qstride = hd + kPad, vstride = vhd + kPad;
-  const int64_t query = blockIdx.x / slices, position = a.first_position + query;
-  const int h0 = static_cast<int>(blockIdx.x % slices) * 16, heads = G - h0 < 16 ? G - h0 : 16;
-  extern __shared__ __align__(16) unsigned char smem[];
-  __nv_bfloat16* qs = reinterpret_cast<__nv_bfloat16*>(smem);  // [16][hd + kPad]
-  __nv_bfloat16* stage_base = qs + 16 * qstride;  // 2 x (K [64][hd + kPad], V [64][vhd + kPad])
-  const int stage_elems = kTileRows * (qstride + vstride);
-  __shared__ int32_t list[kMaxSelected];
-  __shared__ int count;
-
-  const int64_t head0 = query * a.num_heads + static_cast<int64_t>(kv) * G + h0;
-  LoadRows(qs, heads, hd, [&](int r) { return a.q + (head0 + r) * hd; });
+// The 16 rows of an item's q (heads h0 .. h0 + heads - 1 of KV head kv at query `query`) into
+// qs, zero past `heads`; the caller commits the copies.
+__device__ __forceinline__ void LoadItemQ(const NsaPrefillArgs& a, __nv_bfloat16* qs, int64_t query, int kv, int h0,
+                                          int heads) {
+  const int G = a.num_heads / a.num_kv_heads, qstride = a.head_dim + kPad;
+  LoadRows(qs, heads, a.head_dim,
+           [&](int r) { return a.q + (query * a.num_heads + static_cast<int64_t>(kv) * G + h0 + r) * a.head_dim; });
   for (int i = heads * qstride + threadIdx.x; i < 16 * qstride; i += blockDim.x) qs[i] = __float2bfloat16(0.f);
-  if (threadIdx.x == 0) {  // the chosen blocks, -1 pads dropped
-    const int32_t* chosen = a.selection + (query * a.num_kv_heads + kv) * n;
-    int c = 0;
-    for (int k = 0; k < n; ++k) {
-      if (const int32_t j = chosen[k]; j >= 0) list[c++] = j;
-    }
-    count = c;
-  }
-  __syncthreads();
-  const int blocks = count;
+}
+
+// Block j's tokens that a position sees: min(lp, position + 1 - j lp), none for a block past it.
+__device__ __forceinline__ int VisibleRows(int64_t position, int64_t j, int lp) {
+  const int64_t seen = position + 1 - j * lp;
+  return static_cast<int>(seen < 0 ? 0 : seen < lp ? seen : lp);
+}
+
+// The split walk of one item: its `count` blocks (list), the next block's copies in flight while
+// the current one is computed; writes the item's output and log-sum-exp. qs: its q (committed
+// copies, or already there); buf: the two K/V buffers.
+__device__ void SplitWalk(const NsaPrefillArgs& a, int64_t query, int h0, int heads, const __nv_bfloat16* qs,
+                          __nv_bfloat16* buf, const int32_t* list, int count) {
+  const int G = a.num_heads / a.num_kv_heads, kv = blockIdx.y, hd = a.head_dim, vhd = a.v_head_dim;
+  const int lp = a.layout.page_tokens, warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  const int qstride = hd + kPad, vstride = vhd + kPad, buf_elems = kTileRows * (qstride + vstride);
+  const int64_t position = a.first_position + query;
   const KvLayout& L = a.layout;
   const int64_t k_off = L.Offset(KvPlane::kSel, a.layer, kv, false), v_off = L.Offset(KvPlane::kSel, a.layer, kv, true);
-  // Block j's tokens this position sees: min(lp, position + 1 - j lp), none for a block past it.
-  auto visible_rows = [&](int64_t j) {
-    const int64_t seen = position + 1 - j * lp;
-    return static_cast<int>(seen < 0 ? 0 : seen < lp ? seen : lp);
-  };
   auto load = [&](int b) {
     const int64_t j = list[b];
-    const int rows = visible_rows(j);
-    __nv_bfloat16* ks = stage_base + (b & 1) * stage_elems;
+    const int rows = VisibleRows(position, j, lp);
+    __nv_bfloat16* ks = buf + (b & 1) * buf_elems;
     const __nv_bfloat16* page = a.pages + static_cast<int64_t>(a.raw_table[j]) * L.page_elems;
     LoadRows(ks, rows, hd, [&](int r) { return page + k_off + static_cast<int64_t>(r) * hd; });
     LoadRows(ks + kTileRows * qstride, rows, vhd, [&](int r) { return page + v_off + static_cast<int64_t>(r) * vhd; });
   };
-  if (blocks > 0) load(0);
-  __pipeline_commit();  // q and the first block
+  if (count > 0) load(0);
+  __pipeline_commit();
 
   WarpRows st;
   const bool row_ok[2] = {g < heads, g + 8 < heads};
-  for (int b = 0; b < blocks; ++b) {
-    if (b + 1 < blocks) load(b + 1);  // into the other buffer, free since the last iteration's barrier
+  for (int b = 0; b < count; ++b) {
+    if (b + 1 < count) load(b + 1);  // into the other buffer, free since the last iteration's barrier
     __pipeline_commit();
     const int64_t first_token = static_cast<int64_t>(list[b]) * lp;
-    const int rows = visible_rows(list[b]);
-    __nv_bfloat16* ks = stage_base + (b & 1) * stage_elems;
+    const int rows = VisibleRows(position, list[b], lp);
+    __nv_bfloat16* ks = buf + (b & 1) * buf_elems;
     __nv_bfloat16* vs = ks + kTileRows * qstride;
-    // V's rows past the visible tokens (not copied into): their P is 0, and 0 times garbage could be NaN.
+    // V's rows past the visible tokens (not copied into): P is 0 there, and 0 times garbage could be NaN.
     if (rows < kTileRows) ZeroRows(vs, rows, vhd);
     __pipeline_wait_prior(1);  // block b's copies (and q's) have landed
     __syncthreads();
@@ -412,12 +307,12 @@ __global__ void __launch_bounds__(kThreads) SelectedSplitPrefillKernel(NsaPrefil
     }
     __syncthreads();  // this buffer's reads are done before the next iteration's copies into it
   }
-  __pipeline_wait_prior(0);  // no copy in flight (a position with no block)
+  __pipeline_wait_prior(0);  // no copy in flight (an item with no block)
   __syncthreads();
 
   // Merge the 4 warps' partial softmaxes: row r's maximum M over the warps, its sum
   // L = sum_w l_w exp(m_w - M), and out = sum_w o_w exp(m_w - M) / L.
-  float* mw = reinterpret_cast<float*>(stage_base);  // [4][16]
+  float* mw = reinterpret_cast<float*>(buf);  // [4][16]
   float* lw = mw + 4 * 16;  // [4][16]
   float* ow = lw + 4 * 16;  // [4][16][vhd]
   if (t == 0) {
@@ -445,6 +340,7 @@ __global__ void __launch_bounds__(kThreads) SelectedSplitPrefillKernel(NsaPrefil
     }
   }
   __syncthreads();
+  const int64_t head0 = query * a.num_heads + static_cast<int64_t>(kv) * G + h0;
   for (int i = threadIdx.x; i < heads * vhd; i += blockDim.x) {
     const int r = i / vhd, col = i % vhd;
     float sum = 0.f;
@@ -455,6 +351,132 @@ __global__ void __launch_bounds__(kThreads) SelectedSplitPrefillKernel(NsaPrefil
     float M, Lsum;
     row_max_sum(threadIdx.x, &M, &Lsum);
     a.slc_lse[head0 + threadIdx.x] = Lsum > 0.f ? M + __logf(Lsum) : -INFINITY;
+  }
+  __syncthreads();  // the merge's reads of buf are done before the caller's next copies into it
+}
+
+__global__ void __launch_bounds__(kThreads) SelectedPrefillKernel(NsaPrefillArgs a, int union_max) {
+  const int G = a.num_heads / a.num_kv_heads, kv = blockIdx.y, hd = a.head_dim, vhd = a.v_head_dim;
+  const int n = a.nsa.num_selected, slices = (G + 15) / 16, lp = a.layout.page_tokens;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  const int qstride = hd + kPad, buf_elems = kTileRows * (qstride + vhd + kPad);
+  const int64_t items = static_cast<int64_t>(a.num_queries) * slices, item0 = static_cast<int64_t>(blockIdx.x) * 4;
+  extern __shared__ __align__(16) unsigned char smem[];
+  __nv_bfloat16* buf = reinterpret_cast<__nv_bfloat16*>(smem);  // 2 K/V buffers
+  __nv_bfloat16* q16 = buf + 2 * buf_elems;  // [16][hd + kPad]: the split walk's q
+  int32_t* chosen = reinterpret_cast<int32_t*>(q16 + 16 * qstride);  // [4 n]: the 4 items' selections (-1: none)
+  int32_t* blocks = chosen + 4 * n;  // [4 n]: their union, ascending
+  int32_t* list = blocks + 4 * n;  // [4][n]: each item's chosen blocks, -1 pads dropped
+  unsigned char* member = reinterpret_cast<unsigned char*>(list + 4 * n);  // [4][4 n]: item w chose blocks[u]
+  unsigned char* kept = member + 16 * n;  // [4 n]
+  __shared__ int union_size, counts[4];
+
+  // The union of the 4 selections: an entry is kept if no earlier entry holds the same block;
+  // its place is the number of kept blocks below it.
+  for (int i = threadIdx.x; i < 4 * n; i += blockDim.x) {
+    const int64_t it = item0 + i / n;
+    chosen[i] = it < items ? a.selection[((it / slices) * a.num_kv_heads + kv) * n + i % n] : -1;
+  }
+  for (int i = threadIdx.x; i < 16 * n; i += blockDim.x) member[i] = 0;
+  __syncthreads();
+  for (int i = threadIdx.x; i < 4 * n; i += blockDim.x) {
+    const int32_t v = chosen[i];
+    bool first = v >= 0;
+    for (int k = 0; k < i && first; ++k) first = chosen[k] != v;
+    kept[i] = first;
+  }
+  if (threadIdx.x < 4) {  // each item's own list
+    int c = 0;
+    for (int k = 0; k < n; ++k) {
+      if (const int32_t j = chosen[threadIdx.x * n + k]; j >= 0) list[threadIdx.x * n + c++] = j;
+    }
+    counts[threadIdx.x] = c;
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < 4 * n; i += blockDim.x) {
+    if (!kept[i]) continue;
+    int rank = 0;
+    for (int k = 0; k < 4 * n; ++k) rank += kept[k] && chosen[k] < chosen[i];
+    blocks[rank] = chosen[i];
+  }
+  if (threadIdx.x == 0) {
+    int u = 0;
+    for (int i = 0; i < 4 * n; ++i) u += kept[i];
+    union_size = u;
+  }
+  __syncthreads();
+
+  if (union_size > union_max) {  // the split walk, item by item (uniform in the block)
+    for (int w = 0; w < 4 && item0 + w < items; ++w) {
+      const int64_t it = item0 + w, h0 = (it % slices) * 16;
+      const int heads = static_cast<int>(G - h0 < 16 ? G - h0 : 16);
+      LoadItemQ(a, q16, it / slices, kv, static_cast<int>(h0), heads);  // committed with the first block
+      SplitWalk(a, it / slices, static_cast<int>(h0), heads, q16, buf, list + w * n, counts[w]);
+    }
+    return;
+  }
+
+  // The union walk: item w's q in warp w's 16 rows of the second buffer, tiles in the first.
+  __nv_bfloat16* qs = buf + buf_elems;  // [4 x 16][hd + kPad]
+  __nv_bfloat16* ks = buf;  // [64][hd + kPad]
+  __nv_bfloat16* vs = ks + kTileRows * qstride;  // [64][vhd + kPad]
+  for (int w = 0; w < 4; ++w) {
+    const int64_t it = item0 + w, h0 = (it % slices) * 16;
+    const int heads = it < items ? static_cast<int>(G - h0 < 16 ? G - h0 : 16) : 0;
+    LoadItemQ(a, qs + w * 16 * qstride, it / slices, kv, static_cast<int>(h0), heads);
+  }
+  __pipeline_commit();
+  for (int i = threadIdx.x; i < 4 * n; i += blockDim.x) {
+    const int32_t v = chosen[i];
+    if (v < 0) continue;
+    int lo = 0, hi = union_size - 1;  // binary search of v in blocks
+    while (lo < hi) {
+      const int mid = (lo + hi) / 2;
+      if (blocks[mid] < v) lo = mid + 1;
+      else hi = mid;
+    }
+    member[(i / n) * 4 * n + lo] = 1;
+  }
+  __syncthreads();
+
+  const int64_t item = item0 + warp;
+  const bool active = item < items;
+  const int64_t query = active ? item / slices : 0, slice = item % slices;
+  const int64_t position = a.first_position + query;
+  const KvLayout& L = a.layout;
+  const int64_t k_off = L.Offset(KvPlane::kSel, a.layer, kv, false), v_off = L.Offset(KvPlane::kSel, a.layer, kv, true);
+  const int64_t last_item = item0 + 3 < items ? item0 + 3 : items - 1;
+  const int64_t last_position = a.first_position + last_item / slices;
+  WarpRows st;
+  const bool row_ok[2] = {active && slice * 16 + g < G, active && slice * 16 + g + 8 < G};
+  for (int u = 0; u < union_size; ++u) {
+    const int64_t j = blocks[u], first_token = j * lp;
+    // The tokens of block j that any of the 4 positions may see (none for a block past them all,
+    // which a valid selection never holds: an empty tile, as in the decode kernel).
+    const int rows = VisibleRows(last_position, j, lp);
+    __syncthreads();  // the previous block's reads of ks and vs are done
+    if (rows > 0) {
+      const __nv_bfloat16* page = a.pages + static_cast<int64_t>(a.raw_table[j]) * L.page_elems;
+      LoadRows(ks, rows, hd, [&](int r) { return page + k_off + static_cast<int64_t>(r) * hd; });
+      LoadRows(vs, rows, vhd, [&](int r) { return page + v_off + static_cast<int64_t>(r) * vhd; });
+    }
+    if (rows < kTileRows) ZeroRows(vs, rows, vhd);
+    __pipeline_commit();
+    __pipeline_wait_prior(0);
+    __syncthreads();
+    if (!active || !member[warp * 4 * n + u]) continue;  // uniform in the warp
+    st.Step(qs + warp * 16 * qstride, ks, vs, hd, vhd, a.scale, first_token, [&](int half, int64_t i) {
+      return row_ok[half] && i - first_token < rows && i <= position;
+    });
+  }
+  __pipeline_wait_prior(0);  // no copy in flight at exit
+  if (!active) return;
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    if (!row_ok[half]) continue;
+    const int64_t head = static_cast<int64_t>(kv) * G + slice * 16 + g + 8 * half;
+    const float lse = st.Write(half, a.slc_out + (query * a.num_heads + head) * vhd, vhd);
+    if (t == 0) a.slc_lse[query * a.num_heads + head] = lse;
   }
 }
 
@@ -624,7 +646,7 @@ __global__ void CombinePrefillKernel(NsaPrefillArgs a, const float* gates, float
 }
 
 // The checks and the launch of one branch's kernel.
-enum class Which { kCompressed, kWindow, kSelected };
+enum class Which { kCompressed, kWindow };
 
 // The checks every kernel shares: the heads, the head dims, the layout and the chunk.
 cudaError_t CheckCommon(const NsaPrefillArgs& a) {
@@ -659,42 +681,15 @@ cudaError_t OptIn(size_t* limit) {
   return status;
 }
 
-// Shared memory of the split form: q's 16 rows and two buffers of a block's K and V.
-size_t SplitSelectedBytes(int head_dim, int v_head_dim) {
-  return (size_t{16} * (head_dim + kPad) + size_t{2} * kTileRows * (head_dim + v_head_dim + 2 * kPad)) *
-         sizeof(__nv_bfloat16);
-}
-
-cudaError_t LaunchSelectedSplit(const NsaPrefillArgs& a, cudaStream_t stream) {
-  if (a.num_queries == 0) return cudaSuccess;
-  const int G = a.num_heads / a.num_kv_heads;
-  const size_t smem = SplitSelectedBytes(a.head_dim, a.v_head_dim);
-  size_t limit = 0;
-  if (const cudaError_t e = OptIn<SelectedSplitPrefillKernel>(&limit); e != cudaSuccess) return e;
-  if (smem > limit) return cudaErrorInvalidValue;
-  const int64_t blocks = static_cast<int64_t>(a.num_queries) * ((G + 15) / 16);
-  SelectedSplitPrefillKernel<<<dim3(static_cast<unsigned>(blocks), a.num_kv_heads), kThreads, smem, stream>>>(a);
-  return cudaGetLastError();
-}
-
 template <Which which>
 cudaError_t LaunchBranch(const NsaPrefillArgs& a, cudaStream_t stream) {
-  constexpr auto kernel = which == Which::kCompressed ? CompressedPrefillKernel
-                          : which == Which::kWindow   ? WindowPrefillKernel
-                                                      : SelectedPrefillKernel;
+  constexpr auto kernel = which == Which::kCompressed ? CompressedPrefillKernel : WindowPrefillKernel;
   if (const cudaError_t e = CheckCommon(a); e != cudaSuccess) return e;
   const KvLayout& L = a.layout;
   if (which == Which::kCompressed && (!a.cmp_out || !a.cmp_lse)) return cudaErrorInvalidValue;
   if (which == Which::kWindow &&
       (!a.win_out || !a.win_lse || (L.has_win != (a.win_table != nullptr)) || a.nsa.window < 1)) {
     return cudaErrorInvalidValue;
-  }
-  if (which == Which::kSelected && (!a.slc_out || !a.slc_lse || !a.selection || a.nsa.num_selected < 1 ||
-                                    a.nsa.num_selected > kMaxUnion / 4 || L.page_tokens > kTileRows)) {
-    return cudaErrorInvalidValue;
-  }
-  if (which == Which::kSelected && a.selected_form == NsaPrefillArgs::SelectedForm::kSplit) {
-    return LaunchSelectedSplit(a, stream);
   }
   if (a.num_queries == 0) return cudaSuccess;
   const int G = a.num_heads / a.num_kv_heads;
@@ -703,10 +698,7 @@ cudaError_t LaunchBranch(const NsaPrefillArgs& a, cudaStream_t stream) {
   size_t limit = 0;
   if (const cudaError_t e = OptIn<kernel>(&limit); e != cudaSuccess) return e;
   if (smem > limit) return cudaErrorInvalidValue;
-  // Compressed and window: 64 query rows a block; selected: 4 (position, 16-head slice) items.
-  const int64_t blocks = which == Which::kSelected
-                             ? (static_cast<int64_t>(a.num_queries) * ((G + 15) / 16) + 3) / 4
-                             : (static_cast<int64_t>(a.num_queries) * G + kQueryRows - 1) / kQueryRows;
+  const int64_t blocks = (static_cast<int64_t>(a.num_queries) * G + kQueryRows - 1) / kQueryRows;  // 64 rows a block
   kernel<<<dim3(static_cast<unsigned>(blocks), a.num_kv_heads), kThreads, smem, stream>>>(a);
   return cudaGetLastError();
 }
@@ -738,7 +730,7 @@ bool NsaPrefillSupports(int num_heads, int num_kv_heads, int head_dim, int v_hea
   const size_t select = static_cast<size_t>(kQueryRows + kTileRows) * (head_dim + kPad) * sizeof(__nv_bfloat16) +
                         static_cast<size_t>(kQueryRows) * kRowPStride * sizeof(float) +
                         (static_cast<size_t>(kTileRows) + static_cast<size_t>(max_context / p.select_block + 1)) * sizeof(float);
-  return branch <= limit && select <= limit && SplitSelectedBytes(head_dim, v_head_dim) <= limit;
+  return branch <= limit && select <= limit && SelectedBytes(head_dim, v_head_dim, p.num_selected) <= limit;
 }
 
 cudaError_t LaunchNsaPrefillSelect(const NsaPrefillArgs& a, cudaStream_t stream) {
@@ -787,7 +779,24 @@ cudaError_t LaunchNsaPrefillWindow(const NsaPrefillArgs& a, cudaStream_t stream)
 }
 
 cudaError_t LaunchNsaPrefillSelected(const NsaPrefillArgs& a, cudaStream_t stream) {
-  return LaunchBranch<Which::kSelected>(a, stream);
+  if (const cudaError_t e = CheckCommon(a); e != cudaSuccess) return e;
+  const int n = a.nsa.num_selected;
+  if (!a.slc_out || !a.slc_lse || !a.selection || n < 1 || n > kMaxSelected || a.layout.page_tokens > kTileRows) {
+    return cudaErrorInvalidValue;
+  }
+  if (a.num_queries == 0) return cudaSuccess;
+  const int G = a.num_heads / a.num_kv_heads;
+  const size_t smem = SelectedBytes(a.head_dim, a.v_head_dim, n);
+  size_t limit = 0;
+  if (const cudaError_t e = OptIn<SelectedPrefillKernel>(&limit); e != cudaSuccess) return e;
+  if (smem > limit) return cudaErrorInvalidValue;
+  using Form = NsaPrefillArgs::SelectedForm;
+  const int union_max = a.selected_form == Form::kSplit   ? -1
+                        : a.selected_form == Form::kUnion ? kMaxUnion
+                                                          : kAutoUnionMax * n / 16;
+  const int64_t blocks = (static_cast<int64_t>(a.num_queries) * ((G + 15) / 16) + 3) / 4;  // 4 items a block
+  SelectedPrefillKernel<<<dim3(static_cast<unsigned>(blocks), a.num_kv_heads), kThreads, smem, stream>>>(a, union_max);
+  return cudaGetLastError();
 }
 
 }  // namespace nsa::cuda

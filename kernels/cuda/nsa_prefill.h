@@ -50,13 +50,14 @@ struct NsaPrefillArgs {
   const int32_t* selection = nullptr;
   // LaunchNsaPrefillSelect's output, the same shape (from cmp_lse, the compressed branch's).
   int32_t* selection_out = nullptr;
-  // How the selected branch walks the blocks (the same function either way). kSplit: a thread
-  // block a (position, 16 heads), its own chosen blocks, double-buffered, the 4 warps splitting
-  // each block's tokens. kUnion: 4 neighbouring positions walk the union of their blocks, each
-  // loaded once, a warp computing only its position's (fewer loads when neighbours choose alike,
-  // idle warps when they do not).
-  enum class SelectedForm { kSplit, kUnion };
-  SelectedForm selected_form = SelectedForm::kSplit;
+  // How the selected branch walks the blocks (the same function every way); a thread block takes
+  // 4 (position, 16-head) items. kUnion: it walks the union of their blocks, each loaded once, a
+  // warp computing only its own position's (few loads when neighbours choose alike, idle warps
+  // when they do not). kSplit: the items one after another, each its own blocks double-buffered,
+  // the 4 warps splitting each block's tokens. kAuto: the union walk where the 4 selections'
+  // union is small, else the split walk.
+  enum class SelectedForm { kAuto, kSplit, kUnion };
+  SelectedForm selected_form = SelectedForm::kAuto;
 
   // Each branch's output, normalised, [num_queries][num_heads][v_head_dim], and log-sum-exp,
   // [num_queries][num_heads] (-inf where the branch sees nothing).

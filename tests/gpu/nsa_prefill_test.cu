@@ -34,9 +34,10 @@ struct Case {
   int num_queries;
 };
 
-// kSelected runs the selected branch's default form (NsaPrefillArgs::selected_form), kSelectedUnion
-// the other one.
-enum class Branch { kCompressed, kWindow, kSelected, kSelectedUnion, kSelection };
+// kSelected runs the selected branch's default form (NsaPrefillArgs::selected_form: each thread
+// block's walk picked from its selections' overlap), kSelectedSplit and kSelectedUnion one walk
+// for every block.
+enum class Branch { kCompressed, kWindow, kSelected, kSelectedSplit, kSelectedUnion, kSelection };
 
 // A selection for each (query, KV head) of the chunk, as the decode kernel's `selected`: every
 // block when there are at most n, else the first and the last two plus random others, ascending
@@ -187,9 +188,11 @@ void CheckBranch(const Case& c, Branch branch) {
   } else if (branch == Branch::kWindow) {
     a.win_out = d_out, a.win_lse = d_lse;
     CUDA_OK(cuda::LaunchNsaPrefillWindow(a, nullptr));
-  } else if (branch == Branch::kSelected || branch == Branch::kSelectedUnion) {
+  } else if (branch == Branch::kSelected || branch == Branch::kSelectedSplit || branch == Branch::kSelectedUnion) {
     a.slc_out = d_out, a.slc_lse = d_lse;
-    if (branch == Branch::kSelectedUnion) a.selected_form = cuda::NsaPrefillArgs::SelectedForm::kUnion;
+    using Form = cuda::NsaPrefillArgs::SelectedForm;
+    if (branch == Branch::kSelectedSplit) a.selected_form = Form::kSplit;
+    if (branch == Branch::kSelectedUnion) a.selected_form = Form::kUnion;
     CUDA_OK(cuda::LaunchNsaPrefillSelected(a, nullptr));
   } else {  // the selection, from the compressed branch's log-sum-exps
     a.cmp_out = d_out, a.cmp_lse = d_lse;
@@ -277,7 +280,8 @@ class NsaPrefillTest : public ::testing::TestWithParam<Case> {};
 TEST_P(NsaPrefillTest, CompressedBranchMatchesTheCpuTwin) { CheckBranch(GetParam(), Branch::kCompressed); }
 TEST_P(NsaPrefillTest, WindowBranchMatchesTheCpuTwin) { CheckBranch(GetParam(), Branch::kWindow); }
 TEST_P(NsaPrefillTest, SelectedBranchMatchesTheCpuTwin) { CheckBranch(GetParam(), Branch::kSelected); }
-TEST_P(NsaPrefillTest, SelectedBranchUnionFormMatchesTheCpuTwin) { CheckBranch(GetParam(), Branch::kSelectedUnion); }
+TEST_P(NsaPrefillTest, SelectedBranchSplitWalkMatchesTheCpuTwin) { CheckBranch(GetParam(), Branch::kSelectedSplit); }
+TEST_P(NsaPrefillTest, SelectedBranchUnionWalkMatchesTheCpuTwin) { CheckBranch(GetParam(), Branch::kSelectedUnion); }
 TEST_P(NsaPrefillTest, SelectionMatchesTheCpuTwin) { CheckBranch(GetParam(), Branch::kSelection); }
 
 INSTANTIATE_TEST_SUITE_P(
