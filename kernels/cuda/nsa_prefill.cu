@@ -28,31 +28,43 @@ constexpr int kThreads = 128;  // 4 warps, 16 query rows each
 constexpr int kQueryRows = 64;  // query rows a block
 constexpr int kMaxColTiles = 16;  // 8-column tiles of the output: v_dim <= 128, all of them a warp
 
+constexpr float kLog2e = 1.4426950408889634f, kLn2 = 0.6931471805599453f;
+
+// 2^x (ex2.approx: what __expf uses after its multiply).
+__device__ __forceinline__ float Exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
 // A warp's 16 query rows (fragment rows g and g + 8 of each lane) walking K/V tiles of 64 keys,
 // FlashAttention-2 style: S = Q K^T on mma.sync, the online softmax with each row's own mask,
-// P (rounded to bf16) times V over all of V's columns, the output kept in registers.
+// P (rounded to bf16) times V over all of V's columns, the output kept in registers. The running
+// maxima m are in base-2 units (scores times scale log2 e), so each exponential is one ex2.
 struct WarpRows {
   float m[2] = {-FLT_MAX, -FLT_MAX}, l[2] = {0.f, 0.f};
   float o[kMaxColTiles][4] = {};
 
   // One tile: q the warp's 16 rows ([16][hd + kPad]), ks and vs the tile's 8 NT keys
   // ([8 NT][dim + kPad]; 64 by default), i0 the first key's index; visible(half, i) says whether
-  // row g + 8 half sees key i.
-  template <int NT = kRowTiles, typename Visible>
+  // row g + 8 half sees key i. kMasked = false: every row sees every key of the tile (the caller
+  // knows), and visible is not asked (the masks' integer work was the kernels' busiest pipe).
+  template <int NT = kRowTiles, bool kMasked = true, typename Visible>
   __device__ __forceinline__ void Step(const __nv_bfloat16* q, const __nv_bfloat16* ks, const __nv_bfloat16* vs, int hd,
                                        int vhd, float scale, int64_t i0, Visible visible) {
     const int lane = threadIdx.x % 32, t = lane % 4, r8 = lane % 8, m8 = lane / 8;
     const int vstride = vhd + kPad, col_tiles = vhd / 8;
     float s[NT][4];
     QkTile<NT>(q, ks, hd, s);
+    const float scale2 = scale * kLog2e;
     float mx[2] = {m[0], m[1]};
 #pragma unroll
     for (int j = 0; j < NT; ++j) {
 #pragma unroll
       for (int c = 0; c < 4; ++c) {
-        const float v = s[j][c] * scale;
+        const float v = s[j][c] * scale2;
         s[j][c] = v;
-        if (visible(c >= 2, i0 + 8 * j + 2 * t + (c & 1))) mx[c >= 2] = fmaxf(mx[c >= 2], v);
+        if (!kMasked || visible(c >= 2, i0 + 8 * j + 2 * t + (c & 1))) mx[c >= 2] = fmaxf(mx[c >= 2], v);
       }
     }
 #pragma unroll
@@ -60,13 +72,14 @@ struct WarpRows {
       mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffff, mx[h], 1));
       mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffff, mx[h], 2));
     }
-    const float corr[2] = {__expf(m[0] - mx[0]), __expf(m[1] - mx[1])};
+    const float corr[2] = {Exp2(m[0] - mx[0]), Exp2(m[1] - mx[1])};
     float sum[2] = {0.f, 0.f};
 #pragma unroll
     for (int j = 0; j < NT; ++j) {
 #pragma unroll
       for (int c = 0; c < 4; ++c) {
-        const float p = visible(c >= 2, i0 + 8 * j + 2 * t + (c & 1)) ? __expf(s[j][c] - mx[c >= 2]) : 0.f;
+        const float p =
+            !kMasked || visible(c >= 2, i0 + 8 * j + 2 * t + (c & 1)) ? Exp2(s[j][c] - mx[c >= 2]) : 0.f;
         s[j][c] = p;
         sum[c >= 2] += p;
       }
@@ -78,9 +91,12 @@ struct WarpRows {
       l[h] = l[h] * corr[h] + sum[h];
       m[h] = mx[h];
     }
+    // Rescale the output only when some row's maximum moved (most tiles after the first few).
+    if (__any_sync(0xffffffff, corr[0] != 1.f || corr[1] != 1.f)) {
 #pragma unroll
-    for (int nt = 0; nt < kMaxColTiles; ++nt) {
-      o[nt][0] *= corr[0], o[nt][1] *= corr[0], o[nt][2] *= corr[1], o[nt][3] *= corr[1];
+      for (int nt = 0; nt < kMaxColTiles; ++nt) {
+        o[nt][0] *= corr[0], o[nt][1] *= corr[0], o[nt][2] *= corr[1], o[nt][3] *= corr[1];
+      }
     }
 #pragma unroll
     for (int ks16 = 0; ks16 < NT / 2; ++ks16) {
@@ -109,7 +125,7 @@ struct WarpRows {
       if (nt >= col_tiles) break;
       *reinterpret_cast<float2*>(out + 8 * nt + 2 * t) = make_float2(o[nt][2 * half] * inv, o[nt][2 * half + 1] * inv);
     }
-    return l[half] > 0.f ? m[half] + __logf(l[half]) : -INFINITY;
+    return l[half] > 0.f ? (m[half] + __log2f(l[half])) * kLn2 : -INFINITY;
   }
 };
 
@@ -171,6 +187,12 @@ __device__ void PrefillBranch(const NsaPrefillArgs& a, const Keys& keys, KvPlane
     const int64_t pos = a.first_position + (R < rows_total ? R / G : 0);
     lo[half] = keys.Lo(pos), hi[half] = R < rows_total ? keys.Hi(pos) : lo[half];  // past the chunk: nothing
   }
+  // The keys every row of this warp sees: [lo_all, hi_all) (tiles inside it skip the masks).
+  int64_t lo_all = lo[0] > lo[1] ? lo[0] : lo[1], hi_all = hi[0] < hi[1] ? hi[0] : hi[1];
+  for (int d = 1; d < 32; d *= 2) {
+    const int64_t l2 = __shfl_xor_sync(0xffffffff, lo_all, d), h2 = __shfl_xor_sync(0xffffffff, hi_all, d);
+    lo_all = l2 > lo_all ? l2 : lo_all, hi_all = h2 < hi_all ? h2 : hi_all;
+  }
   const int64_t key_begin = keys.Lo(a.first_position + row0 / G);
   const int64_t key_end = keys.Hi(a.first_position + (row0 + valid_rows - 1) / G);
   const int num_tiles = static_cast<int>(key_end > key_begin ? (key_end - key_begin + kTileRows - 1) / kTileRows : 0);
@@ -193,8 +215,12 @@ __device__ void PrefillBranch(const NsaPrefillArgs& a, const Keys& keys, KvPlane
     __pipeline_wait_prior(0);
     __syncthreads();
 
-    st.Step(qs + warp * 16 * qstride, ks, vs, hd, vhd, a.scale, i0,
-            [&](int half, int64_t i) { return i >= lo[half] && i < hi[half]; });
+    auto visible = [&](int half, int64_t i) { return i >= lo[half] && i < hi[half]; };
+    if (i0 >= lo_all && i0 + kTileRows <= hi_all) {  // uniform in the warp
+      st.Step<kRowTiles, false>(qs + warp * 16 * qstride, ks, vs, hd, vhd, a.scale, i0, visible);
+    } else {
+      st.Step(qs + warp * 16 * qstride, ks, vs, hd, vhd, a.scale, i0, visible);
+    }
   }
 
   __pipeline_wait_prior(0);  // no copy in flight at exit (a block that saw no key)
@@ -302,8 +328,13 @@ __device__ void SplitWalk(const NsaPrefillArgs& a, int64_t query, int h0, int he
     __syncthreads();
     if (kSplitKeys * warp < rows) {  // uniform in the warp
       const int k0 = kSplitKeys * warp;
-      st.Step<kSplitKeys / 8>(qs, ks + k0 * qstride, vs + k0 * vstride, hd, vhd, a.scale, first_token + k0,
-                              [&](int half, int64_t i) { return row_ok[half] && i - first_token < rows; });
+      auto visible = [&](int half, int64_t i) { return row_ok[half] && i - first_token < rows; };
+      if (heads == 16 && k0 + kSplitKeys <= rows) {  // every row sees every key of the warp's part
+        st.Step<kSplitKeys / 8, false>(qs, ks + k0 * qstride, vs + k0 * vstride, hd, vhd, a.scale, first_token + k0,
+                                       visible);
+      } else {
+        st.Step<kSplitKeys / 8>(qs, ks + k0 * qstride, vs + k0 * vstride, hd, vhd, a.scale, first_token + k0, visible);
+      }
     }
     __syncthreads();  // this buffer's reads are done before the next iteration's copies into it
   }
@@ -311,7 +342,7 @@ __device__ void SplitWalk(const NsaPrefillArgs& a, int64_t query, int h0, int he
   __syncthreads();
 
   // Merge the 4 warps' partial softmaxes: row r's maximum M over the warps, its sum
-  // L = sum_w l_w exp(m_w - M), and out = sum_w o_w exp(m_w - M) / L.
+  // L = sum_w l_w 2^(m_w - M), and out = sum_w o_w 2^(m_w - M) / L (base-2 units, as WarpRows).
   float* mw = reinterpret_cast<float*>(buf);  // [4][16]
   float* lw = mw + 4 * 16;  // [4][16]
   float* ow = lw + 4 * 16;  // [4][16][vhd]
@@ -323,7 +354,7 @@ __device__ void SplitWalk(const NsaPrefillArgs& a, int64_t query, int h0, int he
     float mx = mw[r];
     for (int w = 1; w < 4; ++w) mx = fmaxf(mx, mw[w * 16 + r]);
     float sum = 0.f;
-    for (int w = 0; w < 4; ++w) sum += lw[w * 16 + r] * __expf(mw[w * 16 + r] - mx);
+    for (int w = 0; w < 4; ++w) sum += lw[w * 16 + r] * Exp2(mw[w * 16 + r] - mx);
     *M = mx, *Lsum = sum;
   };
 #pragma unroll
@@ -331,7 +362,7 @@ __device__ void SplitWalk(const NsaPrefillArgs& a, int64_t query, int h0, int he
     const int r = g + 8 * half;
     float M, Lsum;
     row_max_sum(r, &M, &Lsum);
-    const float f = Lsum > 0.f ? __expf(st.m[half] - M) / Lsum : 0.f;
+    const float f = Lsum > 0.f ? Exp2(st.m[half] - M) / Lsum : 0.f;
 #pragma unroll
     for (int nt = 0; nt < kMaxColTiles; ++nt) {
       if (nt >= vhd / 8) break;
@@ -350,7 +381,7 @@ __device__ void SplitWalk(const NsaPrefillArgs& a, int64_t query, int h0, int he
   if (threadIdx.x < heads) {
     float M, Lsum;
     row_max_sum(threadIdx.x, &M, &Lsum);
-    a.slc_lse[head0 + threadIdx.x] = Lsum > 0.f ? M + __logf(Lsum) : -INFINITY;
+    a.slc_lse[head0 + threadIdx.x] = Lsum > 0.f ? (M + __log2f(Lsum)) * kLn2 : -INFINITY;
   }
   __syncthreads();  // the merge's reads of buf are done before the caller's next copies into it
 }
@@ -465,9 +496,12 @@ __global__ void __launch_bounds__(kThreads) SelectedPrefillKernel(NsaPrefillArgs
     __pipeline_wait_prior(0);
     __syncthreads();
     if (!active || !member[warp * 4 * n + u]) continue;  // uniform in the warp
-    st.Step(qs + warp * 16 * qstride, ks, vs, hd, vhd, a.scale, first_token, [&](int half, int64_t i) {
-      return row_ok[half] && i - first_token < rows && i <= position;
-    });
+    auto visible = [&](int half, int64_t i) { return row_ok[half] && i - first_token < rows && i <= position; };
+    if (row_ok[0] && row_ok[1] && rows == kTileRows && first_token + kTileRows - 1 <= position) {  // warp-uniform
+      st.Step<kRowTiles, false>(qs + warp * 16 * qstride, ks, vs, hd, vhd, a.scale, first_token, visible);
+    } else {
+      st.Step(qs + warp * 16 * qstride, ks, vs, hd, vhd, a.scale, first_token, visible);
+    }
   }
   __pipeline_wait_prior(0);  // no copy in flight at exit
   if (!active) return;
