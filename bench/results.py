@@ -149,7 +149,7 @@ def serving_lines(folder, archive):
              "Command: `bash bench/serving/gpu-serving.sh OUT/serving` (run by `run-all.sh`): the load generator "
              "and nsa-server (CUDA backend, random weights) on the same machine. Runs: " +
              "; ".join(f"{name}: {what}" for name, what in runs) + ". Engine step: the server's mean "
-             "`nsa:engine_step_seconds` over the run (warm-ups included); client ITL: vllm's inter-token latency.",
+             "`nsa:engine_step_seconds` over the run (with its warm-ups, where it has them); client ITL: vllm's inter-token latency.",
              "",
              "| run | completed | req/s | output tok/s | TTFT median / p99 (ms) | TPOT median (ms) | "
              "client ITL mean (ms) | engine step mean (ms) | E2EL median (ms) | server counts agree |",
