@@ -480,6 +480,9 @@ __global__ void __launch_bounds__(kThreads) SelectedPrefillKernel(NsaPrefillArgs
   const int64_t last_position = a.first_position + last_item / slices;
   WarpRows st;
   const bool row_ok[2] = {active && slice * 16 + g < G, active && slice * 16 + g + 8 < G};
+  // Whether every row of the warp is a head (a warp-wide vote: for a partial last slice with
+  // more than 8 heads, the lanes' own two rows differ).
+  const bool all_rows = __all_sync(0xffffffff, row_ok[0] && row_ok[1]);
   for (int u = 0; u < union_size; ++u) {
     const int64_t j = blocks[u], first_token = j * lp;
     // The tokens of block j that any of the 4 positions may see (none for a block past them all,
@@ -497,7 +500,7 @@ __global__ void __launch_bounds__(kThreads) SelectedPrefillKernel(NsaPrefillArgs
     __syncthreads();
     if (!active || !member[warp * 4 * n + u]) continue;  // uniform in the warp
     auto visible = [&](int half, int64_t i) { return row_ok[half] && i - first_token < rows && i <= position; };
-    if (row_ok[0] && row_ok[1] && rows == kTileRows && first_token + kTileRows - 1 <= position) {  // warp-uniform
+    if (all_rows && rows == kTileRows && first_token + kTileRows - 1 <= position) {  // uniform in the warp
       st.Step<kRowTiles, false>(qs + warp * 16 * qstride, ks, vs, hd, vhd, a.scale, first_token, visible);
     } else {
       st.Step(qs + warp * 16 * qstride, ks, vs, hd, vhd, a.scale, first_token, visible);

@@ -300,6 +300,12 @@ INSTANTIATE_TEST_SUITE_P(
         Case{"G32", 64, 2, 64, 64, 64, 64, 64, 512, 16, false, 3000, 30},
         Case{"G48", 96, 2, 64, 64, 64, 64, 64, 512, 16, false, 3000, 30},
         Case{"G20", 40, 2, 64, 64, 64, 64, 64, 512, 16, false, 3000, 30},
+        // A partial last slice of more than 8 heads (its lanes' two rows differ), a group between
+        // 8 and 16, and groups that do not divide 16.
+        Case{"G28", 56, 2, 64, 64, 64, 64, 64, 512, 16, false, 3000, 30},
+        Case{"G12", 24, 2, 64, 64, 64, 64, 64, 512, 16, false, 3000, 30},
+        Case{"G3", 6, 2, 64, 64, 64, 64, 64, 512, 16, false, 3000, 37},
+        Case{"G7", 14, 2, 64, 64, 64, 64, 64, 512, 16, false, 3000, 37},
         // The largest selection, 64 blocks, at 64k.
         Case{"n64", 64, 4, 128, 128, 64, 64, 64, 512, 64, false, 65536 - 40, 40},
         Case{"G4_v_wider", 16, 4, 32, 64, 64, 64, 64, 100, 8, true, 2000, 90},  // value dims wider than key dims
