@@ -217,7 +217,7 @@ class ServingBenchTest(unittest.TestCase):
         r = subprocess.run(
             [ARGS.sweep, "--bench", ARGS.bench, "--grpc", f"127.0.0.1:{self.grpc}", "--http", f"127.0.0.1:{self.http}",
              "--metrics", f"http://127.0.0.1:{self.metrics}/metrics", "--rates", "10 40 inf", "--out", out, "--",
-             "--num-prompts", "6", "--input-len", "16", "--output-len", "4"],
+             "--num-prompts", "6", "--input-len", "16", "--output-len", "4", "--seed", "3"],
             capture_output=True, text=True, timeout=120)
         self.assertEqual(r.returncode, 0, r.stderr)
         with open(os.path.join(out, "sweep.png"), "rb") as f:
@@ -228,10 +228,13 @@ class ServingBenchTest(unittest.TestCase):
                          sorted((api, rate) for api in ("grpc", "openai") for rate in ("10", "40", "inf")))
         for row in rows:
             self.assertEqual(row[3], "6")  # completed
-        for api in ("grpc", "openai"):
-            for rate in ("10", "40", "inf"):
-                with open(os.path.join(out, f"{api}-rate-{rate}.json")) as f:
-                    self.assertTrue(json.load(f)["server_metrics"]["match"])
+        # Each run sends its own prompts (seed 3 + its place in the order: each rate, gRPC then
+        # HTTP), so no run finds another's prompts in the prefix cache.
+        for k, (rate, api) in enumerate((rate, api) for rate in ("10", "40", "inf") for api in ("grpc", "openai")):
+            with open(os.path.join(out, f"{api}-rate-{rate}.json")) as f:
+                result = json.load(f)
+            self.assertTrue(result["server_metrics"]["match"])
+            self.assertEqual(result["seed"], 3 + k, f"{api} at rate {rate}")
 
 
 if __name__ == "__main__":

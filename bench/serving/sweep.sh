@@ -9,7 +9,10 @@
 #   bench/serving/sweep.sh --plot-only DIR      (draws DIR/sweep.png again from DIR/sweep.tsv)
 #
 # Either API may be left out. Flags after "--" go to every run (e.g. --num-prompts 200
-# --input-len 1024 --output-len 128 --num-warmups 4). Rate "inf" sends everything at once; it is
+# --input-len 1024 --output-len 128 --num-warmups 4), except --seed S: run k (in the order the
+# runs go: each rate, gRPC then HTTP) gets --seed S + k (S = 0 by default), so no run sends
+# another run's prompts (the server's prefix cache would serve the repeat, and the later API
+# would look faster than it is). Rate "inf" sends everything at once; it is
 # plotted one step past the largest finite rate. Writes DIR/{grpc,openai}-rate-R.json (and the
 # printed tables as .txt), DIR/sweep.tsv, DIR/sweep.gp and DIR/sweep.png. Without gnuplot (a GPU
 # machine) the runs still happen; copy DIR back and use --plot-only.
@@ -48,6 +51,17 @@ else
   [[ -n "$grpc" ]] && apis+=(grpc)
   [[ -n "$http" ]] && apis+=(openai)
 fi
+# The generator flags without --seed; its value is the first run's seed.
+seed=0 flags=()
+while (($#)); do
+  case "$1" in
+    --seed) [[ $# -ge 2 ]] || { echo "sweep.sh: --seed needs a value" >&2; exit 2; }; seed=$2; shift 2 ;;
+    --seed=*) seed=${1#--seed=}; shift ;;
+    *) flags+=("$1"); shift ;;
+  esac
+done
+[[ $seed =~ ^[0-9]+$ ]] || { echo "sweep.sh: --seed must be a non-negative integer, got '$seed'" >&2; exit 2; }
+run_index=0
 for rate in $rates; do
   for api in "${apis[@]}"; do
     if [[ $api == grpc ]]; then addr=$grpc; else addr=$http; fi
@@ -55,7 +69,9 @@ for rate in $rates; do
     [[ -n "$metrics" ]] && extra+=(--metrics-url "$metrics")
     echo "sweep.sh: $api at rate $rate" >&2
     "$bench" --backend "$api" --host "${addr%:*}" --port "${addr##*:}" --request-rate "$rate" --label "$api" \
-      --result-json "$out/$api-rate-$rate.json" --append-table "$table" "${extra[@]}" "$@" > "$out/$api-rate-$rate.txt"
+      --result-json "$out/$api-rate-$rate.json" --append-table "$table" "${extra[@]}" ${flags[@]+"${flags[@]}"} \
+      --seed $((seed + run_index)) > "$out/$api-rate-$rate.txt"
+    run_index=$((run_index + 1))
   done
 done
 
