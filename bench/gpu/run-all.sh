@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # Runs every GPU test and benchmark on the GPU machine from a staged folder, writing full logs to
 # OUT and a short summary last. Stage first, here:  bench/gpu/stage.sh   (makes stage/)
-#   bench/gpu/run-all.sh OUT [--quick] [--only tests|bench|serving]
+#   bench/gpu/run-all.sh OUT [--quick] [--only tests|bench|serving] [--tar]
+# --tar: OUT becomes one OUT.tgz at the end (the device tool returns at most 8 files a call).
 # (serving: bench/serving/gpu-serving.sh, the 1.3b serving runs through both APIs, into OUT/serving)
 set -uo pipefail
 out=${1:?usage: run-all.sh OUT [--quick] [--only tests|bench|serving]}
 shift
-quick="" only=""
+quick="" only="" tar=0
 while [ $# -gt 0 ]; do
   case $1 in
     --quick) quick=--quick ;;
     --only) only=$2; shift ;;
+    --tar) tar=1 ;;
+    *) echo "run-all.sh: unknown argument '$1'" >&2; exit 2 ;;
   esac
   shift
 done
@@ -74,4 +77,7 @@ grep -hE "^\[  (PASSED|FAILED)|tests ran|^\[ model \]|worst relative error" "$ou
 tail -n 3 "$out"/torch_*.log "$out/server_smoke.log" 2>/dev/null
 tail -n 40 "$out/serving.log" 2>/dev/null
 cat "$out/nsa_decode_bench.md" "$out/sdpa_decode.md" "$out/nsa_prefill_bench.md" "$out/sdpa_prefill.md" "$out/e2e_decode_bench.md" 2>/dev/null
+if [ $tar = 1 ]; then
+  tar czf "$out.tgz" -C "$(dirname "$out")" "$(basename "$out")" && rm -rf "$out" || status=1
+fi
 exit $status
