@@ -18,10 +18,10 @@ for branch in "$@"; do
   dir=stage/${branch//\//-}
   mkdir -p "$dir"
   cp build/tests/nsa_decode_test build/bench/nsa_decode_bench "$dir/"
-  # A branch's own new tests come along too.
-  for extra in nsa_prefill_test; do
-    if ninja -C build -t query "tests/$extra" > /dev/null 2>&1; then
-      ninja -C build "tests/$extra" > /dev/null && cp "build/tests/$extra" "$dir/"
+  # The other kernel tests and the end-to-end bench come along too (a few MB each).
+  for extra in tests/nsa_prefill_test tests/model_gpu_test bench/e2e_decode_bench; do
+    if ninja -C build -t query "$extra" > /dev/null 2>&1; then
+      ninja -C build "$extra" > /dev/null && cp "build/$extra" "$dir/"
     fi
   done
   strip "$dir"/* 2>/dev/null || true
