@@ -4,7 +4,7 @@
 //   nsa-bench-serving --backend grpc|openai|openai-chat [--host H] [--port P]
 //       [--num-prompts N] [--request-rate R|inf] [--burstiness B] [--max-concurrency C]
 //       [--input-len 1024 | 8192:0.5,65536:0.5] [--output-len 128] [--range-ratio r]
-//       [--dataset FILE.jsonl] [--num-warmups W] [--seed S] [--goodput ttft:MS,tpot:MS,e2el:MS]
+//       [--dataset FILE.jsonl] [--num-warmups W] [--seed S] [--arrival-seed A] [--goodput ttft:MS,tpot:MS,e2el:MS]
 //       [--percentiles 50,90,99] [--result-json FILE] [--append-table FILE] [--metrics-url URL]
 //
 // Order of a run: probe the server (model, context length), build the prompts, scrape
@@ -52,7 +52,8 @@ ABSL_FLAG(double, range_ratio, 0.0, "spread lengths uniformly over [L(1-r), L(1+
 ABSL_FLAG(std::string, dataset, "", "JSONL prompts: {\"prompt\": TEXT or [ids], \"output_len\": N (optional)} per line");
 ABSL_FLAG(int, vocab_size, 2048, "synthetic token ids are drawn from [3, vocab_size)");
 ABSL_FLAG(int64_t, num_warmups, 0, "requests sent (and not counted) before the benchmark");
-ABSL_FLAG(uint64_t, seed, 0, "seed of the prompts, their lengths and the arrivals");
+ABSL_FLAG(uint64_t, seed, 0, "seed of the prompts, their lengths and (unless --arrival-seed) the arrivals");
+ABSL_FLAG(int64_t, arrival_seed, -1, "seed of the arrival times (-1: --seed + 1)");
 ABSL_FLAG(std::string, goodput, "", "SLOs in ms for goodput: ttft:MS,tpot:MS,e2el:MS (any subset)");
 ABSL_FLAG(std::string, percentiles, "50,90,99", "percentiles to report");
 ABSL_FLAG(std::string, result_json, "", "write the result (figures and per-request data) here");
@@ -193,6 +194,9 @@ absl::Status Run() {
 
   // ---- prompts (before the clock starts; warm-ups drawn apart so they share no prefix) ----
   const uint64_t seed = absl::GetFlag(FLAGS_seed);
+  const int64_t arrival_flag = absl::GetFlag(FLAGS_arrival_seed);
+  RETURN_IF_ERROR(Check(arrival_flag >= -1, absl::StrCat("--arrival-seed must be >= 0 (or -1: --seed + 1), got ", arrival_flag)));
+  const uint64_t arrival_seed = arrival_flag >= 0 ? static_cast<uint64_t>(arrival_flag) : seed + 1;
   std::vector<Prompt> prompts, warmups;
   if (dataset.empty()) {
     SyntheticOptions o{c.num_prompts, *c.input, c.output, range_ratio, vocab_size, seed};
@@ -268,7 +272,7 @@ absl::Status Run() {
   std::fprintf(stderr, "nsa-bench-serving: %lld requests, rate %s, burstiness %s (%s), max concurrency %s\n",
                static_cast<long long>(c.num_prompts), absl::GetFlag(FLAGS_request_rate).c_str(),
                absl::GetFlag(FLAGS_burstiness).c_str(), c.burstiness == 1 ? "Poisson" : "gamma", cap.c_str());
-  const std::vector<double> offsets = ArrivalOffsets(c.num_prompts, c.request_rate, c.burstiness, seed + 1);
+  const std::vector<double> offsets = ArrivalOffsets(c.num_prompts, c.request_rate, c.burstiness, arrival_seed);
   const RunResult run = RunRequests(*client, prompts, offsets, c.max_concurrency);
 
   // ---- figures ----
@@ -289,6 +293,7 @@ absl::Status Run() {
   result["dataset"] = dataset.empty() ? json(nullptr) : json(dataset);
   result["vocab_size"] = vocab_size;
   result["seed"] = seed;
+  result["arrival_seed"] = arrival_seed;
   result["ignore_eos"] = send.ignore_eos;
   result["num_warmups"] = c.num_warmups;
   result["percentiles"] = c.percentiles;

@@ -214,12 +214,18 @@ class ServingBenchTest(unittest.TestCase):
 
     def test_sweep_draws_a_png(self):
         out = os.path.join(self.tmp.name, "sweep")
+        before = counters(self.metrics)
+        # Prompts of 48 tokens fill whole pages (16 tokens at tiny), which the prefix cache keeps.
         r = subprocess.run(
             [ARGS.sweep, "--bench", ARGS.bench, "--grpc", f"127.0.0.1:{self.grpc}", "--http", f"127.0.0.1:{self.http}",
              "--metrics", f"http://127.0.0.1:{self.metrics}/metrics", "--rates", "10 40 inf", "--out", out, "--",
-             "--num-prompts", "6", "--input-len", "16", "--output-len", "4", "--seed", "3"],
+             "--num-prompts", "6", "--input-len", "48", "--output-len", "4", "--seed", "100"],
             capture_output=True, text=True, timeout=120)
         self.assertEqual(r.returncode, 0, r.stderr)
+        after = counters(self.metrics)
+        # No run found another run's prompts in the prefix cache.
+        self.assertGreater(after["vllm:prefix_cache_queries_total"], before["vllm:prefix_cache_queries_total"])
+        self.assertEqual(after["vllm:prefix_cache_hits_total"], before["vllm:prefix_cache_hits_total"])
         with open(os.path.join(out, "sweep.png"), "rb") as f:
             self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
         with open(os.path.join(out, "sweep.tsv")) as f:
@@ -228,13 +234,21 @@ class ServingBenchTest(unittest.TestCase):
                          sorted((api, rate) for api in ("grpc", "openai") for rate in ("10", "40", "inf")))
         for row in rows:
             self.assertEqual(row[3], "6")  # completed
-        # Each run sends its own prompts (seed 3 + its place in the order: each rate, gRPC then
-        # HTTP), so no run finds another's prompts in the prefix cache.
+        # Each run sends its own prompts (seed 100 + its place in the order: each rate, gRPC then
+        # HTTP) on the same arrival schedule (seed 101).
         for k, (rate, api) in enumerate((rate, api) for rate in ("10", "40", "inf") for api in ("grpc", "openai")):
             with open(os.path.join(out, f"{api}-rate-{rate}.json")) as f:
                 result = json.load(f)
             self.assertTrue(result["server_metrics"]["match"])
-            self.assertEqual(result["seed"], 3 + k, f"{api} at rate {rate}")
+            self.assertEqual(result["seed"], 100 + k, f"{api} at rate {rate}")
+            self.assertEqual(result["arrival_seed"], 101, f"{api} at rate {rate}")
+        # Bad seeds are refused before any run.
+        for bad in ("-1", "x", "1234567890123456789"):
+            r = subprocess.run([ARGS.sweep, "--bench", ARGS.bench, "--grpc", f"127.0.0.1:{self.grpc}", "--out",
+                                os.path.join(self.tmp.name, "sweep-bad"), "--", "--seed", bad],
+                               capture_output=True, text=True, timeout=30)
+            self.assertEqual(r.returncode, 2, bad)
+            self.assertIn("seeds must be non-negative integers", r.stderr)
 
 
 if __name__ == "__main__":

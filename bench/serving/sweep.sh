@@ -12,7 +12,8 @@
 # --input-len 1024 --output-len 128 --num-warmups 4), except --seed S: run k (in the order the
 # runs go: each rate, gRPC then HTTP) gets --seed S + k (S = 0 by default), so no run sends
 # another run's prompts (the server's prefix cache would serve the repeat, and the later API
-# would look faster than it is). Rate "inf" sends everything at once; it is
+# would look faster than it is), and every run --arrival-seed A (S + 1 unless given): the same
+# arrival schedule for both APIs. Rate "inf" sends everything at once; it is
 # plotted one step past the largest finite rate. Writes DIR/{grpc,openai}-rate-R.json (and the
 # printed tables as .txt), DIR/sweep.tsv, DIR/sweep.gp and DIR/sweep.png. Without gnuplot (a GPU
 # machine) the runs still happen; copy DIR back and use --plot-only.
@@ -31,7 +32,7 @@ while (($#)); do
     --out) out="$2"; shift 2 ;;
     --bench) bench="$2"; shift 2 ;;
     --) shift; break ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *) echo "sweep.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -51,16 +52,29 @@ else
   [[ -n "$grpc" ]] && apis+=(grpc)
   [[ -n "$http" ]] && apis+=(openai)
 fi
-# The generator flags without --seed; its value is the first run's seed.
-seed=0 flags=()
+# The generator flags without --seed and --arrival-seed (either spelling): the first run's seed
+# and every run's arrival seed.
+seed=0 arrival="" flags=() dataset=0
 while (($#)); do
   case "$1" in
-    --seed) [[ $# -ge 2 ]] || { echo "sweep.sh: --seed needs a value" >&2; exit 2; }; seed=$2; shift 2 ;;
-    --seed=*) seed=${1#--seed=}; shift ;;
+    --seed|-seed|--arrival-seed|-arrival-seed)
+      [[ $# -ge 2 ]] || { echo "sweep.sh: $1 needs a value" >&2; exit 2; }
+      if [[ $1 == *arrival* ]]; then arrival=$2; else seed=$2; fi
+      shift 2 ;;
+    --seed=*|-seed=*) seed=${1#*=}; shift ;;
+    --arrival-seed=*|-arrival-seed=*) arrival=${1#*=}; shift ;;
+    --dataset|-dataset|--dataset=*|-dataset=*) dataset=1; flags+=("$1"); shift ;;
     *) flags+=("$1"); shift ;;
   esac
 done
-[[ $seed =~ ^[0-9]+$ ]] || { echo "sweep.sh: --seed must be a non-negative integer, got '$seed'" >&2; exit 2; }
+for v in "$seed" "${arrival:-0}"; do
+  [[ $v =~ ^[0-9]{1,18}$ ]] || { echo "sweep.sh: seeds must be non-negative integers (at most 18 digits), got '$v'" >&2; exit 2; }
+done
+seed=$((10#$seed))  # not octal for a leading zero
+arrival=$((10#${arrival:-$((seed + 1))}))
+if ((dataset)) && ((${#apis[@]} > 1)); then
+  echo "sweep.sh: with --dataset every run sends the file's prompts: the later API's runs can find them in the prefix cache" >&2
+fi
 run_index=0
 for rate in $rates; do
   for api in "${apis[@]}"; do
@@ -70,7 +84,7 @@ for rate in $rates; do
     echo "sweep.sh: $api at rate $rate" >&2
     "$bench" --backend "$api" --host "${addr%:*}" --port "${addr##*:}" --request-rate "$rate" --label "$api" \
       --result-json "$out/$api-rate-$rate.json" --append-table "$table" "${extra[@]}" ${flags[@]+"${flags[@]}"} \
-      --seed $((seed + run_index)) > "$out/$api-rate-$rate.txt"
+      --seed $((seed + run_index)) --arrival-seed "$arrival" > "$out/$api-rate-$rate.txt"
     run_index=$((run_index + 1))
   done
 done
