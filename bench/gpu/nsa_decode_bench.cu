@@ -176,7 +176,6 @@ std::pair<double, int> PrefillTime(nsa::cuda::NsaDecodeArgs a, int64_t context, 
 constexpr int kPrefillParts = 7;
 double PrefillKernelsTime(const nsa::cuda::NsaDecodeArgs& d, int64_t context, cudaStream_t stream,
                           std::array<double, kPrefillParts>* split_ms, bool correlated) {
-  constexpr int kParts = kPrefillParts;
   constexpr int kChunk = 2048;
   nsa::cuda::NsaPrefillArgs a;
   a.num_heads = d.num_heads, a.num_kv_heads = d.num_kv_heads, a.head_dim = d.head_dim, a.v_head_dim = d.v_head_dim;
@@ -204,7 +203,7 @@ double PrefillKernelsTime(const nsa::cuda::NsaDecodeArgs& d, int64_t context, cu
   a.selection = sel, a.selection_out = sel;
   // Events around each kernel of each chunk: the whole time, and each kernel's share.
   const int chunks = static_cast<int>((context + kChunk - 1) / kChunk);
-  std::vector<cudaEvent_t> ev(static_cast<size_t>(chunks) * kParts + 1);
+  std::vector<cudaEvent_t> ev(static_cast<size_t>(chunks) * kPrefillParts + 1);
   for (cudaEvent_t& e : ev) cudaEventCreate(&e);
   auto run = [&] {
     int k = 0;
@@ -235,9 +234,9 @@ double PrefillKernelsTime(const nsa::cuda::NsaDecodeArgs& d, int64_t context, cu
   CHECK(cudaEventSynchronize(ev.back()));
   double ms = 0;
   for (int c = 0; c < chunks; ++c) {
-    for (int kernel = 0; kernel < kParts; ++kernel) {
+    for (int kernel = 0; kernel < kPrefillParts; ++kernel) {
       float part = 0;
-      cudaEventElapsedTime(&part, ev[c * kParts + kernel], ev[c * kParts + kernel + 1]);
+      cudaEventElapsedTime(&part, ev[c * kPrefillParts + kernel], ev[c * kPrefillParts + kernel + 1]);
       (*split_ms)[kernel] += part;
       if (kernel < 5) ms += part;
     }

@@ -11,14 +11,12 @@
 namespace nsa::cuda {
 namespace {
 
-using select::Better;
 using select::Forced;
 using select::NumForced;
 using select::WarpBest;
 using tile::kPad;
 using tile::kRowTiles;
 using tile::kTileRows;
-using tile::Load32;
 using tile::LoadRows;
 using tile::Mma;
 using tile::Pack;

@@ -16,11 +16,10 @@ namespace {
 using tile::kPad;
 using tile::kRowTiles;
 using tile::kTileRows;
-using tile::Load32;
 using tile::LoadRows;
 using tile::Mma;
 using tile::Pack;
-using tile::LdMatrixX4Trans;
+using tile::LdMatrixX4;
 using tile::QkTile;
 using tile::ZeroRows;
 
@@ -108,7 +107,7 @@ struct WarpRows {
       for (int nt = 0; nt < kMaxColTiles; nt += 2) {
         if (nt >= col_tiles) break;
         uint32_t b[4];
-        LdMatrixX4Trans(b, vs + (16 * ks16 + 8 * (m8 & 1) + r8) * vstride + 8 * (nt + (m8 >> 1)));
+        LdMatrixX4<true>(b, vs + (16 * ks16 + 8 * (m8 & 1) + r8) * vstride + 8 * (nt + (m8 >> 1)));
         Mma(o[nt], p0, p1, p2, p3, b[0], b[1]);
         Mma(o[nt + 1], p0, p1, p2, p3, b[2], b[3]);
       }

@@ -57,39 +57,29 @@ __device__ __forceinline__ uint32_t Pack(float lo, float hi) {
   return *reinterpret_cast<uint32_t*>(&v);
 }
 
-__device__ __forceinline__ uint32_t Load32(const __nv_bfloat16* p) { return *reinterpret_cast<const uint32_t*>(p); }
-
-__device__ __forceinline__ uint32_t Pair(const __nv_bfloat16* lo, const __nv_bfloat16* hi) {
-  __nv_bfloat162 v;
-  v.x = *lo;
-  v.y = *hi;
-  return *reinterpret_cast<uint32_t*>(&v);
-}
-
 // Four 8x8 matrices of bf16 from shared memory (ldmatrix .x4): lane i gives the address of row
 // i % 8 of matrix i / 8 (16-byte aligned); r[m] receives matrix m's row lane / 4, columns
 // 2 (lane % 4) and 2 (lane % 4) + 1: an A or B fragment of the m16n8k16 MMA, one instruction for
-// what takes eight 32-bit loads.
+// what takes eight 32-bit loads. kTrans (.trans): r[m] receives matrix m's rows 2 (lane % 4) and
+// 2 (lane % 4) + 1 of column lane / 4 instead: the B fragment of P V from V stored a key a row.
+template <bool kTrans = false>
 __device__ __forceinline__ void LdMatrixX4(uint32_t (&r)[4], const __nv_bfloat16* row) {
   const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(row));
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(addr)
-               : "memory");
-}
-
-// The same, transposed: r[m] receives matrix m's rows 2 (lane % 4) and 2 (lane % 4) + 1 of column
-// lane / 4: the B fragment of P V from V stored a key a row.
-__device__ __forceinline__ void LdMatrixX4Trans(uint32_t (&r)[4], const __nv_bfloat16* row) {
-  const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(row));
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(addr)
-               : "memory");
+  if constexpr (kTrans) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr)
+                 : "memory");
+  } else {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr)
+                 : "memory");
+  }
 }
 
 // Two 8x8 matrices, transposed (ldmatrix .x2.trans): lanes 0-15 give the row addresses (lane i
-// row i % 8 of matrix i / 8; the other lanes' are ignored); r[m] as in LdMatrixX4Trans.
+// row i % 8 of matrix i / 8; the other lanes' are ignored); r[m] as in LdMatrixX4<true>.
 __device__ __forceinline__ void LdMatrixX2Trans(uint32_t (&r)[2], const __nv_bfloat16* row) {
   const uint32_t addr = static_cast<uint32_t>(__cvta_generic_to_shared(row));
   asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];\n"
