@@ -566,6 +566,7 @@ __global__ void __launch_bounds__(kThreads) SelectPrefillKernel(NsaPrefillArgs a
   const int64_t key_end = a.nsa.NumCompressed(a.first_position + q_begin + npos);
   const int num_tiles = static_cast<int>((key_end + kTileRows - 1) / kTileRows);
   const int cpc = a.nsa.compress_block / a.nsa.compress_stride, cps = a.nsa.select_block / a.nsa.compress_stride;
+  const bool identity = cpc == 1 && cps == 1;
   const int64_t k_off = a.layout.Offset(KvPlane::kCmp, a.layer, kv, false);
   const CompressedKeys keys{a};
 
@@ -594,13 +595,19 @@ __global__ void __launch_bounds__(kThreads) SelectPrefillKernel(NsaPrefillArgs a
     }
     __syncthreads();
     // The group sum of each (position, summary), heads in order 0 .. G - 1 as the decode kernel
-    // sums them: the same value on every run, whatever the group size.
+    // sums them: the same value on every run, whatever the group size. With the identity map
+    // (l = d = l') summary i is block i's score: added there directly, no second pass.
     for (int idx = threadIdx.x; idx < npos * kTileRows; idx += blockDim.x) {
       const int p = idx / kTileRows, col = idx % kTileRows;
       float acc = 0.f;
       for (int h = 0; h < G; ++h) acc += rowp[(p * G + h) * kRowPStride + col];
-      ptile[idx] = acc;
+      if (!identity) {
+        ptile[idx] = acc;
+      } else if (col < rows) {
+        scores[p * C + i0 + col] += acc;
+      }
     }
+    if (identity) continue;  // the next tile's barrier orders these adds before its own
     __syncthreads();
     // Summary i covers stride chunks [i, i + cpc), block j chunks [j cps, (j + 1) cps): the tile's
     // summaries reach blocks i0 / cps .. (i0 + rows - 1 + cpc - 1) / cps.
