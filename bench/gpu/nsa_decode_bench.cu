@@ -172,8 +172,9 @@ std::pair<double, int> PrefillTime(nsa::cuda::NsaDecodeArgs a, int64_t context, 
 // split_ms: each kernel's milliseconds (compressed, selection, selected, window, combine), then
 // the selected branch with every thread block in the split walk and in the union walk
 // (NsaPrefillArgs::selected_form; run after the default form on the same selection, not in the
-// total).
-constexpr int kPrefillParts = 7;
+// total), and the union walk unpacked (pack_positions = false: differs from the union walk for
+// G <= 8 only).
+constexpr int kPrefillParts = 8;
 double PrefillKernelsTime(const nsa::cuda::NsaDecodeArgs& d, int64_t context, cudaStream_t stream,
                           std::array<double, kPrefillParts>* split_ms, bool correlated) {
   constexpr int kChunk = 2048;
@@ -220,12 +221,13 @@ double PrefillKernelsTime(const nsa::cuda::NsaDecodeArgs& d, int64_t context, cu
       cudaEventRecord(ev[k++], stream);
       CHECK(nsa::cuda::LaunchNsaPrefillCombine(a, gates, out, stream));
       cudaEventRecord(ev[k++], stream);
-      for (auto form : {nsa::cuda::NsaPrefillArgs::SelectedForm::kSplit, nsa::cuda::NsaPrefillArgs::SelectedForm::kUnion}) {
-        a.selected_form = form;
-        CHECK(nsa::cuda::LaunchNsaPrefillSelected(a, stream));
+      using Form = nsa::cuda::NsaPrefillArgs::SelectedForm;
+      for (auto [form, pack] : {std::pair{Form::kSplit, true}, std::pair{Form::kUnion, true}, std::pair{Form::kUnion, false}}) {
+        a.selected_form = form, a.pack_positions = pack;
+        if (pack || d.num_heads / d.num_kv_heads <= 8) CHECK(nsa::cuda::LaunchNsaPrefillSelected(a, stream));
         cudaEventRecord(ev[k++], stream);
       }
-      a.selected_form = nsa::cuda::NsaPrefillArgs{}.selected_form;
+      a.selected_form = nsa::cuda::NsaPrefillArgs{}.selected_form, a.pack_positions = true;
     }
   };
   run();  // warm-up (shared-memory opt-ins)
@@ -255,6 +257,14 @@ struct Shape {
   bool per_branch;
 };
 
+// The unpacked union walk's time, "-" where it is the union walk (G > 8).
+std::string Ms(double ms, const Shape& sh) {
+  if (sh.heads / sh.kv_heads > 8) return "-";
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.1f", ms);
+  return buf;
+}
+
 }  // namespace
 
 using namespace nsa;
@@ -272,15 +282,19 @@ int main(int argc, char** argv) {
   if (prefill) {
     std::printf("### Prefill attention of one prompt: the prefill kernels (chunks of 2048) and, for comparison, every position a query of the decode kernel\n\n");
     std::printf("| shape | prompt | prefill kernels (ms) | TFLOP/s | compressed / selection / selected / window / sum (ms) | "
-                "selected, split / union walk only (ms) | correlated queries: all / selected / split / union walk only (ms) | "
+                "selected, split / union walk only / union unpacked (G <= 8) (ms) | correlated queries: all / selected / split / union walk only / union unpacked (ms) | "
                 "decode kernel per position (ms) | TFLOP/s | queries a launch |\n"
                 "|---|---|---|---|---|---|---|---|---|---|\n");
   } else {
     std::printf("| shape | batch | context | time (us) | NSA bytes (MB) | GB/s | %% of copy ceiling | four launches (us) |\n|---|---|---|---|---|---|---|---|\n");
   }
+  // g4: the 7b shape with 16 KV heads (G = 4, as many models outside NSA's papers), prefill only:
+  // the selected branch packs 4 positions a warp there.
   const Shape shapes[] = {{"7b", 64, 4, 128, 128, 64, 64, 64, 16, 512, false},
-                          {"paper", 64, 4, 192, 128, 32, 16, 64, 16, 512, true}};
+                          {"paper", 64, 4, 192, 128, 32, 16, 64, 16, 512, true},
+                          {"g4", 64, 16, 128, 128, 64, 64, 64, 16, 512, false}};
   for (const Shape& sh : shapes) {
+    if (!prefill && sh.heads / sh.kv_heads < 16) continue;
     for (int batch : {1, 8, 32}) {
       for (int64_t context : {8192, 16384, 32768, 65536, 131072}) {
         if ((quick && context != 65536) || (prefill && batch != 1)) continue;
@@ -356,10 +370,11 @@ int main(int argc, char** argv) {
             flops += static_cast<double>(p.NumCompressed(t1) + std::min<int64_t>(int64_t{sh.n} * sh.lp, t1) + std::min<int64_t>(sh.w, t1));
           }
           flops *= 2.0 * sh.heads * (sh.hd + sh.vhd);
-          std::printf("| %s | %lldk | %.1f | %.1f | %.1f / %.1f / %.1f / %.1f / %.1f | %.1f / %.1f | %.1f / %.1f / %.1f / %.1f | %.1f | %.1f | %d |\n",
+          std::printf("| %s | %lldk | %.1f | %.1f | %.1f / %.1f / %.1f / %.1f / %.1f | %.1f / %.1f / %s | %.1f / %.1f / %.1f / %.1f / %s | %.1f | %.1f | %d |\n",
                       sh.name, static_cast<long long>(context / 1024), kernels * 1e3, flops / kernels / 1e12, split[0],
-                      split[1], split[2], split[3], split[4], split[5], split[6], kernels_corr * 1e3, split_corr[2],
-                      split_corr[5], split_corr[6], seconds * 1e3, flops / seconds / 1e12, run);
+                      split[1], split[2], split[3], split[4], split[5], split[6], Ms(split[7], sh).c_str(),
+                      kernels_corr * 1e3, split_corr[2], split_corr[5], split_corr[6], Ms(split_corr[7], sh).c_str(),
+                      seconds * 1e3, flops / seconds / 1e12, run);
           std::fflush(stdout);
           release();
           continue;

@@ -290,6 +290,23 @@ __device__ __forceinline__ int VisibleRows(int64_t position, int64_t j, int lp) 
   return static_cast<int>(seen < 0 ? 0 : seen < lp ? seen : lp);
 }
 
+// A union walk's next block: block j's first `rows` tokens of K and V into ks and vs (V's other
+// rows zero), after every thread is done with the previous block and before any reads this one.
+__device__ __forceinline__ void LoadUnionBlock(const NsaPrefillArgs& a, int64_t j, int rows, int64_t k_off,
+                                               int64_t v_off, __nv_bfloat16* ks, __nv_bfloat16* vs) {
+  const int hd = a.head_dim, vhd = a.v_head_dim;
+  __syncthreads();  // the previous block's reads of ks and vs are done
+  if (rows > 0) {
+    const __nv_bfloat16* page = a.pages + static_cast<int64_t>(a.raw_table[j]) * a.layout.page_elems;
+    LoadRows(ks, rows, hd, [&](int r) { return page + k_off + static_cast<int64_t>(r) * hd; });
+    LoadRows(vs, rows, vhd, [&](int r) { return page + v_off + static_cast<int64_t>(r) * vhd; });
+  }
+  if (rows < kTileRows) ZeroRows(vs, rows, vhd);
+  __pipeline_commit();
+  __pipeline_wait_prior(0);
+  __syncthreads();
+}
+
 // The split walk of one item: its `count` blocks (list), the next block's copies in flight while
 // the current one is computed; writes the item's output and log-sum-exp. qs: its q (committed
 // copies, or already there); buf: the two K/V buffers.
@@ -487,16 +504,7 @@ __global__ void __launch_bounds__(kThreads) SelectedPrefillKernel(NsaPrefillArgs
     // The tokens of block j that any of the 4 positions may see (none for a block past them all,
     // which a valid selection never holds: an empty tile, as in the decode kernel).
     const int rows = VisibleRows(last_position, j, lp);
-    __syncthreads();  // the previous block's reads of ks and vs are done
-    if (rows > 0) {
-      const __nv_bfloat16* page = a.pages + static_cast<int64_t>(a.raw_table[j]) * L.page_elems;
-      LoadRows(ks, rows, hd, [&](int r) { return page + k_off + static_cast<int64_t>(r) * hd; });
-      LoadRows(vs, rows, vhd, [&](int r) { return page + v_off + static_cast<int64_t>(r) * vhd; });
-    }
-    if (rows < kTileRows) ZeroRows(vs, rows, vhd);
-    __pipeline_commit();
-    __pipeline_wait_prior(0);
-    __syncthreads();
+    LoadUnionBlock(a, j, rows, k_off, v_off, ks, vs);
     if (!active || !member[warp * 4 * n + u]) continue;  // uniform in the warp
     auto visible = [&](int half, int64_t i) { return row_ok[half] && i - first_token < rows && i <= position; };
     if (all_rows && rows == kTileRows && first_token + kTileRows - 1 <= position) {  // uniform in the warp
@@ -511,6 +519,135 @@ __global__ void __launch_bounds__(kThreads) SelectedPrefillKernel(NsaPrefillArgs
   for (int half = 0; half < 2; ++half) {
     if (!row_ok[half]) continue;
     const int64_t head = static_cast<int64_t>(kv) * G + slice * 16 + g + 8 * half;
+    const float lse = st.Write(half, a.slc_out + (query * a.num_heads + head) * vhd, vhd);
+    if (t == 0) a.slc_lse[query * a.num_heads + head] = lse;
+  }
+}
+
+// The selected branch for G <= 8, packed: a warp's 16 rows are the G heads of P = 16 / G
+// consecutive positions (P G rows used, the rest padding) instead of one position's G heads and
+// 16 - G rows of padding. A block takes 4 warps' 4 P positions and walks the union of their
+// selections (the union walk above, each block's tokens loaded once), each row masked to its own
+// position's blocks and tokens. The union comes from a bitmap of the chunk's C selection blocks
+// with a prefix count a word (4 P n entries, up to 1,024 at G = 1: a pairwise scan would be
+// quadratic), each union entry with a mask of the slots that chose it. grid (ceil(queries /
+// 4 P), num_kv_heads).
+__host__ __device__ constexpr int PackedPositions(int G) { return 16 / G; }
+
+// Shared memory: one K/V tile, the 4 warps' q, then per chosen entry (E = 4 P n) its block, its
+// union entry and that entry's 64-bit mask, and the bitmap and its prefix counts.
+size_t PackedSelectedBytes(int head_dim, int v_head_dim, int n, int G, int64_t C) {
+  const size_t E = size_t{4} * PackedPositions(G) * n, words = static_cast<size_t>((C + 31) / 32);
+  return size_t{kTileRows} * (2 * head_dim + v_head_dim + 3 * kPad) * sizeof(__nv_bfloat16) + E * (8 + 4 + 4) +
+         words * 8;
+}
+
+__global__ void __launch_bounds__(kThreads) PackedSelectedPrefillKernel(NsaPrefillArgs a, int C) {
+  const int G = a.num_heads / a.num_kv_heads, P = PackedPositions(G), kv = blockIdx.y, hd = a.head_dim;
+  const int vhd = a.v_head_dim, n = a.nsa.num_selected, lp = a.layout.page_tokens, E = 4 * P * n;
+  const int words = (C + 31) / 32, warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  const int qstride = hd + kPad;
+  const int64_t query0 = static_cast<int64_t>(blockIdx.x) * 4 * P;  // slot s: query query0 + s
+  const int slots = static_cast<int>(a.num_queries - query0 < 4 * P ? a.num_queries - query0 : 4 * P);
+  extern __shared__ __align__(16) unsigned char smem[];
+  __nv_bfloat16* ks = reinterpret_cast<__nv_bfloat16*>(smem);  // [64][hd + kPad]
+  __nv_bfloat16* vs = ks + kTileRows * qstride;  // [64][vhd + kPad]
+  __nv_bfloat16* qs = vs + kTileRows * (vhd + kPad);  // [4 x 16][hd + kPad]
+  auto* mask = reinterpret_cast<unsigned long long*>(qs + 4 * 16 * qstride);  // [E]: union entry u's slots
+  int32_t* chosen = reinterpret_cast<int32_t*>(mask + E);  // [E]: slot s's selection at s n (-1: none)
+  int32_t* blocks = chosen + E;  // [E]: the union, ascending
+  auto* bits = reinterpret_cast<uint32_t*>(blocks + E);  // [words]: the chosen blocks
+  auto* below = bits + words;  // [words]: chosen blocks in the words before
+  __shared__ int union_size;
+
+  // Warp w's q: row r is head r % G of slot w P + r / G (zero rows past the chunk and past P G).
+  for (int w = 0; w < 4; ++w) {
+    const int valid = std::max(0, std::min(P * G, (slots - w * P) * G));  // the valid rows are a prefix
+    LoadRows(qs + w * 16 * qstride, valid, hd, [&](int r) {
+      return a.q + ((query0 + w * P + r / G) * a.num_heads + static_cast<int64_t>(kv) * G + r % G) * hd;
+    });
+    for (int i = valid * qstride + threadIdx.x; i < 16 * qstride; i += blockDim.x) {
+      qs[w * 16 * qstride + i] = __float2bfloat16(0.f);
+    }
+  }
+  __pipeline_commit();
+  for (int i = threadIdx.x; i < E; i += blockDim.x) {
+    const int s = i / n;
+    chosen[i] = s < slots ? a.selection[((query0 + s) * a.num_kv_heads + kv) * n + i % n] : -1;
+    mask[i] = 0;
+  }
+  for (int i = threadIdx.x; i < words; i += blockDim.x) bits[i] = 0;
+  __syncthreads();
+  // The union: a block's place in it is the number of chosen blocks below it.
+  for (int i = threadIdx.x; i < E; i += blockDim.x) {
+    if (const int32_t v = chosen[i]; v >= 0 && v < C) atomicOr(&bits[v / 32], 1u << (v % 32));
+  }
+  __syncthreads();
+  if (warp == 0) {  // prefix counts, 32 words a round
+    uint32_t carry = 0;
+    for (int w0 = 0; w0 < words; w0 += 32) {
+      const uint32_t c = w0 + lane < words ? __popc(bits[w0 + lane]) : 0;
+      uint32_t incl = c;
+      for (int d = 1; d < 32; d *= 2) {
+        const uint32_t y = __shfl_up_sync(0xffffffff, incl, d);
+        if (lane >= d) incl += y;
+      }
+      if (w0 + lane < words) below[w0 + lane] = carry + incl - c;
+      carry += __shfl_sync(0xffffffff, incl, 31);
+    }
+    if (lane == 0) union_size = static_cast<int>(carry);
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < E; i += blockDim.x) {
+    const int32_t v = chosen[i];
+    if (v < 0 || v >= C) continue;
+    const int u = static_cast<int>(below[v / 32] + __popc(bits[v / 32] & ((1u << (v % 32)) - 1u)));
+    blocks[u] = v;  // every entry of the same block writes the same value
+    atomicOr(&mask[u], 1ull << (i / n));
+  }
+  __syncthreads();  // blocks and mask complete (the first LoadUnionBlock waits for the q copies)
+
+  // This lane's two rows: slot (-1: padding or past the chunk), position, head.
+  int slot[2];
+  int64_t position[2];
+  for (int half = 0; half < 2; ++half) {
+    const int r = g + 8 * half, sl = warp * P + r / G;
+    slot[half] = r < P * G && sl < slots ? sl : -1;
+    position[half] = a.first_position + query0 + (slot[half] >= 0 ? slot[half] : 0);
+  }
+  // The warp's slots holding a position (4 P <= 64), its first position, the block's last.
+  const int warp_slots = std::max(0, std::min(P, slots - warp * P));
+  const unsigned long long warp_bits = warp_slots > 0 ? ((1ull << warp_slots) - 1ull) << (warp * P) : 0ull;
+  const int64_t warp_first = a.first_position + query0 + warp * P, last_position = a.first_position + query0 + slots - 1;
+  const KvLayout& L = a.layout;
+  const int64_t k_off = L.Offset(KvPlane::kSel, a.layer, kv, false), v_off = L.Offset(KvPlane::kSel, a.layer, kv, true);
+  WarpRows st;
+  for (int u = 0; u < union_size; ++u) {
+    const int64_t j = blocks[u], first_token = j * lp;
+    const int rows = VisibleRows(last_position, j, lp);
+    LoadUnionBlock(a, j, rows, k_off, v_off, ks, vs);
+    const unsigned long long chose = mask[u];
+    if (!(chose & warp_bits)) continue;  // uniform in the warp: none of its positions chose block j
+    // Each row's tokens of the tile: [0, lim), none where its position did not choose block j.
+    int lim[2];
+    for (int half = 0; half < 2; ++half) {
+      lim[half] = slot[half] >= 0 && ((chose >> slot[half]) & 1ull) ? VisibleRows(position[half], j, lp) : 0;
+      lim[half] = lim[half] < rows ? lim[half] : rows;
+    }
+    auto visible = [&](int half, int64_t i) { return static_cast<int>(i - first_token) < lim[half]; };
+    // Every row sees the whole tile (uniform in the warp; padding rows compute on q = 0 and are
+    // never written): each of its positions chose the block and the first sees all of it.
+    if ((chose & warp_bits) == warp_bits && rows == kTileRows && first_token + kTileRows - 1 <= warp_first) {
+      st.Step<kRowTiles, false>(qs + warp * 16 * qstride, ks, vs, hd, vhd, a.scale, first_token, visible);
+    } else {
+      st.Step(qs + warp * 16 * qstride, ks, vs, hd, vhd, a.scale, first_token, visible);
+    }
+  }
+  __pipeline_wait_prior(0);  // no copy in flight at exit
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    if (slot[half] < 0) continue;
+    const int64_t query = query0 + slot[half], head = static_cast<int64_t>(kv) * G + (g + 8 * half) % G;
     const float lse = st.Write(half, a.slc_out + (query * a.num_heads + head) * vhd, vhd);
     if (t == 0) a.slc_lse[query * a.num_heads + head] = lse;
   }
@@ -829,11 +966,24 @@ cudaError_t LaunchNsaPrefillSelected(const NsaPrefillArgs& a, cudaStream_t strea
   }
   if (a.num_queries == 0) return cudaSuccess;
   const int G = a.num_heads / a.num_kv_heads;
+  using Form = NsaPrefillArgs::SelectedForm;
+  if (G <= 8 && a.pack_positions && a.selected_form != Form::kSplit) {
+    // The selection blocks of the chunk's last position: every valid choice is below C.
+    const int64_t C = (a.first_position + a.num_queries - 1) / a.layout.page_tokens + 1;
+    const size_t smem = PackedSelectedBytes(a.head_dim, a.v_head_dim, n, G, C);
+    size_t limit = 0;
+    if (const cudaError_t e = OptIn<PackedSelectedPrefillKernel>(&limit); e != cudaSuccess) return e;
+    if (C <= INT_MAX && smem <= limit) {  // else padded, below
+      const int64_t blocks = (a.num_queries + 4 * PackedPositions(G) - 1) / (4 * PackedPositions(G));
+      PackedSelectedPrefillKernel<<<dim3(static_cast<unsigned>(blocks), a.num_kv_heads), kThreads, smem, stream>>>(
+          a, static_cast<int>(C));
+      return cudaGetLastError();
+    }
+  }
   const size_t smem = SelectedBytes(a.head_dim, a.v_head_dim, n);
   size_t limit = 0;
   if (const cudaError_t e = OptIn<SelectedPrefillKernel>(&limit); e != cudaSuccess) return e;
   if (smem > limit) return cudaErrorInvalidValue;
-  using Form = NsaPrefillArgs::SelectedForm;
   const int union_max = a.selected_form == Form::kSplit   ? -1
                         : a.selected_form == Form::kUnion ? kMaxUnion
                                                           : kAutoUnionMax * n / 16;

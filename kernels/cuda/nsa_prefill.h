@@ -58,6 +58,11 @@ struct NsaPrefillArgs {
   // union is small, else the split walk.
   enum class SelectedForm { kAuto, kSplit, kUnion };
   SelectedForm selected_form = SelectedForm::kAuto;
+  // For G <= 8 in the kAuto and kUnion forms: a warp's 16 rows are the G heads of 16 / G
+  // consecutive positions (packed), whose thread block walks the union of its 4 x 16 / G
+  // positions' blocks, instead of one position's G heads and 16 - G rows of padding. false: padded
+  // (for comparison). The split form is always padded.
+  bool pack_positions = true;
 
   // Each branch's output, normalised, [num_queries][num_heads][v_head_dim], and log-sum-exp,
   // [num_queries][num_heads] (-inf where the branch sees nothing).

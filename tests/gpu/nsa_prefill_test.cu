@@ -36,8 +36,9 @@ struct Case {
 
 // kSelected runs the selected branch's default form (NsaPrefillArgs::selected_form: each thread
 // block's walk picked from its selections' overlap), kSelectedSplit and kSelectedUnion one walk
-// for every block.
-enum class Branch { kCompressed, kWindow, kSelected, kSelectedSplit, kSelectedUnion, kSelection };
+// for every block; for G <= 8 the default and union forms pack 16 / G positions a warp, and
+// kSelectedPadded is the union walk without packing (pack_positions = false).
+enum class Branch { kCompressed, kWindow, kSelected, kSelectedSplit, kSelectedUnion, kSelectedPadded, kSelection };
 
 // A selection for each (query, KV head) of the chunk, as the decode kernel's `selected`: every
 // block when there are at most n, else the first and the last two plus random others, ascending
@@ -188,11 +189,13 @@ void CheckBranch(const Case& c, Branch branch) {
   } else if (branch == Branch::kWindow) {
     a.win_out = d_out, a.win_lse = d_lse;
     CUDA_OK(cuda::LaunchNsaPrefillWindow(a, nullptr));
-  } else if (branch == Branch::kSelected || branch == Branch::kSelectedSplit || branch == Branch::kSelectedUnion) {
+  } else if (branch == Branch::kSelected || branch == Branch::kSelectedSplit || branch == Branch::kSelectedUnion ||
+             branch == Branch::kSelectedPadded) {
     a.slc_out = d_out, a.slc_lse = d_lse;
     using Form = cuda::NsaPrefillArgs::SelectedForm;
     if (branch == Branch::kSelectedSplit) a.selected_form = Form::kSplit;
-    if (branch == Branch::kSelectedUnion) a.selected_form = Form::kUnion;
+    if (branch == Branch::kSelectedUnion || branch == Branch::kSelectedPadded) a.selected_form = Form::kUnion;
+    a.pack_positions = branch != Branch::kSelectedPadded;
     CUDA_OK(cuda::LaunchNsaPrefillSelected(a, nullptr));
   } else {  // the selection, from the compressed branch's log-sum-exps
     a.cmp_out = d_out, a.cmp_lse = d_lse;
@@ -282,6 +285,7 @@ TEST_P(NsaPrefillTest, WindowBranchMatchesTheCpuTwin) { CheckBranch(GetParam(), 
 TEST_P(NsaPrefillTest, SelectedBranchMatchesTheCpuTwin) { CheckBranch(GetParam(), Branch::kSelected); }
 TEST_P(NsaPrefillTest, SelectedBranchSplitWalkMatchesTheCpuTwin) { CheckBranch(GetParam(), Branch::kSelectedSplit); }
 TEST_P(NsaPrefillTest, SelectedBranchUnionWalkMatchesTheCpuTwin) { CheckBranch(GetParam(), Branch::kSelectedUnion); }
+TEST_P(NsaPrefillTest, SelectedBranchPaddedUnionWalkMatchesTheCpuTwin) { CheckBranch(GetParam(), Branch::kSelectedPadded); }
 TEST_P(NsaPrefillTest, SelectionMatchesTheCpuTwin) { CheckBranch(GetParam(), Branch::kSelection); }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -306,6 +310,10 @@ INSTANTIATE_TEST_SUITE_P(
         Case{"G12", 24, 2, 64, 64, 64, 64, 64, 512, 16, false, 3000, 30},
         Case{"G3", 6, 2, 64, 64, 64, 64, 64, 512, 16, false, 3000, 37},
         Case{"G7", 14, 2, 64, 64, 64, 64, 64, 512, 16, false, 3000, 37},
+        // Packed positions at 64k (a 1,024-block bitmap, 4 x 8 positions a block) and G = 1 with
+        // the largest selection (4 x 16 positions x 64 blocks: 4,096 entries a block).
+        Case{"G2_64k", 8, 4, 128, 128, 64, 64, 64, 512, 16, false, 65536 - 70, 70},
+        Case{"G1_n64", 2, 2, 64, 64, 64, 64, 64, 512, 64, false, 8000, 70},
         // The largest selection, 64 blocks, at 64k.
         Case{"n64", 64, 4, 128, 128, 64, 64, 64, 512, 64, false, 65536 - 40, 40},
         Case{"G4_v_wider", 16, 4, 32, 64, 64, 64, 64, 100, 8, true, 2000, 90},  // value dims wider than key dims
