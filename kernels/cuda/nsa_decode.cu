@@ -276,6 +276,13 @@ __device__ RunSmem CarveRun(unsigned char* smem, int G, int hd, int vhd) {
 }
 
 // ---- tasks -------------------------------------------------------------------------------------
+// Sequence b's context has at most n selection blocks (c + 1 <= n, c = t / l'): every block is
+// selected, so the selection is 0 .. c without scores. Every place that treats such units apart
+// (LseUnit, ScoreTask, MergeUnit, SegmentTask and the fused kernel's waits) asks this one test.
+__device__ __forceinline__ bool EveryBlock(const NsaDecodeArgs& a, const Sizes& z, int b) {
+  return a.positions[b] / a.nsa.select_block + 1 <= z.n;
+}
+
 // A (sequence, KV head) unit owns cmp_splits compressed tasks, win_splits window tasks and
 // sel_splits selected-block tasks, each one run of tiles that leaves one partial, and
 // score_splits score tasks that choose its blocks (below); a merge task per head then combines
@@ -398,7 +405,7 @@ __device__ bool LseUnit(const NsaDecodeArgs& a, const Sizes& z, float* ws, int b
   const int64_t t = a.positions[b];
   const int64_t c = t / a.nsa.select_block;
   const size_t bk = static_cast<size_t>(b) * a.num_kv_heads + g;
-  if (c + 1 <= z.n) {
+  if (EveryBlock(a, z, b)) {
     __shared__ int32_t all[kMaxSelected];
     for (int j = threadIdx.x; j <= c; j += blockDim.x) all[j] = j;
     __syncthreads();
@@ -460,7 +467,7 @@ __device__ void ScoreTask(const NsaDecodeArgs& a, const Sizes& z, float* ws, int
   const int64_t t = a.positions[b];
   const int64_t N = a.nsa.NumCompressed(t + 1);
   const int64_t c = t / a.nsa.select_block;
-  if (c + 1 <= z.n) return;  // LseUnit took every block
+  if (EveryBlock(a, z, b)) return;  // LseUnit took every block
   const size_t bk = static_cast<size_t>(b) * a.num_kv_heads + g;
   const int kf = max(0, FreePicks(a, z, c));
   float2* cand = reinterpret_cast<float2*>(ws + z.cand) + (bk * z.score_splits + split) * z.n;
@@ -541,7 +548,7 @@ __device__ void ScoreTask(const NsaDecodeArgs& a, const Sizes& z, float* ws, int
 __device__ bool MergeUnit(const NsaDecodeArgs& a, const Sizes& z, float* ws, int b, int g, float2* cache) {
   const int64_t t = a.positions[b];
   const int64_t c = t / a.nsa.select_block;
-  if (c + 1 <= z.n) return false;
+  if (EveryBlock(a, z, b)) return false;
   const size_t bk = static_cast<size_t>(b) * a.num_kv_heads + g;
   const int kf = max(0, FreePicks(a, z, c));
   __shared__ int32_t chosen[kMaxSelected];
@@ -612,6 +619,10 @@ __device__ void SegmentTask(const NsaDecodeArgs& a, const Sizes& z, float* ws, i
   KvPlane plane = KvPlane::kSel;
   if (!selected && a.win_tables) table = a.win_tables + table_row * a.max_pages, plane = KvPlane::kWin;
   const int64_t window_start = Max(0, t - a.nsa.window + 1);
+  // c + 1 <= n: every block 0 .. c is selected (LseUnit writes the same list), known here without
+  // waiting for the selection.
+  const int64_t c = t / lp;
+  const bool every_block = EveryBlock(a, z, b);
   if (first >= last) return EmptyPart(part, G, vhd);
 
   const RunSmem sm = CarveRun(smem, G, hd, vhd);
@@ -620,7 +631,7 @@ __device__ void SegmentTask(const NsaDecodeArgs& a, const Sizes& z, float* ws, i
   auto load = [&](int tile, __nv_bfloat16* ks, __nv_bfloat16* vs) {
     int64_t page_index, lo, hi;
     if (selected) {
-      const int32_t blk = __ldcg(&sel[first + tile]);
+      const int32_t blk = every_block ? (first + tile <= c ? first + tile : -1) : __ldcg(&sel[first + tile]);
       if (blk < 0) return 0;
       page_index = blk;
       lo = page_index * lp;
@@ -694,7 +705,8 @@ __device__ void CombineHead(const NsaDecodeArgs& a, const Sizes& z, float* ws, i
 // One launch of min(tasks, resident blocks) blocks that take tasks from a queue in this order:
 // every unit's compressed tasks, window tasks, score tasks, selected tasks, then a merge task per
 // head. A score task waits for its unit's log-sum-exps (the last compressed task's), a selected task
-// for its unit's selection (the last score task's), a merge task for all of its unit's tasks:
+// for its unit's selection (the last score task's), a merge task for all of its unit's tasks
+// (units whose every block is selected, EveryBlock, skip the first two waits: fewer edges only):
 // every task one can wait on was taken from the queue before it by a running block, and waits
 // only on tasks taken earlier still, so every wait ends whatever the grid size and however many
 // blocks are resident.
@@ -769,7 +781,8 @@ __global__ void __launch_bounds__(kThreads) FusedKernel(NsaDecodeArgs a, Sizes z
       const int k = task - win_end;
       unit = k / z.score_splits;
       const int b = unit / a.num_kv_heads, g = unit % a.num_kv_heads;
-      WaitAtLeast(&cnt.lse_ready[unit], 1);
+      // When every block is selected (c + 1 <= n) the score task has nothing to do: no wait.
+      if (!EveryBlock(a, z, b)) WaitAtLeast(&cnt.lse_ready[unit], 1);
       ScoreTask(a, z, ws, b, g, k % z.score_splits, reinterpret_cast<float*>(smem));
       if (trace && threadIdx.x == 0) trace[1] = GlobalTimer();
       if (ArriveLast(&cnt.score_done[unit], z.score_splits) && MergeUnit(a, z, ws, b, g, reinterpret_cast<float2*>(smem))) {
@@ -788,7 +801,9 @@ __global__ void __launch_bounds__(kThreads) FusedKernel(NsaDecodeArgs a, Sizes z
       } else {
         const int k = task - score_end;
         unit = k / z.sel_splits, split = k % z.sel_splits;
-        WaitAtLeast(&cnt.ready[unit], 1);
+        // Short contexts (c + 1 <= n) select every block: the task reads no selection, so it
+        // starts at once instead of after the compressed tasks (one hand-off less).
+        if (!EveryBlock(a, z, unit / a.num_kv_heads)) WaitAtLeast(&cnt.ready[unit], 1);
       }
       SegmentTask<kSlices>(a, z, ws, unit / a.num_kv_heads, unit % a.num_kv_heads, split, smem);
       if (trace && threadIdx.x == 0) trace[1] = GlobalTimer();
