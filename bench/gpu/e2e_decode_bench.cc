@@ -170,14 +170,14 @@ int main(int argc, char** argv) {
   const bool quick = argc > 1 && std::strcmp(argv[1], "--quick") == 0;
   // --profile: a few eager steps of one small case, for nsys / ncu to break down.
   if (argc > 1 && std::strcmp(argv[1], "--profile") == 0) {
-    return nsa::Run("1.3b", {{1, 1024}, {32, 65536}}, 3e12, 3, false);
+    return nsa::Run("1.3b", {{1, 512}, {1, 1024}, {32, 65536}}, 3e12, 3, false);
   }
   cudaDeviceProp prop;
   cudaGetDeviceProperties(&prop, 0);
   const double ceiling = nsa::bench::CopyCeiling();
   std::printf("device: %s; copy ceiling %.2f TB/s\n\n", prop.name, ceiling / 1e12);
   const int steps = quick ? 10 : 30;
-  int rc = nsa::Run("1.3b", {{1, 1024}, {1, 65536}, {8, 65536}, {32, 65536}}, ceiling, steps);
+  int rc = nsa::Run("1.3b", {{1, 512}, {1, 1024}, {1, 65536}, {8, 65536}, {32, 65536}}, ceiling, steps);
   if (!quick) rc |= nsa::Run("7b", {{1, 1024}, {0, 65536}}, ceiling, steps);
   rc |= nsa::RunPrefill("1.3b", quick ? std::vector<int64_t>{8192, 65536} : std::vector<int64_t>{8192, 16384, 32768, 65536, 131072},
                         2048);

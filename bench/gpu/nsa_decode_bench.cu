@@ -296,8 +296,10 @@ int main(int argc, char** argv) {
   for (const Shape& sh : shapes) {
     if (!prefill && sh.heads / sh.kv_heads < 16) continue;
     for (int batch : {1, 8, 32}) {
-      for (int64_t context : {8192, 16384, 32768, 65536, 131072}) {
-        if ((quick && context != 65536) || (prefill && batch != 1)) continue;
+      for (int64_t context : {1024, 8192, 16384, 32768, 65536, 131072}) {
+        // 1k (batch 1, decode only): a context of at most n blocks, every block selected.
+        if (context == 1024 && (batch != 1 || prefill)) continue;
+        if ((quick && context != 65536 && context != 1024) || (prefill && batch != 1)) continue;
         // NSA_BENCH_ONLY=shape:batch:context runs one configuration (for ncu).
         if (const char* only = std::getenv("NSA_BENCH_ONLY")) {
           char want[64];
