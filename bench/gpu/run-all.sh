@@ -37,7 +37,7 @@ echo "cuBLASLt from: ${cublas:-not found}" >> "$out/gpu.txt"
 status=0
 if [ -z "$only" ] || [ "$only" = tests ]; then
   export NSA_TEST_MODEL_DIR=$here/stage/models/tiny
-  for t in nsa_decode_test nsa_prefill_test kv_write_test model_ops_gpu_test sampling_gpu_test model_gpu_test engine_gpu_test; do
+  for t in nsa_decode_test nsa_prefill_test kv_write_test pdl_test model_ops_gpu_test sampling_gpu_test model_gpu_test engine_gpu_test; do
     [ -x "$bin/$t" ] || continue
     "$bin/$t" > "$out/$t.log" 2>&1 || status=1
   done

@@ -1,5 +1,7 @@
 #include "kernels/cuda/kv_write.h"
 
+#include "kernels/cuda/pdl.cuh"
+
 namespace nsa::cuda {
 namespace {
 
@@ -12,6 +14,7 @@ __device__ void CopyRow(__nv_bfloat16* dst, const __nv_bfloat16* src, int dim) {
 
 // grid (num_tokens, kv_heads).
 __global__ void KvWriteKernel(KvWriteArgs a) {
+  ChainedWait();
   const int i = blockIdx.x, g = blockIdx.y;
   const KvLayout& L = a.layout;
   const int64_t t = a.token_pos[i];
@@ -36,6 +39,7 @@ __global__ void KvWriteKernel(KvWriteArgs a) {
 
 // grid (num_summaries, kv_heads), 256 threads. Inputs are read in float, the sums kept in float.
 __global__ void SummaryKernel(SummaryArgs a) {
+  ChainedWait();
   const int s = blockIdx.x, g = blockIdx.y;
   const KvLayout& L = a.layout;
   const NsaParams& p = a.nsa;
@@ -112,8 +116,7 @@ cudaError_t LaunchKvWrite(const KvWriteArgs& a, cudaStream_t stream) {
   if (a.num_tokens == 0) return cudaSuccess;
   if (a.layout.has_win && (!a.win_tables || !a.k_win || !a.v_win)) return cudaErrorInvalidValue;
   if ((a.layout.has_src_k && (!a.src_tables || !a.k_src)) || (a.layout.has_src_v && !a.v_src)) return cudaErrorInvalidValue;
-  KvWriteKernel<<<dim3(a.num_tokens, a.layout.num_kv_heads), 32, 0, stream>>>(a);
-  return cudaGetLastError();
+  return LaunchChained(KvWriteKernel, dim3(a.num_tokens, a.layout.num_kv_heads), 32, 0, stream, a);
 }
 
 cudaError_t LaunchSummaries(const SummaryArgs& a, cudaStream_t stream) {
@@ -130,8 +133,7 @@ cudaError_t LaunchSummaries(const SummaryArgs& a, cudaStream_t stream) {
     return cudaFuncSetAttribute(SummaryKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, max_smem);
   }();
   if (opt_in != cudaSuccess) return opt_in;
-  SummaryKernel<<<dim3(a.num_summaries, a.layout.num_kv_heads), 256, smem, stream>>>(a);
-  return cudaGetLastError();
+  return LaunchChained(SummaryKernel, dim3(a.num_summaries, a.layout.num_kv_heads), 256, smem, stream, a);
 }
 
 }  // namespace nsa::cuda

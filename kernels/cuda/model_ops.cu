@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "kernels/cuda/pdl.cuh"
+
 namespace nsa::cuda {
 namespace {
 
@@ -14,6 +16,7 @@ __global__ void EmbedKernel(const int32_t* tokens, const __nv_bfloat16* table, i
 // One block a row: the sum of squares by a block reduction, then the scaled row.
 __global__ void RmsNormKernel(const float* x, const int32_t* rows, int dim, const float* weight, float eps,
                               __nv_bfloat16* out) {
+  ChainedWait();
   const int r = rows ? rows[blockIdx.x] : blockIdx.x;
   const float* xr = x + static_cast<int64_t>(r) * dim;
   float ss = 0.f;
@@ -53,6 +56,7 @@ __device__ void StoreHeads(const float* in, const float* bias, int heads, int di
 
 // grid (n), 256 threads.
 __global__ void QkvSplitKernel(QkvSplitArgs a) {
+  ChainedWait();
   const int t = blockIdx.x;
   const float* row = a.proj + static_cast<int64_t>(t) * a.width;
   const int nh = a.num_heads, kvh = a.num_kv_heads, hd = a.head_dim, vhd = a.v_head_dim;
@@ -87,6 +91,7 @@ __global__ void QkvSplitKernel(QkvSplitArgs a) {
 
 // grid (rows, column blocks): a decode step has few rows, so the columns spread over blocks.
 __global__ void SiluMulKernel(const float* gu, int M, __nv_bfloat16* out) {
+  ChainedWait();
   const float* g = gu + static_cast<int64_t>(blockIdx.x) * 2 * M;
   __nv_bfloat16* o = out + static_cast<int64_t>(blockIdx.x) * M;
   for (int j = blockIdx.y * blockDim.x + threadIdx.x; j < M; j += gridDim.y * blockDim.x) {
@@ -95,6 +100,7 @@ __global__ void SiluMulKernel(const float* gu, int M, __nv_bfloat16* out) {
 }
 
 __global__ void ToBf16Kernel(const float* in, int64_t count, __nv_bfloat16* out) {
+  ChainedWait();
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < count; i += int64_t{gridDim.x} * blockDim.x) {
     out[i] = __float2bfloat16(in[i]);
   }
@@ -145,8 +151,7 @@ cudaError_t LaunchEmbed(const int32_t* tokens, int n, const __nv_bfloat16* table
 cudaError_t LaunchRmsNorm(const float* x, const int32_t* rows, int n, int dim, const float* weight, float eps,
                           __nv_bfloat16* out, cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
-  RmsNormKernel<<<n, 256, 0, stream>>>(x, rows, dim, weight, eps, out);
-  return cudaGetLastError();
+  return LaunchChained(RmsNormKernel, n, 256, 0, stream, x, rows, dim, weight, eps, out);
 }
 
 cudaError_t LaunchQkvSplit(const QkvSplitArgs& a, cudaStream_t stream) {
@@ -154,21 +159,18 @@ cudaError_t LaunchQkvSplit(const QkvSplitArgs& a, cudaStream_t stream) {
   if (a.head_dim > 256 || a.head_dim % 2 != 0 || a.v_head_dim % 2 != 0) return cudaErrorInvalidValue;
   if (!a.inv_freq) return cudaErrorInvalidValue;
   if ((a.per_branch && (!a.k_win || !a.v_win || !a.k_src || !a.v_src)) || (a.linear && !a.k_src)) return cudaErrorInvalidValue;
-  QkvSplitKernel<<<a.n, 256, 0, stream>>>(a);
-  return cudaGetLastError();
+  return LaunchChained(QkvSplitKernel, a.n, 256, 0, stream, a);
 }
 
 cudaError_t LaunchSiluMul(const float* gu, int n, int M, __nv_bfloat16* out, cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
   const int column_blocks = std::max(1, std::min((M + 255) / 256, 1024 / std::max(n, 1)));
-  SiluMulKernel<<<dim3(n, column_blocks), 256, 0, stream>>>(gu, M, out);
-  return cudaGetLastError();
+  return LaunchChained(SiluMulKernel, dim3(n, column_blocks), 256, 0, stream, gu, M, out);
 }
 
 cudaError_t LaunchToBf16(const float* in, int64_t count, __nv_bfloat16* out, cudaStream_t stream) {
   if (count == 0) return cudaSuccess;
-  ToBf16Kernel<<<Blocks(count), 256, 0, stream>>>(in, count, out);
-  return cudaGetLastError();
+  return LaunchChained(ToBf16Kernel, Blocks(count), 256, 0, stream, in, count, out);
 }
 
 cudaError_t LaunchToFloat(const __nv_bfloat16* in, int64_t count, float* out, cudaStream_t stream) {

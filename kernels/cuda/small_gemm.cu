@@ -3,6 +3,8 @@
 // step streams the weights at close to the memory's bandwidth. cuBLASLt takes the larger m.
 #include "kernels/cuda/small_gemm.h"
 
+#include "kernels/cuda/pdl.cuh"
+
 namespace nsa::cuda {
 namespace {
 
@@ -20,6 +22,7 @@ __device__ __forceinline__ void Unpack(const uint4& v, float (&f)[8]) {
 template <int M>
 __global__ void __launch_bounds__(kWarps * 32) SmallGemmKernel(const __nv_bfloat16* x, int k, const __nv_bfloat16* w, int n,
                                                                   float* y, int ldy, bool accumulate) {
+  ChainedWait();
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int col = blockIdx.x * kWarps + warp;
   if (col >= n) return;
@@ -55,9 +58,10 @@ __global__ void __launch_bounds__(kWarps * 32) SmallGemmKernel(const __nv_bfloat
 }
 
 template <int M>
-void Launch(const __nv_bfloat16* x, int k, const __nv_bfloat16* w, int n, float* y, int ldy, bool accumulate,
-            cudaStream_t stream) {
-  SmallGemmKernel<M><<<(n + kWarps - 1) / kWarps, kWarps * 32, 0, stream>>>(x, k, w, n, y, ldy, accumulate);
+cudaError_t Launch(const __nv_bfloat16* x, int k, const __nv_bfloat16* w, int n, float* y, int ldy, bool accumulate,
+                   cudaStream_t stream) {
+  return LaunchChained(SmallGemmKernel<M>, (n + kWarps - 1) / kWarps, kWarps * 32, 0, stream, x, k, w, n, y, ldy,
+                       accumulate);
 }
 
 }  // namespace
@@ -71,16 +75,15 @@ cudaError_t LaunchSmallGemm(const __nv_bfloat16* x, int m, int k, const __nv_bfl
                             bool accumulate, cudaStream_t stream) {
   if (!SmallGemmApplies(x, m, k, w) || n < 1 || ldy < n) return cudaErrorInvalidValue;
   switch (m) {
-    case 1: Launch<1>(x, k, w, n, y, ldy, accumulate, stream); break;
-    case 2: Launch<2>(x, k, w, n, y, ldy, accumulate, stream); break;
-    case 3: Launch<3>(x, k, w, n, y, ldy, accumulate, stream); break;
-    case 4: Launch<4>(x, k, w, n, y, ldy, accumulate, stream); break;
-    case 5: Launch<5>(x, k, w, n, y, ldy, accumulate, stream); break;
-    case 6: Launch<6>(x, k, w, n, y, ldy, accumulate, stream); break;
-    case 7: Launch<7>(x, k, w, n, y, ldy, accumulate, stream); break;
-    default: Launch<8>(x, k, w, n, y, ldy, accumulate, stream); break;
+    case 1: return Launch<1>(x, k, w, n, y, ldy, accumulate, stream);
+    case 2: return Launch<2>(x, k, w, n, y, ldy, accumulate, stream);
+    case 3: return Launch<3>(x, k, w, n, y, ldy, accumulate, stream);
+    case 4: return Launch<4>(x, k, w, n, y, ldy, accumulate, stream);
+    case 5: return Launch<5>(x, k, w, n, y, ldy, accumulate, stream);
+    case 6: return Launch<6>(x, k, w, n, y, ldy, accumulate, stream);
+    case 7: return Launch<7>(x, k, w, n, y, ldy, accumulate, stream);
+    default: return Launch<8>(x, k, w, n, y, ldy, accumulate, stream);
   }
-  return cudaGetLastError();
 }
 
 }  // namespace nsa::cuda
