@@ -3,6 +3,7 @@
 # OUT and a short summary last. Stage first, here:  bench/gpu/stage.sh   (makes stage/)
 #   bench/gpu/run-all.sh OUT [--quick] [--only tests|bench|serving] [--tar]
 # --tar: OUT becomes one OUT.tgz at the end (the device tool returns at most 8 files a call).
+# NSA_GPU_TESTS="a b ...": only these test binaries in the tests part (default: every one).
 # (serving: bench/serving/gpu-serving.sh, the 1.3b serving runs through both APIs, into OUT/serving)
 set -uo pipefail
 out=${1:?usage: run-all.sh OUT [--quick] [--only tests|bench|serving]}
@@ -37,7 +38,7 @@ echo "cuBLASLt from: ${cublas:-not found}" >> "$out/gpu.txt"
 status=0
 if [ -z "$only" ] || [ "$only" = tests ]; then
   export NSA_TEST_MODEL_DIR=$here/stage/models/tiny
-  for t in nsa_decode_test nsa_prefill_test kv_write_test pdl_test model_ops_gpu_test sampling_gpu_test model_gpu_test engine_gpu_test; do
+  for t in ${NSA_GPU_TESTS:-nsa_decode_test nsa_prefill_test kv_write_test pdl_test model_ops_gpu_test sampling_gpu_test model_gpu_test engine_gpu_test}; do
     [ -x "$bin/$t" ] || continue
     "$bin/$t" > "$out/$t.log" 2>&1 || status=1
   done

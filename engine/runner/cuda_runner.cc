@@ -76,7 +76,7 @@ struct CudaRunner::DeviceState {
 
   // Activations for up to T tokens.
   float *x = nullptr, *proj = nullptr, *gates = nullptr, *attn = nullptr, *logits = nullptr;
-  bf16 *h = nullptr, *q = nullptr, *k = nullptr, *v = nullptr, *k_win = nullptr, *v_win = nullptr, *k_src = nullptr,
+  bf16 *h = nullptr, *mlp = nullptr, *q = nullptr, *k = nullptr, *v = nullptr, *k_win = nullptr, *v_win = nullptr, *k_src = nullptr,
        *v_src = nullptr;
   void* attn_workspace = nullptr;
 
@@ -281,9 +281,9 @@ absl::Status CudaRunner::Init(const ModelWeights* weights, uint64_t seed) {
   // Activations and step metadata.
   const int64_t T = std::max<int64_t>(options_.max_step_tokens, options_.max_num_seqs);
   d.T = T;
-  const int64_t hidden_in = std::max({H, int64_t{nh} * vhd, M});
   RETURN_IF_ERROR(d.Alloc(&d.x, T * H));
-  RETURN_IF_ERROR(d.Alloc(&d.h, T * hidden_in));
+  RETURN_IF_ERROR(d.Alloc(&d.h, T * std::max(H, int64_t{nh} * vhd)));
+  RETURN_IF_ERROR(d.Alloc(&d.mlp, T * M));  // SwiGLU's output: written while the gate/up product still reads d.h
   RETURN_IF_ERROR(d.Alloc(&d.proj, T * std::max<int64_t>(d.qkvg_width, 2 * M)));
   RETURN_IF_ERROR(d.Alloc(&d.gates, T * 3 * nh));
   RETURN_IF_ERROR(d.Alloc(&d.attn, T * nh * vhd));
@@ -500,11 +500,9 @@ absl::Status CudaRunner::Forward(int N, int R, int64_t context) {
 
     CUDA_OK(cuda::LaunchRmsNorm(d.x, nullptr, N, H, L.mlp_norm, c.norm_eps, d.h, st), "mlp norm");
     timer.Mark("norm");
-    RETURN_IF_ERROR(d.gemm.Run(d.h, N, H, L.gate_up, 2 * M, d.proj, false, st));
-    timer.Mark("gemm_gate_up");
-    CUDA_OK(cuda::LaunchSiluMul(d.proj, N, M, d.h, st), "swiglu");
-    timer.Mark("swiglu");
-    RETURN_IF_ERROR(d.gemm.Run(d.h, N, M, L.down, H, d.x, true, st));
+    RETURN_IF_ERROR(d.gemm.RunSiluMul(d.h, N, H, L.gate_up, M, d.proj, d.mlp, st));
+    timer.Mark("gemm_gate_up_swiglu");
+    RETURN_IF_ERROR(d.gemm.Run(d.mlp, N, M, L.down, H, d.x, true, st));
     timer.Mark("gemm_down");
   }
   if (R > 0) {

@@ -1,4 +1,5 @@
 #include "kernels/cuda/gemm.h"
+#include "kernels/cuda/model_ops.h"
 #include "kernels/cuda/small_gemm.h"
 
 #include "absl/strings/str_cat.h"
@@ -78,6 +79,20 @@ absl::Status Gemm::Run(const __nv_bfloat16* x, int m, int k, const __nv_bfloat16
   NSA_LT(cublasLtMatmul(handle_, p.desc, &alpha, w, p.a, x, p.b, &beta, y, p.c, y, p.c, &p.algo, workspace_, workspace_bytes_,
                         stream),
          "matmul");
+  return absl::OkStatus();
+}
+
+absl::Status Gemm::RunSiluMul(const __nv_bfloat16* x, int m, int k, const __nv_bfloat16* w, int half, float* scratch,
+                              __nv_bfloat16* out, cudaStream_t stream) {
+  if (m == 0) return absl::OkStatus();
+  cudaError_t e;
+  if (m <= small_m_rows_ && SmallGemmApplies(x, m, k, w)) {
+    e = LaunchSmallGemmSiluMul(x, m, k, w, half, out, stream);
+  } else {
+    if (absl::Status s = Run(x, m, k, w, 2 * half, scratch, false, stream); !s.ok()) return s;
+    e = LaunchSiluMul(scratch, m, half, out, stream);
+  }
+  if (e != cudaSuccess) return absl::InternalError(absl::StrCat("gate/up projection and SwiGLU: ", cudaGetErrorString(e)));
   return absl::OkStatus();
 }
 

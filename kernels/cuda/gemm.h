@@ -34,6 +34,12 @@ class Gemm {
   // Products of up to `rows` rows (at most kSmallGemmMaxRows) go to the small-m kernel
   // (kernels/cuda/small_gemm.h); 0 sends everything to cuBLASLt.
   void set_small_m_rows(int rows) { small_m_rows_ = rows; }
+  // SwiGLU after the fused gate|up projection: out[m][half] = bf16(silu(g) u) for [g | u] = X
+  // W^T, W [2 half][k]. In one kernel where the small-m GEMM takes the product
+  // (LaunchSmallGemmSiluMul), else the product into scratch ([m][2 half] fp32) and LaunchSiluMul:
+  // the same values either way.
+  absl::Status RunSiluMul(const __nv_bfloat16* x, int m, int k, const __nv_bfloat16* w, int half, float* scratch,
+                          __nv_bfloat16* out, cudaStream_t stream);
 
  private:
   struct Plan {

@@ -17,5 +17,10 @@ bool SmallGemmApplies(const __nv_bfloat16* x, int m, int k, const __nv_bfloat16*
 // ldy: Y's row stride in elements (>= n).
 cudaError_t LaunchSmallGemm(const __nv_bfloat16* x, int m, int k, const __nv_bfloat16* w, int n, float* y, int ldy,
                             bool accumulate, cudaStream_t stream);
+// SwiGLU after the gate|up projection, fused: W is [2 half][k] (gate rows, then up rows) and
+// out[i][j] = bf16(silu(X[i] . W[j]) * (X[i] . W[half + j])), [m][half]: the same values as
+// LaunchSmallGemm into [m][2 half] then LaunchSiluMul (kernels/cuda/model_ops.h), one kernel.
+cudaError_t LaunchSmallGemmSiluMul(const __nv_bfloat16* x, int m, int k, const __nv_bfloat16* w, int half,
+                                   __nv_bfloat16* out, cudaStream_t stream);
 
 }  // namespace nsa::cuda
