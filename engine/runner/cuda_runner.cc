@@ -475,12 +475,18 @@ absl::Status CudaRunner::Forward(int N, int R, int64_t context) {
     if (cuda::NsaDecodeWorkspaceBytes(aa) > static_cast<size_t>(options_.attention_workspace_bytes)) {
       return absl::ResourceExhaustedError("the attention workspace is too small for one query at this context");
     }
+    const bool decode_only = d.prefill_runs.empty();
     auto decode_tokens = [&](int from, int to) -> absl::Status {
       for (int q0 = from; q0 < to; q0 += run) {
         aa.batch = std::min(run, to - q0);
         aa.q = d.q + int64_t{q0} * nh * hd, aa.gates = d.gates + int64_t{q0} * nh * 3;
         aa.positions = d.dev.positions + q0, aa.table_rows = d.dev.attn_row + q0;
-        aa.out = d.attn + int64_t{q0} * nh * vhd;
+        // A step of decode tokens only: the kernel writes the o projection's bf16 input itself.
+        if (decode_only) {
+          aa.out = nullptr, aa.out_bf16 = d.h + int64_t{q0} * nh * vhd;
+        } else {
+          aa.out = d.attn + int64_t{q0} * nh * vhd, aa.out_bf16 = nullptr;
+        }
         CUDA_OK(cuda::LaunchNsaDecode(aa, st), "attention");
       }
       return absl::OkStatus();
@@ -493,7 +499,7 @@ absl::Status CudaRunner::Forward(int N, int R, int64_t context) {
     }
     RETURN_IF_ERROR(decode_tokens(next, N));
     timer.Mark("attention");
-    CUDA_OK(cuda::LaunchToBf16(d.attn, int64_t{N} * nh * vhd, d.h, st), "attention out");
+    if (!decode_only) CUDA_OK(cuda::LaunchToBf16(d.attn, int64_t{N} * nh * vhd, d.h, st), "attention out");
     timer.Mark("convert");
     RETURN_IF_ERROR(d.gemm.Run(d.h, N, nh * vhd, L.o, H, d.x, true, st));
     timer.Mark("gemm_o");

@@ -278,7 +278,8 @@ __device__ RunSmem CarveRun(unsigned char* smem, int G, int hd, int vhd) {
 // ---- tasks -------------------------------------------------------------------------------------
 // Sequence b's context has at most n selection blocks (c + 1 <= n, c = t / l'): every block is
 // selected, so the selection is 0 .. c without scores. Every place that treats such units apart
-// (LseUnit, ScoreTask, MergeUnit, SegmentTask and the fused kernel's waits) asks this one test.
+// (LseUnit, ScoreTask, MergeUnit, SegmentTask, CompressedTask's raw scores and the fused kernel's
+// waits) asks this one test.
 __device__ __forceinline__ bool EveryBlock(const NsaDecodeArgs& a, const Sizes& z, int b) {
   return a.positions[b] / a.nsa.select_block + 1 <= z.n;
 }
@@ -349,6 +350,8 @@ __device__ void CompressedTask(const NsaDecodeArgs& a, const Sizes& z, float* ws
   __shared__ int64_t row_page[kTileRows];
   __shared__ int row_slot[kTileRows];
   float* scores = ws + z.scores + bk * G * z.nstride;
+  // A context of at most n blocks selects them all without scores (EveryBlock): none written.
+  const bool want_scores = !EveryBlock(a, z, b);
   auto load = [&](int tile, __nv_bfloat16* ks, __nv_bfloat16* vs) {
     const int64_t i0 = static_cast<int64_t>(first + tile) * kCmpRows;
     const int rows = static_cast<int>(Min(kCmpRows, N - i0));
@@ -364,7 +367,7 @@ __device__ void CompressedTask(const NsaDecodeArgs& a, const Sizes& z, float* ws
     return rows;
   };
   auto score = [&](int tile, int head, int row, float v) {
-    scores[head * z.nstride + static_cast<int64_t>(first + tile) * kCmpRows + row] = v;
+    if (want_scores) scores[head * z.nstride + static_cast<int64_t>(first + tile) * kCmpRows + row] = v;
   };
   AttendTiles<kSlices>(sm.qs, sm.ks, sm.vs, G, last - first, hd, vhd, a.scale, part, load, score);
 }
@@ -697,7 +700,10 @@ __device__ void CombineHead(const NsaDecodeArgs& a, const Sizes& z, float* ws, i
     for (int k = 0; k < ns; ++k) os += factors[nc + k] * LoadCg(&seg[k * G * stride + 2 + e]);
 #pragma unroll 8
     for (int k = ns; k < ns + nw; ++k) ow += factors[nc + k] * LoadCg(&seg[k * G * stride + 2 + e]);
-    a.out[(static_cast<int64_t>(b) * a.num_heads + head) * vhd + e] = gate[0] * oc + gate[1] * os + gate[2] * ow;
+    const float y = gate[0] * oc + gate[1] * os + gate[2] * ow;
+    const int64_t at = (static_cast<int64_t>(b) * a.num_heads + head) * vhd + e;
+    if (a.out) a.out[at] = y;
+    if (a.out_bf16) a.out_bf16[at] = __float2bfloat16(y);
   }
 }
 
@@ -926,6 +932,7 @@ cudaError_t LaunchNsaDecode(const NsaDecodeArgs& a, cudaStream_t stream) {
   if (a.head_dim % 16 != 0 || a.head_dim < 16 || a.head_dim > 192) return cudaErrorInvalidValue;
   if (a.v_head_dim % 16 != 0 || a.v_head_dim < 16 || a.v_head_dim > 128) return cudaErrorInvalidValue;
   if (a.max_context / a.nsa.select_block + 1 > kMaxBlocks || a.batch < 1) return cudaErrorInvalidValue;
+  if (!a.out && !a.out_bf16) return cudaErrorInvalidValue;
   // One page is one tile: pages longer than kTileRows tokens would need a loop the kernel lacks.
   if (a.nsa.select_block > kTileRows) return cudaErrorInvalidValue;
   switch ((z.G + 15) / 16) {

@@ -54,6 +54,9 @@ struct NsaDecodeArgs {
   int64_t max_context = 0;  // largest t + 1 in the batch (sizes the grids and the workspace)
 
   float* out = nullptr;  // [batch][num_heads][v_head_dim]
+  // Optional: the same output rounded to bf16 (the next projection's input), [batch][num_heads]
+  // [v_head_dim]. With it, `out` may be null (then only the bf16 copy is written).
+  __nv_bfloat16* out_bf16 = nullptr;
   int32_t* selected = nullptr;  // optional [batch][num_kv_heads][n]: chosen blocks, ascending, -1 pads
   void* workspace = nullptr;
   // A launch per pass instead of the fused kernel (tests and benchmarks compare them).

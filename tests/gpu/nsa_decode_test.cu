@@ -13,6 +13,8 @@
 #include <random>
 #include <vector>
 
+#include <cuda_bf16.h>
+
 #include "kernels/cuda/nsa_decode.h"
 #include "kernels/reference/nsa_attention.h"
 #include "tests/gpu/cuda_check.h"
@@ -127,6 +129,26 @@ TEST_P(NsaDecodeTest, MatchesTheCpuTwin) {
     if (run == 1 || run == 2) {
       EXPECT_EQ(0, std::memcmp(before.data(), o.data(), out_n * 4)) << "fused run " << run << " differs from run 0";
     }
+  }
+  // The bf16 output alone (NsaDecodeArgs::out_bf16, out null: the runner's decode steps): the
+  // fused output rounded, bit for bit.
+  {
+    __nv_bfloat16* d_out16 = nullptr;
+    CUDA_OK(cudaMalloc(&d_out16, out_n * 2));
+    CUDA_OK(cudaMemset(d_out16, 0xFF, out_n * 2));
+    cuda::NsaDecodeArgs b16 = a;
+    b16.staged = false, b16.out = nullptr, b16.out_bf16 = d_out16;
+    CUDA_OK(cuda::LaunchNsaDecode(b16, nullptr));
+    CUDA_OK(cudaDeviceSynchronize());
+    std::vector<__nv_bfloat16> got16(out_n);
+    CUDA_OK(cudaMemcpy(got16.data(), d_out16, out_n * 2, cudaMemcpyDeviceToHost));
+    size_t wrong = 0;
+    for (size_t i = 0; i < out_n; ++i) {
+      const __nv_bfloat16 want16 = __float2bfloat16(out[i]);
+      wrong += std::memcmp(&want16, &got16[i], 2) != 0;
+    }
+    EXPECT_EQ(wrong, 0u) << "bf16 outputs that are not the fp32 output rounded";
+    cudaFree(d_out16);
   }
   // The same tasks in both forms, merged in the same order: equal up to the compiler's
   // contractions in two kernels.
