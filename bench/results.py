@@ -164,9 +164,11 @@ def serving_lines(folder, archive):
 def gpu_fragment(out, archive=None):
     lines = ["<!-- generated:gpu:begin -->", "## GPU machine (generated)", ""]
     gpu = [l for l in read(os.path.join(out, "gpu.txt")).splitlines() if l and not l.startswith("name")]
-    lines += [f"Card: {gpu[0] if gpu else 'unknown'}. Date {date.today()}, commit {commit_of(out)}. Command: "
-              "`bash bench/gpu/run-all.sh OUT` on the GPU machine (from `bench/gpu/stage.sh`'s stage/).", ""]
     provenance = read(os.path.join(out, "provenance.txt")).strip()
+    # A folder gathered from several calls names each file's command in its provenance.
+    command = ("the sources below name each file's build, call and command" if provenance else
+               "`bash bench/gpu/run-all.sh OUT` on the GPU machine (from `bench/gpu/stage.sh`'s stage/)")
+    lines += [f"Card: {gpu[0] if gpu else 'unknown'}. Date {date.today()}, commit {commit_of(out)}. Command: {command}.", ""]
     if provenance:  # files of several builds or device calls: say which is which
         lines += ["Sources:", "", provenance.split("\n", 1)[1] if provenance.startswith("Which") else provenance, ""]
     tests = []

@@ -76,6 +76,14 @@ class ResultsTest(unittest.TestCase):
             self.assertIn("#### 1.3b: cuda", text)
             self.assertIn("| 1 | 2 |", text)
             self.assertNotIn("noise", text)
+            self.assertIn("`bash bench/gpu/run-all.sh OUT`", text)
+            # Files gathered from several calls: the provenance names the commands, not run-all.sh.
+            with open(os.path.join(out, "provenance.txt"), "w") as f:
+                f.write("Which build made each file:\n- abc1234, call 1: nsa_decode_test.log\n")
+            run("gpu", out)
+            text = open(os.path.join(out, "results-gpu.md")).read()
+            self.assertNotIn("run-all.sh OUT` on the GPU machine", text)
+            self.assertIn("- abc1234, call 1: nsa_decode_test.log", text)
 
 
 if __name__ == "__main__":
