@@ -773,7 +773,12 @@ __global__ void __launch_bounds__(kThreads) FusedKernel(NsaDecodeArgs a, Sizes z
       const int b = unit / a.num_kv_heads, g = unit % a.num_kv_heads;
       CompressedTask<kSlices>(a, z, ws, b, g, task % z.cmp_splits, smem);
       if (trace && threadIdx.x == 0) trace[1] = GlobalTimer();
-      if (ArriveLast(&cnt.cmp_done[unit], z.cmp_splits)) {
+      // A unit whose every block is selected needs neither its log-sum-exps (no scores) nor its
+      // selection list (its selected tasks take blocks 0 .. c), unless the caller asked for the
+      // list (NsaDecodeArgs::selected): its compressed tasks then end without the last one's
+      // merge, and the unit's merge task starts that much earlier.
+      const bool publish = a.selected != nullptr || !EveryBlock(a, z, b);
+      if (publish && ArriveLast(&cnt.cmp_done[unit], z.cmp_splits)) {
         const bool all = LseUnit(a, z, ws, b, g);
         __syncthreads();
         if (threadIdx.x == 0) {

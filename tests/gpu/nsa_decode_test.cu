@@ -130,14 +130,15 @@ TEST_P(NsaDecodeTest, MatchesTheCpuTwin) {
       EXPECT_EQ(0, std::memcmp(before.data(), o.data(), out_n * 4)) << "fused run " << run << " differs from run 0";
     }
   }
-  // The bf16 output alone (NsaDecodeArgs::out_bf16, out null: the runner's decode steps): the
-  // fused output rounded, bit for bit.
+  // The bf16 output alone (NsaDecodeArgs::out_bf16, out null) and no selection asked for
+  // (selected null): the runner's decode steps, where short contexts skip the selection stage
+  // altogether. The fused output rounded, bit for bit.
   {
     __nv_bfloat16* d_out16 = nullptr;
     CUDA_OK(cudaMalloc(&d_out16, out_n * 2));
     CUDA_OK(cudaMemset(d_out16, 0xFF, out_n * 2));
     cuda::NsaDecodeArgs b16 = a;
-    b16.staged = false, b16.out = nullptr, b16.out_bf16 = d_out16;
+    b16.staged = false, b16.out = nullptr, b16.out_bf16 = d_out16, b16.selected = nullptr;
     CUDA_OK(cuda::LaunchNsaDecode(b16, nullptr));
     CUDA_OK(cudaDeviceSynchronize());
     std::vector<__nv_bfloat16> got16(out_n);
