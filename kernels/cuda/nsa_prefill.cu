@@ -24,8 +24,8 @@ using tile::LdMatrixX4;
 using tile::QkTile;
 using tile::ZeroRows;
 
-constexpr int kThreads = 128;  // 4 warps, 16 query rows each
-constexpr int kQueryRows = 64;  // query rows a block
+constexpr int kThreads = 128;  // 4 warps, 16 query rows each (32 in the branches' two-row-tile form)
+constexpr int kQueryRows = 64;  // query rows a block (times R in the compressed and window branches)
 constexpr int kMaxColTiles = 16;  // 8-column tiles of the output: v_dim <= 128, all of them a warp
 
 constexpr float kLog2e = 1.4426950408889634f, kLn2 = 0.6931471805599453f;
@@ -251,7 +251,7 @@ __device__ void PrefillBranch(const NsaPrefillArgs& a, const Keys& keys, KvPlane
   // The key ranges of this thread's rows (slot 2 r + half: fragment row g + 8 half of the warp's
   // row tile r); the block walks from its first row's start to its last row's end. With two row
   // tiles the ranges are kept as 32-bit offsets from the block's first key (registers are what
-  // that form is short of); with one, as key indices.
+  // that form is short of; a chunk's keys span far less than 2^31); with one, as key indices.
   using Off = std::conditional_t<(R > 1), int, int64_t>;
   const int64_t base = R > 1 ? key_begin : int64_t{0};
   Off lo[kSlots], hi[kSlots];
@@ -1000,8 +1000,7 @@ bool NsaPrefillSupports(int num_heads, int num_kv_heads, int head_dim, int v_hea
     return false;
   }
   const size_t limit = static_cast<size_t>(optin) - (8 << 10);
-  const size_t branch = (static_cast<size_t>(kQueryRows + kTileRows) * (head_dim + kPad) +
-                         static_cast<size_t>(kTileRows) * (v_head_dim + kPad)) * sizeof(__nv_bfloat16);
+  const size_t branch = BranchBytes(1, head_dim, v_head_dim);  // the two-row-tile form is an option
   const size_t select = static_cast<size_t>(kQueryRows + kTileRows) * (head_dim + kPad) * sizeof(__nv_bfloat16) +
                         static_cast<size_t>(kQueryRows) * kRowPStride * sizeof(float) +
                         (static_cast<size_t>(kTileRows) + static_cast<size_t>(max_context / p.select_block + 1)) * sizeof(float);

@@ -12,8 +12,8 @@
 //                      log-sum-exps: block scores (geometric map, group sum) and top-n.
 //   combine            the gated sum of the three branches.
 // Compressed and window are FlashAttention-2 tiles: 64 query rows (positions x the G heads of a KV head,
-// consecutive) a block, a warp 16 of them, each row with its own visible range, 64 keys a K/V
-// tile shared by the block's 4 warps.
+// consecutive) a block, a warp 16 of them (or 128 and 32: NsaPrefillArgs::branch_row_tiles),
+// each row with its own visible range, 64 keys a K/V tile shared by the block's 4 warps.
 //
 // The CPU twin is ref::AttendRows over each branch's rows (kernels/reference/nsa_attention.h);
 // tests/gpu/nsa_prefill_test.cu holds them together.

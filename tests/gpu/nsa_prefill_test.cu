@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <numeric>
 #include <random>
 #include <vector>
@@ -221,6 +222,18 @@ void CheckBranch(const Case& c, Branch branch) {
   CUDA_OK(cudaMemcpy(out.data(), d_out, out_n * 4, cudaMemcpyDeviceToHost));
   CUDA_OK(cudaMemcpy(lse.data(), d_lse, lse_n * 4, cudaMemcpyDeviceToHost));
   CUDA_OK(cudaMemcpy(chosen_gpu.data(), d_sel, selection.size() * 4, cudaMemcpyDeviceToHost));
+  if (branch == Branch::kCompressed2 || branch == Branch::kWindow2) {
+    // Two row tiles a warp do each row's arithmetic in the same order as one: the same floats.
+    CUDA_OK(cudaMemset(d_out, 0xFF, out_n * 4));
+    CUDA_OK(cudaMemset(d_lse, 0xFF, lse_n * 4));
+    a.branch_row_tiles = 1;
+    CUDA_OK(branch == Branch::kCompressed2 ? cuda::LaunchNsaPrefillCompressed(a, nullptr) : cuda::LaunchNsaPrefillWindow(a, nullptr));
+    std::vector<float> out1(out_n), lse1(lse_n);
+    CUDA_OK(cudaMemcpy(out1.data(), d_out, out_n * 4, cudaMemcpyDeviceToHost));
+    CUDA_OK(cudaMemcpy(lse1.data(), d_lse, lse_n * 4, cudaMemcpyDeviceToHost));
+    EXPECT_EQ(0, std::memcmp(out1.data(), out.data(), out_n * 4)) << c.name << ": outputs differ from one row tile a warp";
+    EXPECT_EQ(0, std::memcmp(lse1.data(), lse.data(), lse_n * 4)) << c.name << ": log-sum-exps differ from one row tile a warp";
+  }
   for (void* ptr : {static_cast<void*>(d_pool), static_cast<void*>(d_q), static_cast<void*>(d_raw),
                     static_cast<void*>(d_win), static_cast<void*>(d_sel), static_cast<void*>(d_out),
                     static_cast<void*>(d_lse)}) {
