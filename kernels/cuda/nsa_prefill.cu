@@ -4,6 +4,7 @@
 #include <cfloat>
 #include <climits>
 #include <cmath>
+#include <type_traits>
 
 #include <cuda_pipeline.h>
 
@@ -23,8 +24,8 @@ using tile::LdMatrixX4;
 using tile::QkTile;
 using tile::ZeroRows;
 
-constexpr int kThreads = 128;  // 4 warps, 16 query rows each
-constexpr int kQueryRows = 64;  // query rows a block
+constexpr int kThreads = 128;  // 4 warps, 16 query rows each (32 in the branches' two-row-tile form)
+constexpr int kQueryRows = 64;  // query rows a block (times R in the compressed and window branches)
 constexpr int kMaxColTiles = 16;  // 8-column tiles of the output: v_dim <= 128, all of them a warp
 
 constexpr float kLog2e = 1.4426950408889634f, kLn2 = 0.6931471805599453f;
@@ -36,71 +37,132 @@ __device__ __forceinline__ float Exp2(float x) {
   return y;
 }
 
-// A warp's 16 query rows (fragment rows g and g + 8 of each lane) walking K/V tiles of 64 keys,
-// FlashAttention-2 style: S = Q K^T on mma.sync, the online softmax with each row's own mask,
-// P (rounded to bf16) times V over all of V's columns, the output kept in registers. The running
-// maxima m are in base-2 units (scores times scale log2 e), so each exponential is one ex2.
-struct WarpRows {
-  float m[2] = {-FLT_MAX, -FLT_MAX}, l[2] = {0.f, 0.f};
-  float o[kMaxColTiles][4] = {};
+// S = Q K^T for R 16-row tiles of a warp (q: [16 R][hd + kPad]) against 8 NT keys, as QkTile
+// (kernels/cuda/tile_mma.cuh) for one: each K fragment is loaded once and used for every row
+// tile. s[r][j][c]: row tile r's row g (+ 8 for c >= 2), key 8 j + 2 t + (c & 1).
+template <int R, int NT>
+__device__ __forceinline__ void QkTileRows(const __nv_bfloat16* q, const __nv_bfloat16* ks, int hd,
+                                           float (&s)[R][NT][4]) {
+  const int lane = threadIdx.x % 32, r8 = lane % 8, m = lane / 8;
+  const int qstride = hd + kPad;
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+#pragma unroll
+    for (int j = 0; j < NT; ++j) s[r][j][0] = s[r][j][1] = s[r][j][2] = s[r][j][3] = 0.f;
+  }
+  for (int kk = 0; kk < hd; kk += 16) {
+    uint32_t a[R][4];
+#pragma unroll
+    for (int r = 0; r < R; ++r) LdMatrixX4(a[r], q + (16 * r + r8 + 8 * (m & 1)) * qstride + kk + 8 * (m >> 1));
+#pragma unroll
+    for (int j = 0; j < NT; j += 2) {
+      uint32_t b[4];
+      LdMatrixX4(b, ks + (8 * (j + (m >> 1)) + r8) * qstride + kk + 8 * (m & 1));
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        Mma(s[r][j], a[r][0], a[r][1], a[r][2], a[r][3], b[0], b[1]);
+        Mma(s[r][j + 1], a[r][0], a[r][1], a[r][2], a[r][3], b[2], b[3]);
+      }
+    }
+  }
+}
 
-  // One tile: q the warp's 16 rows ([16][hd + kPad]), ks and vs the tile's 8 NT keys
-  // ([8 NT][dim + kPad]; 64 by default), i0 the first key's index; visible(half, i) says whether
-  // row g + 8 half sees key i. kMasked = false: every row sees every key of the tile (the caller
-  // knows), and visible is not asked (the masks' integer work was the kernels' busiest pipe).
+// A warp's R 16-row tiles of query rows (fragment rows g and g + 8 of each lane, slot 2 r + half
+// for row tile r) walking K/V tiles of 64 keys, FlashAttention-2 style: S = Q K^T on mma.sync,
+// the online softmax with each row's own mask, P (rounded to bf16) times V over all of V's
+// columns, the output kept in registers. The running maxima m are in base-2 units (scores times
+// scale log2 e), so each exponential is one ex2. With R = 2 every K and V fragment serves two
+// row tiles (half the shared-memory reads and address work a row, twice the registers).
+template <int R = 1>
+struct WarpRowsT {
+  float m[R][2], l[R][2];
+  float o[R][kMaxColTiles][4];
+
+  __device__ WarpRowsT() {
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      m[r][0] = m[r][1] = -FLT_MAX, l[r][0] = l[r][1] = 0.f;
+#pragma unroll
+      for (int nt = 0; nt < kMaxColTiles; ++nt) o[r][nt][0] = o[r][nt][1] = o[r][nt][2] = o[r][nt][3] = 0.f;
+    }
+  }
+
+  // One tile: q the warp's 16 R rows ([16 R][hd + kPad]), ks and vs the tile's 8 NT keys
+  // ([8 NT][dim + kPad]; 64 by default), i0 the first key's index; visible(slot, i) says whether
+  // row slot (g + 8 (slot % 2) of row tile slot / 2) sees key i. kMasked = false: every row sees
+  // every key of the tile (the caller knows), and visible is not asked (the masks' integer work
+  // was the kernels' busiest pipe).
   template <int NT = kRowTiles, bool kMasked = true, typename Visible>
   __device__ __forceinline__ void Step(const __nv_bfloat16* q, const __nv_bfloat16* ks, const __nv_bfloat16* vs, int hd,
                                        int vhd, float scale, int64_t i0, Visible visible) {
     const int lane = threadIdx.x % 32, t = lane % 4, r8 = lane % 8, m8 = lane / 8;
     const int vstride = vhd + kPad, col_tiles = vhd / 8;
-    float s[NT][4];
-    QkTile<NT>(q, ks, hd, s);
+    float s[R][NT][4];
+    if constexpr (R == 1) {
+      QkTile<NT>(q, ks, hd, s[0]);
+    } else {
+      QkTileRows<R, NT>(q, ks, hd, s);
+    }
     const float scale2 = scale * kLog2e;
-    float mx[2] = {m[0], m[1]};
+    float mx[R][2], corr[R][2], sum[R][2];
+    bool moved = false;
 #pragma unroll
-    for (int j = 0; j < NT; ++j) {
+    for (int r = 0; r < R; ++r) {
+      mx[r][0] = m[r][0], mx[r][1] = m[r][1];
 #pragma unroll
-      for (int c = 0; c < 4; ++c) {
-        const float v = s[j][c] * scale2;
-        s[j][c] = v;
-        if (!kMasked || visible(c >= 2, i0 + 8 * j + 2 * t + (c & 1))) mx[c >= 2] = fmaxf(mx[c >= 2], v);
+      for (int j = 0; j < NT; ++j) {
+#pragma unroll
+        for (int c = 0; c < 4; ++c) {
+          const float v = s[r][j][c] * scale2;
+          s[r][j][c] = v;
+          if (!kMasked || visible(2 * r + (c >= 2), i0 + 8 * j + 2 * t + (c & 1))) mx[r][c >= 2] = fmaxf(mx[r][c >= 2], v);
+        }
       }
-    }
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffff, mx[h], 1));
-      mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffff, mx[h], 2));
-    }
-    const float corr[2] = {Exp2(m[0] - mx[0]), Exp2(m[1] - mx[1])};
-    float sum[2] = {0.f, 0.f};
-#pragma unroll
-    for (int j = 0; j < NT; ++j) {
-#pragma unroll
-      for (int c = 0; c < 4; ++c) {
-        const float p =
-            !kMasked || visible(c >= 2, i0 + 8 * j + 2 * t + (c & 1)) ? Exp2(s[j][c] - mx[c >= 2]) : 0.f;
-        s[j][c] = p;
-        sum[c >= 2] += p;
+      for (int h = 0; h < 2; ++h) {
+        mx[r][h] = fmaxf(mx[r][h], __shfl_xor_sync(0xffffffff, mx[r][h], 1));
+        mx[r][h] = fmaxf(mx[r][h], __shfl_xor_sync(0xffffffff, mx[r][h], 2));
       }
-    }
+      corr[r][0] = Exp2(m[r][0] - mx[r][0]), corr[r][1] = Exp2(m[r][1] - mx[r][1]);
+      sum[r][0] = sum[r][1] = 0.f;
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      sum[h] += __shfl_xor_sync(0xffffffff, sum[h], 1);
-      sum[h] += __shfl_xor_sync(0xffffffff, sum[h], 2);
-      l[h] = l[h] * corr[h] + sum[h];
-      m[h] = mx[h];
+      for (int j = 0; j < NT; ++j) {
+#pragma unroll
+        for (int c = 0; c < 4; ++c) {
+          const float p =
+              !kMasked || visible(2 * r + (c >= 2), i0 + 8 * j + 2 * t + (c & 1)) ? Exp2(s[r][j][c] - mx[r][c >= 2]) : 0.f;
+          s[r][j][c] = p;
+          sum[r][c >= 2] += p;
+        }
+      }
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        sum[r][h] += __shfl_xor_sync(0xffffffff, sum[r][h], 1);
+        sum[r][h] += __shfl_xor_sync(0xffffffff, sum[r][h], 2);
+        l[r][h] = l[r][h] * corr[r][h] + sum[r][h];
+        m[r][h] = mx[r][h];
+      }
+      moved = moved || corr[r][0] != 1.f || corr[r][1] != 1.f;
     }
     // Rescale the output only when some row's maximum moved (most tiles after the first few).
-    if (__any_sync(0xffffffff, corr[0] != 1.f || corr[1] != 1.f)) {
+    if (__any_sync(0xffffffff, moved)) {
 #pragma unroll
-      for (int nt = 0; nt < kMaxColTiles; ++nt) {
-        o[nt][0] *= corr[0], o[nt][1] *= corr[0], o[nt][2] *= corr[1], o[nt][3] *= corr[1];
+      for (int r = 0; r < R; ++r) {
+#pragma unroll
+        for (int nt = 0; nt < kMaxColTiles; ++nt) {
+          o[r][nt][0] *= corr[r][0], o[r][nt][1] *= corr[r][0], o[r][nt][2] *= corr[r][1], o[r][nt][3] *= corr[r][1];
+        }
       }
     }
 #pragma unroll
     for (int ks16 = 0; ks16 < NT / 2; ++ks16) {
-      const uint32_t p0 = Pack(s[2 * ks16][0], s[2 * ks16][1]), p1 = Pack(s[2 * ks16][2], s[2 * ks16][3]);
-      const uint32_t p2 = Pack(s[2 * ks16 + 1][0], s[2 * ks16 + 1][1]), p3 = Pack(s[2 * ks16 + 1][2], s[2 * ks16 + 1][3]);
+      uint32_t p[R][4];
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        p[r][0] = Pack(s[r][2 * ks16][0], s[r][2 * ks16][1]), p[r][1] = Pack(s[r][2 * ks16][2], s[r][2 * ks16][3]);
+        p[r][2] = Pack(s[r][2 * ks16 + 1][0], s[r][2 * ks16 + 1][1]);
+        p[r][3] = Pack(s[r][2 * ks16 + 1][2], s[r][2 * ks16 + 1][3]);
+      }
       // V's B fragments, transposed: matrices (keys 16 ks16 + 0-7 | + 8-15) x (columns 8 nt |
       // 8 (nt + 1)) give b0, b1 of column tiles nt and nt + 1 (col_tiles is even).
 #pragma unroll
@@ -108,25 +170,30 @@ struct WarpRows {
         if (nt >= col_tiles) break;
         uint32_t b[4];
         LdMatrixX4<true>(b, vs + (16 * ks16 + 8 * (m8 & 1) + r8) * vstride + 8 * (nt + (m8 >> 1)));
-        Mma(o[nt], p0, p1, p2, p3, b[0], b[1]);
-        Mma(o[nt + 1], p0, p1, p2, p3, b[2], b[3]);
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+          Mma(o[r][nt], p[r][0], p[r][1], p[r][2], p[r][3], b[0], b[1]);
+          Mma(o[r][nt + 1], p[r][0], p[r][1], p[r][2], p[r][3], b[2], b[3]);
+        }
       }
     }
   }
 
-  // Row g + 8 half's output, normalised, into out[vhd] (this lane's columns); returns its
-  // log-sum-exp (-inf when the row saw no key).
-  __device__ __forceinline__ float Write(int half, float* out, int vhd) const {
-    const int t = threadIdx.x % 4, col_tiles = vhd / 8;
-    const float inv = l[half] > 0.f ? 1.f / l[half] : 0.f;
+  // Row slot's output (g + 8 (slot % 2) of row tile slot / 2), normalised, into out[vhd] (this
+  // lane's columns); returns its log-sum-exp (-inf when the row saw no key).
+  __device__ __forceinline__ float Write(int slot, float* out, int vhd) const {
+    const int t = threadIdx.x % 4, col_tiles = vhd / 8, r = slot / 2, half = slot % 2;
+    const float inv = l[r][half] > 0.f ? 1.f / l[r][half] : 0.f;
 #pragma unroll
     for (int nt = 0; nt < kMaxColTiles; ++nt) {
       if (nt >= col_tiles) break;
-      *reinterpret_cast<float2*>(out + 8 * nt + 2 * t) = make_float2(o[nt][2 * half] * inv, o[nt][2 * half + 1] * inv);
+      *reinterpret_cast<float2*>(out + 8 * nt + 2 * t) =
+          make_float2(o[r][nt][2 * half] * inv, o[r][nt][2 * half + 1] * inv);
     }
-    return l[half] > 0.f ? (m[half] + __log2f(l[half])) * kLn2 : -INFINITY;
+    return l[r][half] > 0.f ? (m[r][half] + __log2f(l[r][half])) * kLn2 : -INFINITY;
   }
 };
+using WarpRows = WarpRowsT<1>;
 
 // Keys of a branch, by index: the range a position may see, [Lo(t), Hi(t)), both nondecreasing in
 // t, and where key i's row lives: Locate(i, &page_elem_offset, &slot) (the plane is the caller's).
@@ -151,54 +218,65 @@ struct WindowKeys {  // tokens max(0, t - w + 1) .. t, in the window pages (per-
   }
 };
 
-// One branch for the block's 64 query rows: grid (ceil(num_queries * G / 64), num_kv_heads). Row R
-// of a block's 64 is query R / G, head R % G of KV head blockIdx.y; rows past the chunk are
-// computed on zeros and not written. The block walks the keys its rows see, 64 a tile; each row
-// masks the keys outside its own range.
-template <typename Keys>
+// One branch for the block's 64 R query rows (R 16-row tiles a warp): grid (ceil(num_queries * G
+// / (64 R)), num_kv_heads). Row X of a block's 64 R is query X / G, head X % G of KV head
+// blockIdx.y; rows past the chunk are computed on zeros and not written. The block walks the keys
+// its rows see, 64 a tile; each row masks the keys outside its own range.
+template <int R, typename Keys>
 __device__ void PrefillBranch(const NsaPrefillArgs& a, const Keys& keys, KvPlane plane, float* out_all, float* lse_all) {
+  constexpr int kBlockRows = kQueryRows * R, kSlots = 2 * R;
   const int G = a.num_heads / a.num_kv_heads, kv = blockIdx.y, hd = a.head_dim, vhd = a.v_head_dim;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-  const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kQueryRows;
+  const int64_t row0 = static_cast<int64_t>(blockIdx.x) * kBlockRows;
   const int64_t rows_total = static_cast<int64_t>(a.num_queries) * G;
   const int qstride = hd + kPad;
   extern __shared__ __align__(16) unsigned char smem[];
-  __nv_bfloat16* qs = reinterpret_cast<__nv_bfloat16*>(smem);  // [64][hd + kPad]
-  __nv_bfloat16* ks = qs + kQueryRows * qstride;  // [64][hd + kPad]
+  __nv_bfloat16* qs = reinterpret_cast<__nv_bfloat16*>(smem);  // [64 R][hd + kPad]
+  __nv_bfloat16* ks = qs + kBlockRows * qstride;  // [64][hd + kPad]
   __nv_bfloat16* vs = ks + kTileRows * qstride;  // [64][vhd + kPad]
   __shared__ int64_t row_page[kTileRows];
   __shared__ int row_slot[kTileRows];
 
   // The block's query rows: rows past the chunk are zero.
-  const int valid_rows = static_cast<int>(rows_total - row0 < kQueryRows ? rows_total - row0 : kQueryRows);
+  const int valid_rows = static_cast<int>(rows_total - row0 < kBlockRows ? rows_total - row0 : kBlockRows);
   LoadRows(qs, valid_rows, hd, [&](int r) {
-    const int64_t R = row0 + r, query = R / G;
-    return a.q + (query * a.num_heads + static_cast<int64_t>(kv) * G + R % G) * hd;
+    const int64_t X = row0 + r, query = X / G;
+    return a.q + (query * a.num_heads + static_cast<int64_t>(kv) * G + X % G) * hd;
   });
-  for (int i = valid_rows * qstride + threadIdx.x; i < kQueryRows * qstride; i += blockDim.x) qs[i] = __float2bfloat16(0.f);
+  for (int i = valid_rows * qstride + threadIdx.x; i < kBlockRows * qstride; i += blockDim.x) qs[i] = __float2bfloat16(0.f);
   __pipeline_commit();  // the first tile waits for it (and a block with no tile before it exits)
 
-  // The key ranges of this thread's two rows (fragment rows g and g + 8 of its warp); the block
-  // walks from its first row's start to its last row's end.
-  int64_t lo[2], hi[2];
-  for (int half = 0; half < 2; ++half) {
-    const int64_t R = row0 + warp * 16 + g + 8 * half;
-    const int64_t pos = a.first_position + (R < rows_total ? R / G : 0);
-    lo[half] = keys.Lo(pos), hi[half] = R < rows_total ? keys.Hi(pos) : lo[half];  // past the chunk: nothing
-  }
-  // The keys every row of this warp sees: [lo_all, hi_all) (tiles inside it skip the masks).
-  int64_t lo_all = lo[0] > lo[1] ? lo[0] : lo[1], hi_all = hi[0] < hi[1] ? hi[0] : hi[1];
-  for (int d = 1; d < 32; d *= 2) {
-    const int64_t l2 = __shfl_xor_sync(0xffffffff, lo_all, d), h2 = __shfl_xor_sync(0xffffffff, hi_all, d);
-    lo_all = l2 > lo_all ? l2 : lo_all, hi_all = h2 < hi_all ? h2 : hi_all;
-  }
   const int64_t key_begin = keys.Lo(a.first_position + row0 / G);
   const int64_t key_end = keys.Hi(a.first_position + (row0 + valid_rows - 1) / G);
+  // The key ranges of this thread's rows (slot 2 r + half: fragment row g + 8 half of the warp's
+  // row tile r); the block walks from its first row's start to its last row's end. With two row
+  // tiles the ranges are kept as 32-bit offsets from the block's first key (registers are what
+  // that form is short of; a chunk's keys span far less than 2^31); with one, as key indices.
+  using Off = std::conditional_t<(R > 1), int, int64_t>;
+  const int64_t base = R > 1 ? key_begin : int64_t{0};
+  Off lo[kSlots], hi[kSlots];
+#pragma unroll
+  for (int slot = 0; slot < kSlots; ++slot) {
+    const int64_t X = row0 + warp * 16 * R + 16 * (slot / 2) + g + 8 * (slot % 2);
+    const int64_t pos = a.first_position + (X < rows_total ? X / G : 0);
+    lo[slot] = static_cast<Off>(keys.Lo(pos) - base);
+    hi[slot] = X < rows_total ? static_cast<Off>(keys.Hi(pos) - base) : lo[slot];  // past the chunk: nothing
+  }
+  // The keys every row of this warp sees: [lo_all, hi_all) (tiles inside it skip the masks).
+  Off lo_all = lo[0], hi_all = hi[0];
+#pragma unroll
+  for (int slot = 1; slot < kSlots; ++slot) {
+    lo_all = lo[slot] > lo_all ? lo[slot] : lo_all, hi_all = hi[slot] < hi_all ? hi[slot] : hi_all;
+  }
+  for (int d = 1; d < 32; d *= 2) {
+    const Off l2 = __shfl_xor_sync(0xffffffff, lo_all, d), h2 = __shfl_xor_sync(0xffffffff, hi_all, d);
+    lo_all = l2 > lo_all ? l2 : lo_all, hi_all = h2 < hi_all ? h2 : hi_all;
+  }
   const int num_tiles = static_cast<int>(key_end > key_begin ? (key_end - key_begin + kTileRows - 1) / kTileRows : 0);
 
   const KvLayout& L = a.layout;
   const int64_t k_off = L.Offset(plane, a.layer, kv, false), v_off = L.Offset(plane, a.layer, kv, true);
-  WarpRows st;
+  WarpRowsT<R> st;
 
   for (int tile_index = 0; tile_index < num_tiles; ++tile_index) {
     const int64_t i0 = key_begin + static_cast<int64_t>(tile_index) * kTileRows;
@@ -214,34 +292,39 @@ __device__ void PrefillBranch(const NsaPrefillArgs& a, const Keys& keys, KvPlane
     __pipeline_wait_prior(0);
     __syncthreads();
 
-    auto visible = [&](int half, int64_t i) { return i >= lo[half] && i < hi[half]; };
-    if (i0 >= lo_all && i0 + kTileRows <= hi_all) {  // uniform in the warp
-      st.Step<kRowTiles, false>(qs + warp * 16 * qstride, ks, vs, hd, vhd, a.scale, i0, visible);
+    auto visible = [&](int slot, int64_t i) {
+      const Off rel = static_cast<Off>(i - base);
+      return rel >= lo[slot] && rel < hi[slot];
+    };
+    if (i0 - base >= lo_all && i0 - base + kTileRows <= hi_all) {  // uniform in the warp
+      st.template Step<kRowTiles, false>(qs + warp * 16 * R * qstride, ks, vs, hd, vhd, a.scale, i0, visible);
     } else {
-      st.Step(qs + warp * 16 * qstride, ks, vs, hd, vhd, a.scale, i0, visible);
+      st.Step(qs + warp * 16 * R * qstride, ks, vs, hd, vhd, a.scale, i0, visible);
     }
   }
 
   __pipeline_wait_prior(0);  // no copy in flight at exit (a block that saw no key)
 #pragma unroll
-  for (int half = 0; half < 2; ++half) {
-    const int64_t R = row0 + warp * 16 + g + 8 * half;
-    if (R >= rows_total) continue;
-    const int64_t query = R / G, head = static_cast<int64_t>(kv) * G + R % G;
-    const float lse = st.Write(half, out_all + (query * a.num_heads + head) * vhd, vhd);
+  for (int slot = 0; slot < kSlots; ++slot) {
+    const int64_t X = row0 + warp * 16 * R + 16 * (slot / 2) + g + 8 * (slot % 2);
+    if (X >= rows_total) continue;
+    const int64_t query = X / G, head = static_cast<int64_t>(kv) * G + X % G;
+    const float lse = st.Write(slot, out_all + (query * a.num_heads + head) * vhd, vhd);
     if (t == 0) lse_all[query * a.num_heads + head] = lse;
   }
 }
 
+template <int R>
 __global__ void __launch_bounds__(kThreads) CompressedPrefillKernel(NsaPrefillArgs a) {
-  PrefillBranch(a, CompressedKeys{a}, KvPlane::kCmp, a.cmp_out, a.cmp_lse);
+  PrefillBranch<R>(a, CompressedKeys{a}, KvPlane::kCmp, a.cmp_out, a.cmp_lse);
 }
 
+template <int R>
 __global__ void __launch_bounds__(kThreads) WindowPrefillKernel(NsaPrefillArgs a) {
   // Per-branch K/V: the window pages' own plane; shared: the raw pages' tokens.
   const bool own = a.win_table != nullptr;
-  PrefillBranch(a, WindowKeys{a, own ? a.win_table : a.raw_table}, own ? KvPlane::kWin : KvPlane::kSel, a.win_out,
-                a.win_lse);
+  PrefillBranch<R>(a, WindowKeys{a, own ? a.win_table : a.raw_table}, own ? KvPlane::kWin : KvPlane::kSel, a.win_out,
+                   a.win_lse);
 }
 
 
@@ -363,7 +446,7 @@ __device__ void SplitWalk(const NsaPrefillArgs& a, int64_t query, int h0, int he
   float* lw = mw + 4 * 16;  // [4][16]
   float* ow = lw + 4 * 16;  // [4][16][vhd]
   if (t == 0) {
-    for (int half = 0; half < 2; ++half) mw[warp * 16 + g + 8 * half] = st.m[half], lw[warp * 16 + g + 8 * half] = st.l[half];
+    for (int half = 0; half < 2; ++half) mw[warp * 16 + g + 8 * half] = st.m[0][half], lw[warp * 16 + g + 8 * half] = st.l[0][half];
   }
   __syncthreads();
   auto row_max_sum = [&](int r, float* M, float* Lsum) {
@@ -378,12 +461,12 @@ __device__ void SplitWalk(const NsaPrefillArgs& a, int64_t query, int h0, int he
     const int r = g + 8 * half;
     float M, Lsum;
     row_max_sum(r, &M, &Lsum);
-    const float f = Lsum > 0.f ? Exp2(st.m[half] - M) / Lsum : 0.f;
+    const float f = Lsum > 0.f ? Exp2(st.m[0][half] - M) / Lsum : 0.f;
 #pragma unroll
     for (int nt = 0; nt < kMaxColTiles; ++nt) {
       if (nt >= vhd / 8) break;
       *reinterpret_cast<float2*>(ow + (warp * 16 + r) * vhd + 8 * nt + 2 * t) =
-          make_float2(st.o[nt][2 * half] * f, st.o[nt][2 * half + 1] * f);
+          make_float2(st.o[0][nt][2 * half] * f, st.o[0][nt][2 * half + 1] * f);
     }
   }
   __syncthreads();
@@ -864,9 +947,27 @@ cudaError_t OptIn(size_t* limit) {
   return status;
 }
 
+// Shared memory of the compressed/window kernel with R row tiles a warp: 64 R rows of q, a K/V
+// tile.
+size_t BranchBytes(int R, int head_dim, int v_head_dim) {
+  return (static_cast<size_t>(kQueryRows * R + kTileRows) * (head_dim + kPad) +
+          static_cast<size_t>(kTileRows) * (v_head_dim + kPad)) * sizeof(__nv_bfloat16);
+}
+
+template <Which which, int R>
+cudaError_t LaunchBranchRows(const NsaPrefillArgs& a, size_t smem, cudaStream_t stream) {
+  constexpr auto kernel = which == Which::kCompressed ? CompressedPrefillKernel<R> : WindowPrefillKernel<R>;
+  size_t limit = 0;
+  if (const cudaError_t e = OptIn<kernel>(&limit); e != cudaSuccess) return e;
+  if (smem > limit) return cudaErrorInvalidValue;
+  const int G = a.num_heads / a.num_kv_heads;
+  const int64_t blocks = (static_cast<int64_t>(a.num_queries) * G + kQueryRows * R - 1) / (kQueryRows * R);
+  kernel<<<dim3(static_cast<unsigned>(blocks), a.num_kv_heads), kThreads, smem, stream>>>(a);
+  return cudaGetLastError();
+}
+
 template <Which which>
 cudaError_t LaunchBranch(const NsaPrefillArgs& a, cudaStream_t stream) {
-  constexpr auto kernel = which == Which::kCompressed ? CompressedPrefillKernel : WindowPrefillKernel;
   if (const cudaError_t e = CheckCommon(a); e != cudaSuccess) return e;
   const KvLayout& L = a.layout;
   if (which == Which::kCompressed && (!a.cmp_out || !a.cmp_lse)) return cudaErrorInvalidValue;
@@ -875,15 +976,9 @@ cudaError_t LaunchBranch(const NsaPrefillArgs& a, cudaStream_t stream) {
     return cudaErrorInvalidValue;
   }
   if (a.num_queries == 0) return cudaSuccess;
-  const int G = a.num_heads / a.num_kv_heads;
-  const size_t smem = (static_cast<size_t>(kQueryRows + kTileRows) * (a.head_dim + kPad) +
-                       static_cast<size_t>(kTileRows) * (a.v_head_dim + kPad)) * sizeof(__nv_bfloat16);
-  size_t limit = 0;
-  if (const cudaError_t e = OptIn<kernel>(&limit); e != cudaSuccess) return e;
-  if (smem > limit) return cudaErrorInvalidValue;
-  const int64_t blocks = (static_cast<int64_t>(a.num_queries) * G + kQueryRows - 1) / kQueryRows;  // 64 rows a block
-  kernel<<<dim3(static_cast<unsigned>(blocks), a.num_kv_heads), kThreads, smem, stream>>>(a);
-  return cudaGetLastError();
+  if (a.branch_row_tiles == 2) return LaunchBranchRows<which, 2>(a, BranchBytes(2, a.head_dim, a.v_head_dim), stream);
+  if (a.branch_row_tiles != 1) return cudaErrorInvalidValue;
+  return LaunchBranchRows<which, 1>(a, BranchBytes(1, a.head_dim, a.v_head_dim), stream);
 }
 
 }  // namespace
@@ -908,8 +1003,7 @@ bool NsaPrefillSupports(int num_heads, int num_kv_heads, int head_dim, int v_hea
     return false;
   }
   const size_t limit = static_cast<size_t>(optin) - (8 << 10);
-  const size_t branch = (static_cast<size_t>(kQueryRows + kTileRows) * (head_dim + kPad) +
-                         static_cast<size_t>(kTileRows) * (v_head_dim + kPad)) * sizeof(__nv_bfloat16);
+  const size_t branch = BranchBytes(1, head_dim, v_head_dim);  // the two-row-tile form is an option
   const size_t select = static_cast<size_t>(kQueryRows + kTileRows) * (head_dim + kPad) * sizeof(__nv_bfloat16) +
                         static_cast<size_t>(kQueryRows) * kRowPStride * sizeof(float) +
                         (static_cast<size_t>(kTileRows) + static_cast<size_t>(max_context / p.select_block + 1)) * sizeof(float);

@@ -12,8 +12,8 @@
 //                      log-sum-exps: block scores (geometric map, group sum) and top-n.
 //   combine            the gated sum of the three branches.
 // Compressed and window are FlashAttention-2 tiles: 64 query rows (positions x the G heads of a KV head,
-// consecutive) a block, a warp 16 of them, each row with its own visible range, 64 keys a K/V
-// tile shared by the block's 4 warps.
+// consecutive) a block, a warp 16 of them (or 128 and 32: NsaPrefillArgs::branch_row_tiles),
+// each row with its own visible range, 64 keys a K/V tile shared by the block's 4 warps.
 //
 // The CPU twin is ref::AttendRows over each branch's rows (kernels/reference/nsa_attention.h);
 // tests/gpu/nsa_prefill_test.cu holds them together.
@@ -63,6 +63,10 @@ struct NsaPrefillArgs {
   // positions' blocks, instead of one position's G heads and 16 - G rows of padding. false: padded
   // (for comparison). The split form is always padded.
   bool pack_positions = true;
+  // The compressed and window branches: 16-row tiles of queries a warp, 1 (64 rows a thread
+  // block) or 2 (128 rows: every K and V fragment serves two row tiles, at about twice the
+  // registers a thread; bench/NOTES.md).
+  int branch_row_tiles = 1;
 
   // Each branch's output, normalised, [num_queries][num_heads][v_head_dim], and log-sum-exp,
   // [num_queries][num_heads] (-inf where the branch sees nothing).

@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <numeric>
 #include <random>
 #include <vector>
@@ -37,8 +38,11 @@ struct Case {
 // kSelected runs the selected branch's default form (NsaPrefillArgs::selected_form: each thread
 // block's walk picked from its selections' overlap), kSelectedSplit and kSelectedUnion one walk
 // for every block; for G <= 8 the default and union forms pack 16 / G positions a warp, and
-// kSelectedPadded is the union walk without packing (pack_positions = false).
-enum class Branch { kCompressed, kWindow, kSelected, kSelectedSplit, kSelectedUnion, kSelectedPadded, kSelection };
+// kSelectedPadded is the union walk without packing (pack_positions = false). kCompressed2 and
+// kWindow2: those branches with two 16-row tiles a warp (branch_row_tiles = 2).
+enum class Branch {
+  kCompressed, kWindow, kCompressed2, kWindow2, kSelected, kSelectedSplit, kSelectedUnion, kSelectedPadded, kSelection
+};
 
 // A selection for each (query, KV head) of the chunk, as the decode kernel's `selected`: every
 // block when there are at most n, else the first and the last two plus random others, ascending
@@ -183,10 +187,11 @@ void CheckBranch(const Case& c, Branch branch) {
   CUDA_OK(cudaMemset(d_out, 0xFF, out_n * 4));  // poison: NaN unless written
   CUDA_OK(cudaMemset(d_lse, 0xFF, lse_n * 4));
   a.q = d_q, a.pages = d_pool, a.raw_table = d_raw, a.win_table = c.per_branch ? d_win : nullptr, a.selection = d_sel;
-  if (branch == Branch::kCompressed) {
+  a.branch_row_tiles = branch == Branch::kCompressed2 || branch == Branch::kWindow2 ? 2 : 1;
+  if (branch == Branch::kCompressed || branch == Branch::kCompressed2) {
     a.cmp_out = d_out, a.cmp_lse = d_lse;
     CUDA_OK(cuda::LaunchNsaPrefillCompressed(a, nullptr));
-  } else if (branch == Branch::kWindow) {
+  } else if (branch == Branch::kWindow || branch == Branch::kWindow2) {
     a.win_out = d_out, a.win_lse = d_lse;
     CUDA_OK(cuda::LaunchNsaPrefillWindow(a, nullptr));
   } else if (branch == Branch::kSelected || branch == Branch::kSelectedSplit || branch == Branch::kSelectedUnion ||
@@ -217,6 +222,18 @@ void CheckBranch(const Case& c, Branch branch) {
   CUDA_OK(cudaMemcpy(out.data(), d_out, out_n * 4, cudaMemcpyDeviceToHost));
   CUDA_OK(cudaMemcpy(lse.data(), d_lse, lse_n * 4, cudaMemcpyDeviceToHost));
   CUDA_OK(cudaMemcpy(chosen_gpu.data(), d_sel, selection.size() * 4, cudaMemcpyDeviceToHost));
+  if (branch == Branch::kCompressed2 || branch == Branch::kWindow2) {
+    // Two row tiles a warp do each row's arithmetic in the same order as one: the same floats.
+    CUDA_OK(cudaMemset(d_out, 0xFF, out_n * 4));
+    CUDA_OK(cudaMemset(d_lse, 0xFF, lse_n * 4));
+    a.branch_row_tiles = 1;
+    CUDA_OK(branch == Branch::kCompressed2 ? cuda::LaunchNsaPrefillCompressed(a, nullptr) : cuda::LaunchNsaPrefillWindow(a, nullptr));
+    std::vector<float> out1(out_n), lse1(lse_n);
+    CUDA_OK(cudaMemcpy(out1.data(), d_out, out_n * 4, cudaMemcpyDeviceToHost));
+    CUDA_OK(cudaMemcpy(lse1.data(), d_lse, lse_n * 4, cudaMemcpyDeviceToHost));
+    EXPECT_EQ(0, std::memcmp(out1.data(), out.data(), out_n * 4)) << c.name << ": outputs differ from one row tile a warp";
+    EXPECT_EQ(0, std::memcmp(lse1.data(), lse.data(), lse_n * 4)) << c.name << ": log-sum-exps differ from one row tile a warp";
+  }
   for (void* ptr : {static_cast<void*>(d_pool), static_cast<void*>(d_q), static_cast<void*>(d_raw),
                     static_cast<void*>(d_win), static_cast<void*>(d_sel), static_cast<void*>(d_out),
                     static_cast<void*>(d_lse)}) {
@@ -227,8 +244,10 @@ void CheckBranch(const Case& c, Branch branch) {
   for (int r = 0; r < c.num_queries; r += c.num_queries <= 64 ? 1 : 7) queries.push_back(r);
   queries.push_back(c.num_queries - 1);
   if (branch == Branch::kSelection) return CheckSelection(c, p, L, pool, raw, q, a.scale, queries, chosen_gpu);
-  const KvPlane plane = branch == Branch::kCompressed                 ? KvPlane::kCmp
-                        : branch == Branch::kWindow && c.per_branch ? KvPlane::kWin
+  // The two-row-tile forms compute the same branch.
+  const Branch kind = branch == Branch::kCompressed2 ? Branch::kCompressed : branch == Branch::kWindow2 ? Branch::kWindow : branch;
+  const KvPlane plane = kind == Branch::kCompressed                 ? KvPlane::kCmp
+                        : kind == Branch::kWindow && c.per_branch ? KvPlane::kWin
                                                                     : KvPlane::kSel;
   const std::vector<int32_t>& table = plane == KvPlane::kWin ? win : raw;
   std::vector<float> want(c.v_head_dim);
@@ -237,9 +256,9 @@ void CheckBranch(const Case& c, Branch branch) {
     for (int h = 0; h < c.num_heads; ++h) {
       // The rows this (position, head) attends, ascending.
       std::vector<int64_t> rows;
-      if (branch == Branch::kCompressed) {
+      if (kind == Branch::kCompressed) {
         for (int64_t i = 0; i < p.NumCompressed(t + 1); ++i) rows.push_back(i);
-      } else if (branch == Branch::kWindow) {
+      } else if (kind == Branch::kWindow) {
         for (int64_t i = std::max<int64_t>(0, t - c.w + 1); i <= t; ++i) rows.push_back(i);
       } else {
         const int32_t* chosen = selection.data() + (static_cast<size_t>(r) * c.num_kv_heads + h / G) * c.n;
@@ -282,6 +301,8 @@ class NsaPrefillTest : public ::testing::TestWithParam<Case> {};
 
 TEST_P(NsaPrefillTest, CompressedBranchMatchesTheCpuTwin) { CheckBranch(GetParam(), Branch::kCompressed); }
 TEST_P(NsaPrefillTest, WindowBranchMatchesTheCpuTwin) { CheckBranch(GetParam(), Branch::kWindow); }
+TEST_P(NsaPrefillTest, CompressedBranchTwoRowTilesAWarpMatchesTheCpuTwin) { CheckBranch(GetParam(), Branch::kCompressed2); }
+TEST_P(NsaPrefillTest, WindowBranchTwoRowTilesAWarpMatchesTheCpuTwin) { CheckBranch(GetParam(), Branch::kWindow2); }
 TEST_P(NsaPrefillTest, SelectedBranchMatchesTheCpuTwin) { CheckBranch(GetParam(), Branch::kSelected); }
 TEST_P(NsaPrefillTest, SelectedBranchSplitWalkMatchesTheCpuTwin) { CheckBranch(GetParam(), Branch::kSelectedSplit); }
 TEST_P(NsaPrefillTest, SelectedBranchUnionWalkMatchesTheCpuTwin) { CheckBranch(GetParam(), Branch::kSelectedUnion); }
