@@ -1003,7 +1003,7 @@ bool NsaPrefillSupports(int num_heads, int num_kv_heads, int head_dim, int v_hea
     return false;
   }
   const size_t limit = static_cast<size_t>(optin) - (8 << 10);
-  const size_t branch = BranchBytes(1, head_dim, v_head_dim);  // the two-row-tile form is an option
+  const size_t branch = BranchBytes(2, head_dim, v_head_dim);  // the default form (the larger)
   const size_t select = static_cast<size_t>(kQueryRows + kTileRows) * (head_dim + kPad) * sizeof(__nv_bfloat16) +
                         static_cast<size_t>(kQueryRows) * kRowPStride * sizeof(float) +
                         (static_cast<size_t>(kTileRows) + static_cast<size_t>(max_context / p.select_block + 1)) * sizeof(float);

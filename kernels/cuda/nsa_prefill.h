@@ -63,10 +63,11 @@ struct NsaPrefillArgs {
   // positions' blocks, instead of one position's G heads and 16 - G rows of padding. false: padded
   // (for comparison). The split form is always padded.
   bool pack_positions = true;
-  // The compressed and window branches: 16-row tiles of queries a warp, 1 (64 rows a thread
-  // block) or 2 (128 rows: every K and V fragment serves two row tiles, at about twice the
-  // registers a thread; bench/NOTES.md).
-  int branch_row_tiles = 1;
+  // The compressed and window branches: 16-row tiles of queries a warp, 2 (128 rows a thread
+  // block: every K and V fragment serves two row tiles, at about twice the registers a thread) or
+  // 1 (64 rows). Two measured faster at every shape of the prefill bench (H200: 7b 64k compressed
+  // 7.3 ms against 8.6, window 7.8 against 8.9; bench/NOTES.md).
+  int branch_row_tiles = 2;
 
   // Each branch's output, normalised, [num_queries][num_heads][v_head_dim], and log-sum-exp,
   // [num_queries][num_heads] (-inf where the branch sees nothing).

@@ -222,12 +222,16 @@ void CheckBranch(const Case& c, Branch branch) {
   CUDA_OK(cudaMemcpy(out.data(), d_out, out_n * 4, cudaMemcpyDeviceToHost));
   CUDA_OK(cudaMemcpy(lse.data(), d_lse, lse_n * 4, cudaMemcpyDeviceToHost));
   CUDA_OK(cudaMemcpy(chosen_gpu.data(), d_sel, selection.size() * 4, cudaMemcpyDeviceToHost));
-  if (branch == Branch::kCompressed2 || branch == Branch::kWindow2) {
-    // Two row tiles a warp do each row's arithmetic in the same order as one: the same floats.
+  if (branch == Branch::kCompressed2) {
+    // The compressed branch's key tiles start at summary 0 for any block size, so two row tiles a
+    // warp do each row's arithmetic in the same order as one: the same floats. (The window's key
+    // tiles start at the block's first row's window, which moves with the block's 64 or 128
+    // rows; the online softmax then rescales at other keys, and only the CPU twin's tolerance
+    // applies: H200, seventh session call 1.)
     CUDA_OK(cudaMemset(d_out, 0xFF, out_n * 4));
     CUDA_OK(cudaMemset(d_lse, 0xFF, lse_n * 4));
     a.branch_row_tiles = 1;
-    CUDA_OK(branch == Branch::kCompressed2 ? cuda::LaunchNsaPrefillCompressed(a, nullptr) : cuda::LaunchNsaPrefillWindow(a, nullptr));
+    CUDA_OK(cuda::LaunchNsaPrefillCompressed(a, nullptr));
     std::vector<float> out1(out_n), lse1(lse_n);
     CUDA_OK(cudaMemcpy(out1.data(), d_out, out_n * 4, cudaMemcpyDeviceToHost));
     CUDA_OK(cudaMemcpy(lse1.data(), d_lse, lse_n * 4, cudaMemcpyDeviceToHost));
