@@ -174,8 +174,9 @@ std::pair<double, int> PrefillTime(nsa::cuda::NsaDecodeArgs a, int64_t context, 
 // (NsaPrefillArgs::selected_form; run after the default form on the same selection, not in the
 // total), and the union walk unpacked (pack_positions = false: differs from the union walk for
 // G <= 8 only), then the compressed and window branches with one row tile a warp
-// (NsaPrefillArgs::branch_row_tiles = 1, against the default 2; not in the total either).
-constexpr int kPrefillParts = 10;
+// (NsaPrefillArgs::branch_row_tiles = 1, against the default 2; not in the total either), then
+// with two row tiles and one K/V buffer (branch_stages = 1; the default picks 2 where they fit).
+constexpr int kPrefillParts = 12;
 double PrefillKernelsTime(const nsa::cuda::NsaDecodeArgs& d, int64_t context, cudaStream_t stream,
                           std::array<double, kPrefillParts>* split_ms, bool correlated) {
   constexpr int kChunk = 2048;
@@ -229,12 +230,14 @@ double PrefillKernelsTime(const nsa::cuda::NsaDecodeArgs& d, int64_t context, cu
         cudaEventRecord(ev[k++], stream);
       }
       a.selected_form = nsa::cuda::NsaPrefillArgs{}.selected_form, a.pack_positions = true;
-      a.branch_row_tiles = 1;
-      CHECK(nsa::cuda::LaunchNsaPrefillCompressed(a, stream));
-      cudaEventRecord(ev[k++], stream);
-      CHECK(nsa::cuda::LaunchNsaPrefillWindow(a, stream));
-      cudaEventRecord(ev[k++], stream);
-      a.branch_row_tiles = nsa::cuda::NsaPrefillArgs{}.branch_row_tiles;
+      for (auto [row_tiles, stages] : {std::pair{1, 0}, std::pair{2, 1}}) {
+        a.branch_row_tiles = row_tiles, a.branch_stages = stages;
+        CHECK(nsa::cuda::LaunchNsaPrefillCompressed(a, stream));
+        cudaEventRecord(ev[k++], stream);
+        CHECK(nsa::cuda::LaunchNsaPrefillWindow(a, stream));
+        cudaEventRecord(ev[k++], stream);
+      }
+      a.branch_row_tiles = nsa::cuda::NsaPrefillArgs{}.branch_row_tiles, a.branch_stages = nsa::cuda::NsaPrefillArgs{}.branch_stages;
     }
   };
   run();  // warm-up (shared-memory opt-ins)
@@ -290,9 +293,10 @@ int main(int argc, char** argv) {
     std::printf("### Prefill attention of one prompt: the prefill kernels (chunks of 2048) and, for comparison, every position a query of the decode kernel\n\n");
     std::printf("| shape | prompt | prefill kernels (ms) | TFLOP/s | compressed / selection / selected / window / sum (ms) | "
                 "selected, split / union walk only / union unpacked (G <= 8) (ms) | compressed / window, 1 row tile a warp (ms) | "
+                "compressed / window, 1 K/V buffer (ms) | "
                 "correlated queries: all / selected / split / union walk only / union unpacked (ms) | "
                 "decode kernel per position (ms) | TFLOP/s | queries a launch |\n"
-                "|---|---|---|---|---|---|---|---|---|---|---|\n");
+                "|---|---|---|---|---|---|---|---|---|---|---|---|\n");
   } else {
     std::printf("| shape | batch | context | time (us) | NSA bytes (MB) | GB/s | %% of copy ceiling | four launches (us) |\n|---|---|---|---|---|---|---|---|\n");
   }
@@ -380,10 +384,10 @@ int main(int argc, char** argv) {
             flops += static_cast<double>(p.NumCompressed(t1) + std::min<int64_t>(int64_t{sh.n} * sh.lp, t1) + std::min<int64_t>(sh.w, t1));
           }
           flops *= 2.0 * sh.heads * (sh.hd + sh.vhd);
-          std::printf("| %s | %lldk | %.1f | %.1f | %.1f / %.1f / %.1f / %.1f / %.1f | %.1f / %.1f / %s | %.1f / %.1f | %.1f / %.1f / %.1f / %.1f / %s | %.1f | %.1f | %d |\n",
+          std::printf("| %s | %lldk | %.1f | %.1f | %.1f / %.1f / %.1f / %.1f / %.1f | %.1f / %.1f / %s | %.1f / %.1f | %.1f / %.1f | %.1f / %.1f / %.1f / %.1f / %s | %.1f | %.1f | %d |\n",
                       sh.name, static_cast<long long>(context / 1024), kernels * 1e3, flops / kernels / 1e12, split[0],
                       split[1], split[2], split[3], split[4], split[5], split[6], Ms(split[7], sh).c_str(), split[8],
-                      split[9], kernels_corr * 1e3, split_corr[2], split_corr[5], split_corr[6], Ms(split_corr[7], sh).c_str(),
+                      split[9], split[10], split[11], kernels_corr * 1e3, split_corr[2], split_corr[5], split_corr[6], Ms(split_corr[7], sh).c_str(),
                       seconds * 1e3, flops / seconds / 1e12, run);
           std::fflush(stdout);
           release();

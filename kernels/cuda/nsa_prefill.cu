@@ -221,9 +221,12 @@ struct WindowKeys {  // tokens max(0, t - w + 1) .. t, in the window pages (per-
 // One branch for the block's 64 R query rows (R 16-row tiles a warp): grid (ceil(num_queries * G
 // / (64 R)), num_kv_heads). Row X of a block's 64 R is query X / G, head X % G of KV head
 // blockIdx.y; rows past the chunk are computed on zeros and not written. The block walks the keys
-// its rows see, 64 a tile; each row masks the keys outside its own range.
-template <int R, typename Keys>
+// its rows see, 64 a tile; each row masks the keys outside its own range. S K/V buffers: with 2
+// the next tile's copies are in flight while the warps compute on this one (the same tiles, the
+// same arithmetic either way).
+template <int R, int S, typename Keys>
 __device__ void PrefillBranch(const NsaPrefillArgs& a, const Keys& keys, KvPlane plane, float* out_all, float* lse_all) {
+  static_assert(S == 1 || S == 2, "one or two K/V buffers");
   constexpr int kBlockRows = kQueryRows * R, kSlots = 2 * R;
   const int G = a.num_heads / a.num_kv_heads, kv = blockIdx.y, hd = a.head_dim, vhd = a.v_head_dim;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
@@ -232,10 +235,10 @@ __device__ void PrefillBranch(const NsaPrefillArgs& a, const Keys& keys, KvPlane
   const int qstride = hd + kPad;
   extern __shared__ __align__(16) unsigned char smem[];
   __nv_bfloat16* qs = reinterpret_cast<__nv_bfloat16*>(smem);  // [64 R][hd + kPad]
-  __nv_bfloat16* ks = qs + kBlockRows * qstride;  // [64][hd + kPad]
-  __nv_bfloat16* vs = ks + kTileRows * qstride;  // [64][vhd + kPad]
-  __shared__ int64_t row_page[kTileRows];
-  __shared__ int row_slot[kTileRows];
+  __nv_bfloat16* ks_all = qs + kBlockRows * qstride;  // S x [64][hd + kPad]
+  __nv_bfloat16* vs_all = ks_all + S * kTileRows * qstride;  // S x [64][vhd + kPad]
+  __shared__ int64_t row_page[S][kTileRows];
+  __shared__ int row_slot[S][kTileRows];
 
   // The block's query rows: rows past the chunk are zero.
   const int valid_rows = static_cast<int>(rows_total - row0 < kBlockRows ? rows_total - row0 : kBlockRows);
@@ -278,19 +281,40 @@ __device__ void PrefillBranch(const NsaPrefillArgs& a, const Keys& keys, KvPlane
   const int64_t k_off = L.Offset(plane, a.layer, kv, false), v_off = L.Offset(plane, a.layer, kv, true);
   WarpRowsT<R> st;
 
-  for (int tile_index = 0; tile_index < num_tiles; ++tile_index) {
+  const int vstride = vhd + kPad;
+  // Tile `tile_index`'s keys into buffer `buf`: their pages located, the rows' copies issued and
+  // committed (one group a tile). The caller has synchronised since the buffer's last reads.
+  auto issue = [&](int tile_index, int buf) {
     const int64_t i0 = key_begin + static_cast<int64_t>(tile_index) * kTileRows;
     const int rows = static_cast<int>(key_end - i0 < kTileRows ? key_end - i0 : kTileRows);
-    __syncthreads();  // the previous tile's reads of ks, vs and row_page are done
-    for (int r = threadIdx.x; r < rows; r += blockDim.x) keys.Locate(i0 + r, &row_page[r], &row_slot[r]);
+    for (int r = threadIdx.x; r < rows; r += blockDim.x) keys.Locate(i0 + r, &row_page[buf][r], &row_slot[buf][r]);
     __syncthreads();
-    LoadRows(ks, rows, hd, [&](int r) { return a.pages + row_page[r] + k_off + row_slot[r] * hd; });
-    LoadRows(vs, rows, vhd, [&](int r) { return a.pages + row_page[r] + v_off + row_slot[r] * vhd; });
+    __nv_bfloat16 *ks = ks_all + buf * kTileRows * qstride, *vs = vs_all + buf * kTileRows * vstride;
+    LoadRows(ks, rows, hd, [&](int r) { return a.pages + row_page[buf][r] + k_off + row_slot[buf][r] * hd; });
+    LoadRows(vs, rows, vhd, [&](int r) { return a.pages + row_page[buf][r] + v_off + row_slot[buf][r] * vhd; });
     // Rows past the tile's keys are masked out of S; V's must be finite (P is 0 there).
     if (rows < kTileRows) ZeroRows(vs, rows, vhd);
     __pipeline_commit();
-    __pipeline_wait_prior(0);
+  };
+  if (S == 2 && num_tiles > 0) issue(0, 0);
+  for (int tile_index = 0; tile_index < num_tiles; ++tile_index) {
+    const int64_t i0 = key_begin + static_cast<int64_t>(tile_index) * kTileRows;
+    const int buf = S == 2 ? tile_index & 1 : 0;
+    __syncthreads();  // the reads of the buffer about to be filled (and of its row_page) are done
+    if (S == 2) {
+      // The next tile's copies go out before this one's wait; an empty group keeps the count.
+      if (tile_index + 1 < num_tiles) {
+        issue(tile_index + 1, buf ^ 1);
+      } else {
+        __pipeline_commit();
+      }
+      __pipeline_wait_prior(1);  // every group but the newest: q's and this tile's
+    } else {
+      issue(tile_index, 0);
+      __pipeline_wait_prior(0);
+    }
     __syncthreads();
+    const __nv_bfloat16 *ks = ks_all + buf * kTileRows * qstride, *vs = vs_all + buf * kTileRows * vstride;
 
     auto visible = [&](int slot, int64_t i) {
       const Off rel = static_cast<Off>(i - base);
@@ -314,16 +338,16 @@ __device__ void PrefillBranch(const NsaPrefillArgs& a, const Keys& keys, KvPlane
   }
 }
 
-template <int R>
+template <int R, int S>
 __global__ void __launch_bounds__(kThreads) CompressedPrefillKernel(NsaPrefillArgs a) {
-  PrefillBranch<R>(a, CompressedKeys{a}, KvPlane::kCmp, a.cmp_out, a.cmp_lse);
+  PrefillBranch<R, S>(a, CompressedKeys{a}, KvPlane::kCmp, a.cmp_out, a.cmp_lse);
 }
 
-template <int R>
+template <int R, int S>
 __global__ void __launch_bounds__(kThreads) WindowPrefillKernel(NsaPrefillArgs a) {
   // Per-branch K/V: the window pages' own plane; shared: the raw pages' tokens.
   const bool own = a.win_table != nullptr;
-  PrefillBranch<R>(a, WindowKeys{a, own ? a.win_table : a.raw_table}, own ? KvPlane::kWin : KvPlane::kSel, a.win_out,
+  PrefillBranch<R, S>(a, WindowKeys{a, own ? a.win_table : a.raw_table}, own ? KvPlane::kWin : KvPlane::kSel, a.win_out,
                    a.win_lse);
 }
 
@@ -947,16 +971,17 @@ cudaError_t OptIn(size_t* limit) {
   return status;
 }
 
-// Shared memory of the compressed/window kernel with R row tiles a warp: 64 R rows of q, a K/V
-// tile.
-size_t BranchBytes(int R, int head_dim, int v_head_dim) {
-  return (static_cast<size_t>(kQueryRows * R + kTileRows) * (head_dim + kPad) +
-          static_cast<size_t>(kTileRows) * (v_head_dim + kPad)) * sizeof(__nv_bfloat16);
+// Shared memory of the compressed/window kernel with R row tiles a warp and S K/V buffers: 64 R
+// rows of q, S K/V tiles.
+size_t BranchBytes(int R, int S, int head_dim, int v_head_dim) {
+  return (static_cast<size_t>(kQueryRows * R + S * kTileRows) * (head_dim + kPad) +
+          static_cast<size_t>(S * kTileRows) * (v_head_dim + kPad)) * sizeof(__nv_bfloat16);
 }
 
-template <Which which, int R>
-cudaError_t LaunchBranchRows(const NsaPrefillArgs& a, size_t smem, cudaStream_t stream) {
-  constexpr auto kernel = which == Which::kCompressed ? CompressedPrefillKernel<R> : WindowPrefillKernel<R>;
+template <Which which, int R, int S>
+cudaError_t LaunchBranchRows(const NsaPrefillArgs& a, cudaStream_t stream) {
+  constexpr auto kernel = which == Which::kCompressed ? CompressedPrefillKernel<R, S> : WindowPrefillKernel<R, S>;
+  const size_t smem = BranchBytes(R, S, a.head_dim, a.v_head_dim);
   size_t limit = 0;
   if (const cudaError_t e = OptIn<kernel>(&limit); e != cudaSuccess) return e;
   if (smem > limit) return cudaErrorInvalidValue;
@@ -976,9 +1001,39 @@ cudaError_t LaunchBranch(const NsaPrefillArgs& a, cudaStream_t stream) {
     return cudaErrorInvalidValue;
   }
   if (a.num_queries == 0) return cudaSuccess;
-  if (a.branch_row_tiles == 2) return LaunchBranchRows<which, 2>(a, BranchBytes(2, a.head_dim, a.v_head_dim), stream);
-  if (a.branch_row_tiles != 1) return cudaErrorInvalidValue;
-  return LaunchBranchRows<which, 1>(a, BranchBytes(1, a.head_dim, a.v_head_dim), stream);
+  if (a.branch_row_tiles != 1 && a.branch_row_tiles != 2) return cudaErrorInvalidValue;
+  if (a.branch_stages < 0 || a.branch_stages > 2) return cudaErrorInvalidValue;
+  const bool two = a.branch_row_tiles == 2;
+  int stages = a.branch_stages;
+  if (stages == 0) {
+    // Two K/V buffers unless they cost a thread block an SM: compare the resident blocks of both
+    // forms (registers and shared memory) as the occupancy calculator counts them.
+    constexpr auto k1 = which == Which::kCompressed ? CompressedPrefillKernel<1, 1> : WindowPrefillKernel<1, 1>;
+    constexpr auto k2 = which == Which::kCompressed ? CompressedPrefillKernel<1, 2> : WindowPrefillKernel<1, 2>;
+    constexpr auto k3 = which == Which::kCompressed ? CompressedPrefillKernel<2, 1> : WindowPrefillKernel<2, 1>;
+    constexpr auto k4 = which == Which::kCompressed ? CompressedPrefillKernel<2, 2> : WindowPrefillKernel<2, 2>;
+    int one = 0, both = 0;
+    size_t limit = 0;
+    for (const cudaError_t e : {two ? OptIn<k3>(&limit) : OptIn<k1>(&limit), two ? OptIn<k4>(&limit) : OptIn<k2>(&limit)}) {
+      if (e != cudaSuccess) return e;
+    }
+    const int R = two ? 2 : 1;
+    if (const cudaError_t e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+            &one, two ? k3 : k1, kThreads, BranchBytes(R, 1, a.head_dim, a.v_head_dim));
+        e != cudaSuccess) {
+      return e;
+    }
+    const size_t bytes2 = BranchBytes(R, 2, a.head_dim, a.v_head_dim);
+    if (bytes2 <= limit) {
+      if (const cudaError_t e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&both, two ? k4 : k2, kThreads, bytes2);
+          e != cudaSuccess) {
+        return e;
+      }
+    }
+    stages = both >= one ? 2 : 1;
+  }
+  if (two) return stages == 2 ? LaunchBranchRows<which, 2, 2>(a, stream) : LaunchBranchRows<which, 2, 1>(a, stream);
+  return stages == 2 ? LaunchBranchRows<which, 1, 2>(a, stream) : LaunchBranchRows<which, 1, 1>(a, stream);
 }
 
 }  // namespace
@@ -1003,7 +1058,7 @@ bool NsaPrefillSupports(int num_heads, int num_kv_heads, int head_dim, int v_hea
     return false;
   }
   const size_t limit = static_cast<size_t>(optin) - (8 << 10);
-  const size_t branch = BranchBytes(2, head_dim, v_head_dim);  // the default form (the larger)
+  const size_t branch = BranchBytes(2, 1, head_dim, v_head_dim);  // the default form, one K/V buffer at least
   const size_t select = static_cast<size_t>(kQueryRows + kTileRows) * (head_dim + kPad) * sizeof(__nv_bfloat16) +
                         static_cast<size_t>(kQueryRows) * kRowPStride * sizeof(float) +
                         (static_cast<size_t>(kTileRows) + static_cast<size_t>(max_context / p.select_block + 1)) * sizeof(float);

@@ -68,6 +68,10 @@ struct NsaPrefillArgs {
   // 1 (64 rows). Two measured faster at every shape of the prefill bench (H200: 7b 64k compressed
   // 7.3 ms against 8.6, window 7.8 against 8.9; bench/NOTES.md).
   int branch_row_tiles = 2;
+  // Their K/V buffers: 2 (the next tile's copies in flight during this one's arithmetic), 1, or 0:
+  // 2 where it costs no resident thread block an SM (the occupancy calculator's count), else 1.
+  // Every form gives the same floats.
+  int branch_stages = 0;
 
   // Each branch's output, normalised, [num_queries][num_heads][v_head_dim], and log-sum-exp,
   // [num_queries][num_heads] (-inf where the branch sees nothing).

@@ -39,7 +39,8 @@ struct Case {
 // block's walk picked from its selections' overlap), kSelectedSplit and kSelectedUnion one walk
 // for every block; for G <= 8 the default and union forms pack 16 / G positions a warp, and
 // kSelectedPadded is the union walk without packing (pack_positions = false). kCompressed2 and
-// kWindow2: those branches with two 16-row tiles a warp (branch_row_tiles = 2).
+// kWindow2: those branches with two 16-row tiles a warp (branch_row_tiles = 2) and two K/V
+// buffers (branch_stages = 2), each also run with one buffer (the same floats required).
 enum class Branch {
   kCompressed, kWindow, kCompressed2, kWindow2, kSelected, kSelectedSplit, kSelectedUnion, kSelectedPadded, kSelection
 };
@@ -188,6 +189,7 @@ void CheckBranch(const Case& c, Branch branch) {
   CUDA_OK(cudaMemset(d_lse, 0xFF, lse_n * 4));
   a.q = d_q, a.pages = d_pool, a.raw_table = d_raw, a.win_table = c.per_branch ? d_win : nullptr, a.selection = d_sel;
   a.branch_row_tiles = branch == Branch::kCompressed2 || branch == Branch::kWindow2 ? 2 : 1;
+  a.branch_stages = a.branch_row_tiles == 2 ? 2 : 0;  // two row tiles: two K/V buffers forced
   if (branch == Branch::kCompressed || branch == Branch::kCompressed2) {
     a.cmp_out = d_out, a.cmp_lse = d_lse;
     CUDA_OK(cuda::LaunchNsaPrefillCompressed(a, nullptr));
@@ -222,19 +224,31 @@ void CheckBranch(const Case& c, Branch branch) {
   CUDA_OK(cudaMemcpy(out.data(), d_out, out_n * 4, cudaMemcpyDeviceToHost));
   CUDA_OK(cudaMemcpy(lse.data(), d_lse, lse_n * 4, cudaMemcpyDeviceToHost));
   CUDA_OK(cudaMemcpy(chosen_gpu.data(), d_sel, selection.size() * 4, cudaMemcpyDeviceToHost));
+  // Read back the branch's output again after a launch with other arguments (rerun).
+  auto rerun = [&](int row_tiles, int stages, std::vector<float>* out1, std::vector<float>* lse1) {
+    CUDA_OK(cudaMemset(d_out, 0xFF, out_n * 4));
+    CUDA_OK(cudaMemset(d_lse, 0xFF, lse_n * 4));
+    a.branch_row_tiles = row_tiles, a.branch_stages = stages;
+    CUDA_OK(branch == Branch::kCompressed2 ? cuda::LaunchNsaPrefillCompressed(a, nullptr) : cuda::LaunchNsaPrefillWindow(a, nullptr));
+    out1->resize(out_n), lse1->resize(lse_n);
+    CUDA_OK(cudaMemcpy(out1->data(), d_out, out_n * 4, cudaMemcpyDeviceToHost));
+    CUDA_OK(cudaMemcpy(lse1->data(), d_lse, lse_n * 4, cudaMemcpyDeviceToHost));
+  };
+  if (branch == Branch::kCompressed2 || branch == Branch::kWindow2) {
+    // One K/V buffer walks the same tiles in the same order as two: the same floats.
+    std::vector<float> out1, lse1;
+    rerun(2, 1, &out1, &lse1);
+    EXPECT_EQ(0, std::memcmp(out1.data(), out.data(), out_n * 4)) << c.name << ": outputs differ with one K/V buffer";
+    EXPECT_EQ(0, std::memcmp(lse1.data(), lse.data(), lse_n * 4)) << c.name << ": log-sum-exps differ with one K/V buffer";
+  }
   if (branch == Branch::kCompressed2) {
     // The compressed branch's key tiles start at summary 0 for any block size, so two row tiles a
     // warp do each row's arithmetic in the same order as one: the same floats. (The window's key
     // tiles start at the block's first row's window, which moves with the block's 64 or 128
     // rows; the online softmax then rescales at other keys, and only the CPU twin's tolerance
     // applies: H200, seventh session call 1.)
-    CUDA_OK(cudaMemset(d_out, 0xFF, out_n * 4));
-    CUDA_OK(cudaMemset(d_lse, 0xFF, lse_n * 4));
-    a.branch_row_tiles = 1;
-    CUDA_OK(cuda::LaunchNsaPrefillCompressed(a, nullptr));
-    std::vector<float> out1(out_n), lse1(lse_n);
-    CUDA_OK(cudaMemcpy(out1.data(), d_out, out_n * 4, cudaMemcpyDeviceToHost));
-    CUDA_OK(cudaMemcpy(lse1.data(), d_lse, lse_n * 4, cudaMemcpyDeviceToHost));
+    std::vector<float> out1, lse1;
+    rerun(1, 1, &out1, &lse1);
     EXPECT_EQ(0, std::memcmp(out1.data(), out.data(), out_n * 4)) << c.name << ": outputs differ from one row tile a warp";
     EXPECT_EQ(0, std::memcmp(lse1.data(), lse.data(), lse_n * 4)) << c.name << ": log-sum-exps differ from one row tile a warp";
   }
