@@ -19,7 +19,7 @@ for branch in "$@"; do
   mkdir -p "$dir"
   cp build/tests/nsa_decode_test build/bench/nsa_decode_bench "$dir/"
   # The other kernel tests and the end-to-end bench come along too (a few MB each).
-  for extra in tests/nsa_prefill_test tests/model_gpu_test bench/e2e_decode_bench; do
+  for extra in tests/nsa_prefill_test tests/model_gpu_test tests/model_ops_gpu_test bench/e2e_decode_bench; do
     if ninja -C build -t query "$extra" > /dev/null 2>&1; then
       ninja -C build "$extra" > /dev/null && cp "build/$extra" "$dir/"
     fi
