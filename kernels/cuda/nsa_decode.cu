@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cfloat>
+#include <cstdlib>
+#include <string_view>
 
 #include <cuda_pipeline.h>
 
@@ -130,10 +132,13 @@ __device__ void LoadQuery(const NsaDecodeArgs& a, int b, int g, int G, __nv_bflo
   for (int i = G * (hd + kPad) + threadIdx.x; i < gp * (hd + kPad); i += blockDim.x) qs[i] = __float2bfloat16(0.f);
 }
 
-// Shared memory of a run: K and V (kTileRows rows) and q (Gp heads), rows padded.
-inline size_t TileSmemBytes(int G, int hd, int vhd) {
+// Shared memory of a run: K and V (kTileRows rows) and q (Gp heads), rows padded; with the keys
+// split across warps (AttendTilesByKeys) the K/V space also holds the warps' merge at the end.
+inline size_t TileSmemBytes(int G, int hd, int vhd, bool by_keys = false) {
   const int gp = (G + 15) / 16 * 16;
-  return (static_cast<size_t>(kTileRows) * (hd + kPad + vhd + kPad) + static_cast<size_t>(gp) * (hd + kPad)) * 2;
+  size_t kv = static_cast<size_t>(kTileRows) * (hd + kPad + vhd + kPad) * 2;
+  if (by_keys) kv = std::max(kv, static_cast<size_t>(kThreads / 32) * 16 * (vhd + 1) * sizeof(float));
+  return kv + static_cast<size_t>(gp) * (hd + kPad) * 2;
 }
 
 // Walks `num_tiles` tiles. load(tile, ks, vs) issues the tile's asynchronous copies (all
@@ -256,6 +261,128 @@ __device__ void AttendTiles(__nv_bfloat16* qs, __nv_bfloat16* ks, __nv_bfloat16*
   }
 }
 
+// AttendTiles for G <= 16 (one slice of heads) with the tile's keys split across the warps
+// instead of V's columns: warp w computes S for keys 16 w .. 16 w + 15 only (a quarter of the
+// Q K^T work of AttendTiles, where every warp computes the whole S), keeps its own online softmax
+// over them, and multiplies its P by all of V's columns (one k-step of the P V product). The four
+// partial softmaxes [m, l, o] are merged once per run, through shared memory (the K/V tiles'
+// space, free after the last tile), in warp order: the same floats on every run. The same
+// contract as AttendTiles (load, score, part); smem: the run's (TileSmemBytes covers the merge).
+constexpr int kMaxColTilesByKeys = 16;  // all of V's 8-column tiles: v_dim <= 128
+template <typename Load, typename Score>
+__device__ void AttendTilesByKeys(__nv_bfloat16* qs, __nv_bfloat16* ks, __nv_bfloat16* vs, int G, int num_tiles, int hd,
+                                  int vhd, float scale, float* part, Load load, Score score) {
+  constexpr int kWarps = kThreads / 32;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  const int r8 = lane % 8, m8 = (lane / 8) % 4;  // ldmatrix: the row and matrix this lane addresses
+  const int col_tiles = vhd / 8, qstride = hd + kPad, vstride = vhd + kPad;
+  const int key0 = 16 * warp;  // this warp's first key of each tile
+  float m_run[2] = {-FLT_MAX, -FLT_MAX}, l_run[2] = {0.f, 0.f}, o[kMaxColTilesByKeys][4];
+#pragma unroll
+  for (int nn = 0; nn < kMaxColTilesByKeys; ++nn) o[nn][0] = o[nn][1] = o[nn][2] = o[nn][3] = 0.f;
+
+  for (int tile = 0; tile < num_tiles; ++tile) {
+    const int rows = load(tile, ks, vs);
+    if (rows > 0 && rows < kTileRows) {
+      ZeroRows(ks, rows, hd);
+      ZeroRows(vs, rows, vhd);
+    }
+    __pipeline_commit();  // the tile's copies (and, the first time, the query's)
+    __pipeline_wait_prior(0);
+    __syncthreads();
+    if (key0 < rows) {  // uniform in the warp: a short tile leaves the last warps idle
+      float s[2][4];
+      tile::QkTile<2>(qs, ks + key0 * qstride, hd, s);
+      // s[j][c]: head g (+ 8 for c >= 2), key key0 + 8 j + 2 t + (c & 1).
+      float mx[2] = {m_run[0], m_run[1]};
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+#pragma unroll
+        for (int c = 0; c < 4; ++c) {
+          const int row = key0 + 8 * j + 2 * t + (c & 1), head = g + (c >= 2 ? 8 : 0);
+          const float v = s[j][c] * scale;
+          if (row < rows && head < G) score(tile, head, row, v);  // each score once: one warp a key
+          s[j][c] = v;
+          if (row < rows) mx[c >= 2] = fmaxf(mx[c >= 2], v);
+        }
+      }
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+        mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffff, mx[i], 1));
+        mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffff, mx[i], 2));
+      }
+      const float corr[2] = {__expf(m_run[0] - mx[0]), __expf(m_run[1] - mx[1])};
+      float sum[2] = {0.f, 0.f};
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+#pragma unroll
+        for (int c = 0; c < 4; ++c) {
+          const int row = key0 + 8 * j + 2 * t + (c & 1);
+          const float p = row < rows ? __expf(s[j][c] - mx[c >= 2]) : 0.f;
+          s[j][c] = p;
+          sum[c >= 2] += p;
+        }
+      }
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+        sum[i] += __shfl_xor_sync(0xffffffff, sum[i], 1);
+        sum[i] += __shfl_xor_sync(0xffffffff, sum[i], 2);
+        l_run[i] = l_run[i] * corr[i] + sum[i];
+        m_run[i] = mx[i];
+      }
+      const uint32_t p0 = Pack(s[0][0], s[0][1]), p1 = Pack(s[0][2], s[0][3]);
+      const uint32_t p2 = Pack(s[1][0], s[1][1]), p3 = Pack(s[1][2], s[1][3]);
+      // O = O corr + P V over all columns: V's keys key0 .. key0 + 15, two column tiles a load.
+#pragma unroll
+      for (int nn = 0; nn < kMaxColTilesByKeys; nn += 2) {
+        if (nn >= col_tiles) break;
+        o[nn][0] *= corr[0], o[nn][1] *= corr[0], o[nn][2] *= corr[1], o[nn][3] *= corr[1];
+        o[nn + 1][0] *= corr[0], o[nn + 1][1] *= corr[0], o[nn + 1][2] *= corr[1], o[nn + 1][3] *= corr[1];
+        uint32_t b[4];
+        tile::LdMatrixX4<true>(b, vs + (key0 + 8 * (m8 & 1) + r8) * vstride + 8 * (nn + (m8 >> 1)));
+        Mma(o[nn], p0, p1, p2, p3, b[0], b[1]);
+        Mma(o[nn + 1], p0, p1, p2, p3, b[2], b[3]);
+      }
+    }
+    __syncthreads();  // the next tile's copies overwrite ks and vs
+  }
+
+  // Merge the warps' partials: M = max_w m_w, factors exp(m_w - M); l and o summed in warp order.
+  __shared__ float m_sh[kWarps][16];
+  float* o_sh = reinterpret_cast<float*>(ks);  // [kWarps][16][vhd], over the K/V tiles
+  if (t == 0) m_sh[warp][g] = m_run[0], m_sh[warp][g + 8] = m_run[1];
+  __syncthreads();
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const int h = g + 8 * half;
+    float M = m_sh[0][h];
+    for (int w = 1; w < kWarps; ++w) M = fmaxf(M, m_sh[w][h]);
+    const float f = __expf(m_run[half] - M);
+    float* oh = o_sh + (warp * 16 + h) * vhd;
+#pragma unroll
+    for (int nn = 0; nn < kMaxColTilesByKeys; ++nn) {
+      if (nn >= col_tiles) break;
+      *reinterpret_cast<float2*>(oh + 8 * nn + 2 * t) = make_float2(o[nn][2 * half] * f, o[nn][2 * half + 1] * f);
+    }
+    if (t == 0) o_sh[(kWarps * 16) * vhd + warp * 16 + h] = l_run[half] * f;  // l_w f_w after the o's
+  }
+  __syncthreads();
+  const int stride = 2 + vhd;
+  for (int i = threadIdx.x; i < G * vhd; i += blockDim.x) {
+    const int h = i / vhd, col = i % vhd;
+    float acc = 0.f;
+    for (int w = 0; w < kWarps; ++w) acc += o_sh[(w * 16 + h) * vhd + col];
+    part[h * stride + 2 + col] = acc;
+  }
+  if (threadIdx.x < G) {
+    const int h = threadIdx.x;
+    float M = m_sh[0][h], L = 0.f;
+    for (int w = 1; w < kWarps; ++w) M = fmaxf(M, m_sh[w][h]);
+    for (int w = 0; w < kWarps; ++w) L += o_sh[(kWarps * 16) * vhd + w * 16 + h];
+    part[h * stride] = L > 0.f ? M : -FLT_MAX, part[h * stride + 1] = L;
+  }
+}
+
 __device__ void EmptyPart(float* part, int G, int vhd) {
   for (int i = threadIdx.x; i < G * (2 + vhd); i += blockDim.x) {
     const int k = i % (2 + vhd);
@@ -329,7 +456,7 @@ __device__ bool ArriveLast(int* count, int total) {
 // Compressed task: split `split` of unit (b, g) walks chunks [split * per, (split + 1) * per) of
 // 64 summaries; summary i is row i + shift of the raw pages' summary tables (E rows a page). It
 // also leaves every raw scaled score for the selection.
-template <int kSlices>
+template <int kSlices, bool kByKeys>
 __device__ void CompressedTask(const NsaDecodeArgs& a, const Sizes& z, float* ws, int b, int g, int split,
                                unsigned char* smem) {
   const int G = z.G, hd = a.head_dim, vhd = a.v_head_dim;
@@ -369,7 +496,11 @@ __device__ void CompressedTask(const NsaDecodeArgs& a, const Sizes& z, float* ws
   auto score = [&](int tile, int head, int row, float v) {
     if (want_scores) scores[head * z.nstride + static_cast<int64_t>(first + tile) * kCmpRows + row] = v;
   };
-  AttendTiles<kSlices>(sm.qs, sm.ks, sm.vs, G, last - first, hd, vhd, a.scale, part, load, score);
+  if constexpr (kByKeys) {
+    AttendTilesByKeys(sm.qs, sm.ks, sm.vs, G, last - first, hd, vhd, a.scale, part, load, score);
+  } else {
+    AttendTiles<kSlices>(sm.qs, sm.ks, sm.vs, G, last - first, hd, vhd, a.scale, part, load, score);
+  }
 }
 
 // ---- selection, spread over blocks --------------------------------------------------------------
@@ -605,7 +736,7 @@ __device__ bool MergeUnit(const NsaDecodeArgs& a, const Sizes& z, float* ws, int
 // Selected or window task: split `split` of unit (b, g) walks a run of selected blocks (split <
 // sel_splits) or of window pages, one page (the part of it in range) a tile; the two branches
 // never share a split, since each has its own softmax.
-template <int kSlices>
+template <int kSlices, bool kByKeys>
 __device__ void SegmentTask(const NsaDecodeArgs& a, const Sizes& z, float* ws, int b, int g, int split,
                             unsigned char* smem) {
   const int G = z.G, hd = a.head_dim, vhd = a.v_head_dim;
@@ -652,7 +783,11 @@ __device__ void SegmentTask(const NsaDecodeArgs& a, const Sizes& z, float* ws, i
     return rows;
   };
   auto no_score = [](int, int, int, float) {};
-  AttendTiles<kSlices>(sm.qs, sm.ks, sm.vs, G, last - first, hd, vhd, a.scale, part, load, no_score);
+  if constexpr (kByKeys) {
+    AttendTilesByKeys(sm.qs, sm.ks, sm.vs, G, last - first, hd, vhd, a.scale, part, load, no_score);
+  } else {
+    AttendTiles<kSlices>(sm.qs, sm.ks, sm.vs, G, last - first, hd, vhd, a.scale, part, load, no_score);
+  }
 }
 
 // Merge factors of `count` partials [m, l, ...] `part_stride` floats apart, by one warp:
@@ -741,7 +876,7 @@ __device__ __forceinline__ int SmId() {
   return id;
 }
 
-template <int kSlices>
+template <int kSlices, bool kByKeys>
 __global__ void __launch_bounds__(kThreads) FusedKernel(NsaDecodeArgs a, Sizes z, float* ws) {
   extern __shared__ __align__(16) unsigned char smem[];
   const Counters cnt = CountersOf(z, ws);
@@ -771,7 +906,7 @@ __global__ void __launch_bounds__(kThreads) FusedKernel(NsaDecodeArgs a, Sizes z
     if (task < cmp_end) {
       unit = task / z.cmp_splits;
       const int b = unit / a.num_kv_heads, g = unit % a.num_kv_heads;
-      CompressedTask<kSlices>(a, z, ws, b, g, task % z.cmp_splits, smem);
+      CompressedTask<kSlices, kByKeys>(a, z, ws, b, g, task % z.cmp_splits, smem);
       if (trace && threadIdx.x == 0) trace[1] = GlobalTimer();
       // A unit whose every block is selected needs neither its log-sum-exps (no scores) nor its
       // selection list (its selected tasks take blocks 0 .. c), unless the caller asked for the
@@ -816,7 +951,7 @@ __global__ void __launch_bounds__(kThreads) FusedKernel(NsaDecodeArgs a, Sizes z
         // starts at once instead of after the compressed tasks (one hand-off less).
         if (!EveryBlock(a, z, unit / a.num_kv_heads)) WaitAtLeast(&cnt.ready[unit], 1);
       }
-      SegmentTask<kSlices>(a, z, ws, unit / a.num_kv_heads, unit % a.num_kv_heads, split, smem);
+      SegmentTask<kSlices, kByKeys>(a, z, ws, unit / a.num_kv_heads, unit % a.num_kv_heads, split, smem);
       if (trace && threadIdx.x == 0) trace[1] = GlobalTimer();
     }
     __syncthreads();
@@ -828,10 +963,10 @@ __global__ void __launch_bounds__(kThreads) FusedKernel(NsaDecodeArgs a, Sizes z
 }
 
 // ---- the staged kernels (NsaDecodeArgs::staged): the same tasks, one launch per pass ------------
-template <int kSlices>
+template <int kSlices, bool kByKeys>
 __global__ void __launch_bounds__(kThreads) CompressedKernel(NsaDecodeArgs a, Sizes z, float* ws) {
   extern __shared__ __align__(16) unsigned char smem[];
-  CompressedTask<kSlices>(a, z, ws, blockIdx.z, blockIdx.y, blockIdx.x, smem);
+  CompressedTask<kSlices, kByKeys>(a, z, ws, blockIdx.z, blockIdx.y, blockIdx.x, smem);
 }
 __global__ void __launch_bounds__(kThreads) LseKernel(NsaDecodeArgs a, Sizes z, float* ws) {
   LseUnit(a, z, ws, blockIdx.y, blockIdx.x);
@@ -843,21 +978,23 @@ __global__ void __launch_bounds__(kThreads) ScoreKernel(NsaDecodeArgs a, Sizes z
   ScoreTask(a, z, ws, b, g, blockIdx.x, reinterpret_cast<float*>(smem));
   if (ArriveLast(&CountersOf(z, ws).score_done[unit], z.score_splits)) MergeUnit(a, z, ws, b, g, reinterpret_cast<float2*>(smem));
 }
-template <int kSlices>
+template <int kSlices, bool kByKeys>
 __global__ void __launch_bounds__(kThreads) SegmentKernel(NsaDecodeArgs a, Sizes z, float* ws) {
   extern __shared__ __align__(16) unsigned char smem[];
-  SegmentTask<kSlices>(a, z, ws, blockIdx.z, blockIdx.y, blockIdx.x, smem);
+  SegmentTask<kSlices, kByKeys>(a, z, ws, blockIdx.z, blockIdx.y, blockIdx.x, smem);
 }
 __global__ void __launch_bounds__(kThreads) CombineKernel(NsaDecodeArgs a, Sizes z, float* ws) {
   extern __shared__ __align__(16) unsigned char smem[];
   CombineHead(a, z, ws, blockIdx.y, blockIdx.x / z.G, blockIdx.x % z.G, reinterpret_cast<float*>(smem));
 }
 
-// The launches for kernels built for kSlices 16-head slices of the group (the checks are done).
-template <int kSlices>
+// The launches for kernels built for kSlices 16-head slices of the group (the checks are done),
+// kByKeys: the tiles' keys split across the warps (AttendTilesByKeys; kSlices = 1 only).
+template <int kSlices, bool kByKeys = false>
 cudaError_t LaunchSlices(const NsaDecodeArgs& a, const Sizes& z, cudaStream_t stream) {
+  static_assert(!kByKeys || kSlices == 1, "the key split is built for one slice of 16 heads");
   float* ws = static_cast<float*>(a.workspace);
-  const size_t run_smem = TileSmemBytes(z.G, a.head_dim, a.v_head_dim);
+  const size_t run_smem = TileSmemBytes(z.G, a.head_dim, a.v_head_dim, kByKeys);
   const size_t score_smem = std::max(static_cast<size_t>(z.score_summaries + z.score_per) * sizeof(float),
                                      static_cast<size_t>(z.score_splits) * z.n * sizeof(float2));  // ScoreTask, MergeUnit
   const size_t combine_smem = static_cast<size_t>(z.cmp_splits + z.sel_splits + z.win_splits) * sizeof(float);
@@ -867,8 +1004,8 @@ cudaError_t LaunchSlices(const NsaDecodeArgs& a, const Sizes& z, cudaStream_t st
     cudaDeviceGetAttribute(&max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0);
     max_smem -= 8 << 10;  // leave room for the kernels' static shared memory
     cudaError_t e = cudaSuccess;
-    for (const void* k : {reinterpret_cast<const void*>(FusedKernel<kSlices>), reinterpret_cast<const void*>(CompressedKernel<kSlices>),
-                          reinterpret_cast<const void*>(SegmentKernel<kSlices>), reinterpret_cast<const void*>(ScoreKernel),
+    for (const void* k : {reinterpret_cast<const void*>(FusedKernel<kSlices, kByKeys>), reinterpret_cast<const void*>(CompressedKernel<kSlices, kByKeys>),
+                          reinterpret_cast<const void*>(SegmentKernel<kSlices, kByKeys>), reinterpret_cast<const void*>(ScoreKernel),
                           reinterpret_cast<const void*>(CombineKernel)}) {
       if (e == cudaSuccess) e = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, max_smem);
     }
@@ -889,7 +1026,7 @@ cudaError_t LaunchSlices(const NsaDecodeArgs& a, const Sizes& z, cudaStream_t st
       int device = 0;
       cudaGetDevice(&device);
       cudaFuncAttributes fa{};
-      cudaFuncGetAttributes(&fa, FusedKernel<kSlices>);
+      cudaFuncGetAttributes(&fa, FusedKernel<kSlices, kByKeys>);
       int r = 65536, m = 233472, res = 1024, th = 2048;
       cudaDeviceGetAttribute(&r, cudaDevAttrMaxRegistersPerMultiprocessor, device);
       cudaDeviceGetAttribute(&m, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device);
@@ -903,13 +1040,13 @@ cudaError_t LaunchSlices(const NsaDecodeArgs& a, const Sizes& z, cudaStream_t st
     const int64_t tasks =
         static_cast<int64_t>(z.units) * (z.cmp_splits + z.score_splits + z.sel_splits + z.win_splits + z.G);
     const int blocks = static_cast<int>(std::min<int64_t>(tasks, static_cast<int64_t>(per_sm) * NumSms()));
-    FusedKernel<kSlices><<<blocks, kThreads, smem, stream>>>(a, z, ws);
+    FusedKernel<kSlices, kByKeys><<<blocks, kThreads, smem, stream>>>(a, z, ws);
     return cudaGetLastError();
   }
-  CompressedKernel<kSlices><<<dim3(z.cmp_splits, a.num_kv_heads, a.batch), kThreads, run_smem, stream>>>(a, z, ws);
+  CompressedKernel<kSlices, kByKeys><<<dim3(z.cmp_splits, a.num_kv_heads, a.batch), kThreads, run_smem, stream>>>(a, z, ws);
   LseKernel<<<dim3(a.num_kv_heads, a.batch), kThreads, 0, stream>>>(a, z, ws);
   ScoreKernel<<<dim3(z.score_splits, a.num_kv_heads, a.batch), kThreads, score_smem, stream>>>(a, z, ws);
-  SegmentKernel<kSlices><<<dim3(z.sel_splits + z.win_splits, a.num_kv_heads, a.batch), kThreads, run_smem, stream>>>(a, z, ws);
+  SegmentKernel<kSlices, kByKeys><<<dim3(z.sel_splits + z.win_splits, a.num_kv_heads, a.batch), kThreads, run_smem, stream>>>(a, z, ws);
   CombineKernel<<<dim3(a.num_heads, a.batch), kThreads, combine_smem, stream>>>(a, z, ws);
   return cudaGetLastError();
 }
@@ -917,6 +1054,14 @@ cudaError_t LaunchSlices(const NsaDecodeArgs& a, const Sizes& z, cudaStream_t st
 }  // namespace
 
 size_t NsaDecodeWorkspaceBytes(const NsaDecodeArgs& args) { return SizesOf(args).total_bytes; }
+
+bool KeySplit() {
+  static const bool on = [] {
+    const char* v = std::getenv("NSA_DECODE_KEY_SPLIT");
+    return !(v && std::string_view(v) == "0");
+  }();
+  return on;
+}
 
 NsaDecodeTasks NsaDecodeTaskCounts(const NsaDecodeArgs& args) {
   const Sizes z = SizesOf(args);
@@ -942,7 +1087,7 @@ cudaError_t LaunchNsaDecode(const NsaDecodeArgs& a, cudaStream_t stream) {
   if (a.nsa.select_block > kTileRows) return cudaErrorInvalidValue;
   switch ((z.G + 15) / 16) {
     case 1:
-      return LaunchSlices<1>(a, z, stream);
+      return KeySplit() ? LaunchSlices<1, true>(a, z, stream) : LaunchSlices<1>(a, z, stream);
     case 2:
       return LaunchSlices<2>(a, z, stream);
     default:

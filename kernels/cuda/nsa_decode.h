@@ -76,6 +76,12 @@ struct NsaDecodeTasks {
 NsaDecodeTasks NsaDecodeTaskCounts(const NsaDecodeArgs& args);
 // Bytes of workspace LaunchNsaDecode needs for these arguments.
 size_t NsaDecodeWorkspaceBytes(const NsaDecodeArgs& args);
+
+// For G <= 16 the tiles' keys are split across a block's four warps (each computes a quarter of
+// S and multiplies by all of V's columns; the partial softmaxes merged once a run) unless
+// NSA_DECODE_KEY_SPLIT=0, which keeps the split by V's columns (every warp computing the whole
+// S). Read once per process.
+bool KeySplit();
 // Checks the shapes (head dims, G <= 64, n <= 64, context <= 1M) and launches the kernel (or the
 // four staged ones). The workspace needs no initial contents.
 cudaError_t LaunchNsaDecode(const NsaDecodeArgs& args, cudaStream_t stream);

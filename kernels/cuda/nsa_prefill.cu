@@ -771,6 +771,29 @@ __global__ void __launch_bounds__(kThreads) PackedSelectedPrefillKernel(NsaPrefi
 // Then a warp a position: the forced blocks, the best of the rest (ties to the lower index: the
 // reference's order), the n blocks written ascending (every block when c + 1 <= n).
 constexpr int kMaxSelectPositions = 8;
+constexpr int kMaxQkSteps = 192 / 16;  // 16-dim steps of Q K^T at the largest head dim
+
+// QkTile (kernels/cuda/tile_mma.cuh) with the warp's Q fragments already in registers
+// (qa[step]: dims 16 step .. 16 step + 15, as QkTile loads them): the same products, the same
+// order, the same floats.
+__device__ __forceinline__ void QkTileFragments(const uint32_t (&qa)[kMaxQkSteps][4], const __nv_bfloat16* ks, int hd,
+                                                float (&s)[kRowTiles][4]) {
+  const int lane = threadIdx.x % 32, r8 = lane % 8, m = lane / 8;
+  const int qstride = hd + kPad;
+#pragma unroll
+  for (int j = 0; j < kRowTiles; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+#pragma unroll
+  for (int step = 0; step < kMaxQkSteps; ++step) {
+    if (step >= hd / 16) break;
+#pragma unroll
+    for (int j = 0; j < kRowTiles; j += 2) {
+      uint32_t b[4];
+      LdMatrixX4(b, ks + (8 * (j + (m >> 1)) + r8) * qstride + 16 * step + 8 * (m & 1));
+      Mma(s[j], qa[step][0], qa[step][1], qa[step][2], qa[step][3], b[0], b[1]);
+      Mma(s[j + 1], qa[step][0], qa[step][1], qa[step][2], qa[step][3], b[2], b[3]);
+    }
+  }
+}
 constexpr int kRowPStride = kTileRows + 1;  // a row's p in shared memory, padded against bank conflicts
 
 // kIdentity: the identity map (l = d = l', the 7b and fla shapes), known at compile time so that
@@ -785,13 +808,14 @@ __global__ void __launch_bounds__(kThreads) SelectPrefillKernel(NsaPrefillArgs a
   const int npos = static_cast<int>(a.num_queries - q_begin < P ? a.num_queries - q_begin : P);
   const int rows_used = npos * G;
   extern __shared__ __align__(16) unsigned char smem[];
+  // Two K buffers; the first holds the queries until each warp has its Q fragments in registers.
   __nv_bfloat16* qs = reinterpret_cast<__nv_bfloat16*>(smem);  // [64][hd + kPad]
-  __nv_bfloat16* ks = qs + kQueryRows * qstride;  // [64][hd + kPad]
-  float* rowp = reinterpret_cast<float*>(ks + kTileRows * qstride);  // [64 rows][kRowPStride]: each row's p
+  __nv_bfloat16* kbuf[2] = {qs, qs + kQueryRows * qstride};  // [64][hd + kPad] each
+  float* rowp = reinterpret_cast<float*>(kbuf[1] + kTileRows * qstride);  // [64 rows][kRowPStride]: each row's p
   float* ptile = rowp + kQueryRows * kRowPStride;  // [P][64]: the tile's summaries, summed over heads
   float* scores = ptile + P * kTileRows;  // [P][C]: the block scores
-  __shared__ int64_t row_page[kTileRows];
-  __shared__ int row_slot[kTileRows];
+  __shared__ int64_t row_page[2][kTileRows];
+  __shared__ int row_slot[2][kTileRows];
   __shared__ int32_t picks[kThreads / 32][kMaxSelected];
 
   LoadRows(qs, rows_used, hd, [&](int r) {
@@ -817,19 +841,47 @@ __global__ void __launch_bounds__(kThreads) SelectPrefillKernel(NsaPrefillArgs a
   const int64_t k_off = a.layout.Offset(KvPlane::kCmp, a.layer, kv, false);
   const CompressedKeys keys{a};
 
+  // The warp's Q fragments (16 rows x hd) into registers, once: the queries' shared memory then
+  // takes K tiles, so two K buffers fit in the space of one buffer and the queries.
+  uint32_t qa[kMaxQkSteps][4];
+  __pipeline_wait_prior(0);
+  __syncthreads();
+  {
+    const int r8 = lane % 8, m = lane / 8;
+#pragma unroll
+    for (int step = 0; step < kMaxQkSteps; ++step) {
+      if (step < hd / 16) LdMatrixX4(qa[step], qs + (warp * 16 + r8 + 8 * (m & 1)) * qstride + 16 * step + 8 * (m >> 1));
+    }
+  }
+  // Tile `tile_index`'s summaries into K buffer `buf`: located, copied, committed (a group a
+  // tile). The caller has synchronised since the buffer's and its row_page's last reads.
+  auto issue = [&](int tile_index, int buf) {
+    const int64_t i0 = static_cast<int64_t>(tile_index) * kTileRows;
+    const int rows = static_cast<int>(key_end - i0 < kTileRows ? key_end - i0 : kTileRows);
+    for (int r = threadIdx.x; r < rows; r += blockDim.x) keys.Locate(i0 + r, &row_page[buf][r], &row_slot[buf][r]);
+    __syncthreads();
+    LoadRows(kbuf[buf], rows, hd, [&](int r) { return a.pages + row_page[buf][r] + k_off + row_slot[buf][r] * hd; });
+    __pipeline_commit();
+  };
+  __syncthreads();  // every warp has its fragments: buffer 0 may be overwritten
+  if (num_tiles > 0) issue(0, 0);
   for (int tile_index = 0; tile_index < num_tiles; ++tile_index) {
     const int64_t i0 = static_cast<int64_t>(tile_index) * kTileRows;
     const int rows = static_cast<int>(key_end - i0 < kTileRows ? key_end - i0 : kTileRows);
-    __syncthreads();  // the previous tile's reads of ks, ptile and row_page are done
-    for (int r = threadIdx.x; r < rows; r += blockDim.x) keys.Locate(i0 + r, &row_page[r], &row_slot[r]);
+    const int buf = tile_index & 1;
+    __syncthreads();  // the previous tile's reads of the other buffer, ptile and row_page are done
+    // The next tile's copies go out before this one's wait; an empty group keeps the count.
+    if (tile_index + 1 < num_tiles) {
+      issue(tile_index + 1, buf ^ 1);
+    } else {
+      __pipeline_commit();
+    }
+    __pipeline_wait_prior(1);
     __syncthreads();
-    LoadRows(ks, rows, hd, [&](int r) { return a.pages + row_page[r] + k_off + row_slot[r] * hd; });
-    __pipeline_commit();
-    __pipeline_wait_prior(0);
-    __syncthreads();
+    const __nv_bfloat16* ks = kbuf[buf];
     if (warp * 16 < rows_used) {  // uniform in the warp
       float s[kRowTiles][4];
-      QkTile(qs + warp * 16 * qstride, ks, hd, s);
+      QkTileFragments(qa, ks, hd, s);
 #pragma unroll
       for (int j = 0; j < kRowTiles; ++j) {
 #pragma unroll

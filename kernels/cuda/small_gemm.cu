@@ -3,6 +3,8 @@
 // step streams the weights at close to the memory's bandwidth. cuBLASLt takes the larger m.
 #include "kernels/cuda/small_gemm.h"
 
+#include <cstdlib>
+
 #include "kernels/cuda/pdl.cuh"
 
 namespace nsa::cuda {
@@ -19,15 +21,17 @@ __device__ __forceinline__ void Unpack(const uint4& v, float (&f)[8]) {
   }
 }
 
-// A warp's dot products of one W row with every row of X: acc[i] += X[i] . W[col].
-template <int M>
-__device__ __forceinline__ void DotRows(const __nv_bfloat16* x, int k, const __nv_bfloat16* wrow, float (&acc)[M]) {
+// A warp's share of the dot products of one W row with every row of X: acc[i] += X[i] . W[col]
+// over the row's 16-byte vectors lane + 32 (sub + S r), r = 0, 1, ... (warp sub of the S that
+// share the row: each reads 512 contiguous bytes a round, the S together S x 512).
+template <int M, int S>
+__device__ __forceinline__ void DotRows(const __nv_bfloat16* x, int k, const __nv_bfloat16* wrow, int sub, float (&acc)[M]) {
   const int lane = threadIdx.x % 32;
   const uint4* wr = reinterpret_cast<const uint4*>(wrow);
   const uint4* xr = reinterpret_cast<const uint4*>(x);
   const int vecs = k / 8, xstride = k / 8;
 #pragma unroll 4
-  for (int v = lane; v < vecs; v += 32) {
+  for (int v = lane + 32 * sub; v < vecs; v += 32 * S) {
     float wf[8];
     Unpack(__ldcs(wr + v), wf);  // each weight is read once a step: do not keep it in L1
 #pragma unroll
@@ -44,17 +48,40 @@ __device__ __forceinline__ void DotRows(const __nv_bfloat16* x, int k, const __n
   }
 }
 
-// A warp an output column: y[i][col] (+)= X[i] . W[col].
-template <int M>
+// The S warps of a column add their shares, in warp order (the same floats every run): lane 0
+// of the column's first warp gets the sums in acc. Every thread of the block calls it.
+template <int M, int S>
+__device__ __forceinline__ void ReduceShares(float (&acc)[M]) {
+  if constexpr (S > 1) {
+    __shared__ float shares[kWarps][M];
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (lane == 0) {
+#pragma unroll
+      for (int i = 0; i < M; ++i) shares[warp][i] = acc[i];
+    }
+    __syncthreads();
+    if (warp % S == 0 && lane == 0) {
+#pragma unroll
+      for (int i = 0; i < M; ++i) {
+        float sum = shares[warp][i];
+        for (int s = 1; s < S; ++s) sum += shares[warp + s][i];
+        acc[i] = sum;
+      }
+    }
+  }
+}
+
+// S warps an output column (each a share of its k): y[i][col] (+)= X[i] . W[col].
+template <int M, int S>
 __global__ void __launch_bounds__(kWarps * 32) SmallGemmKernel(const __nv_bfloat16* x, int k, const __nv_bfloat16* w, int n,
                                                                   float* y, int ldy, bool accumulate) {
   ChainedWait();
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int col = blockIdx.x * kWarps + warp;
-  if (col >= n) return;
+  const int col = blockIdx.x * (kWarps / S) + warp / S;
   float acc[M] = {};
-  DotRows<M>(x, k, w + static_cast<size_t>(col) * k, acc);
-  if (lane == 0) {
+  if (col < n) DotRows<M, S>(x, k, w + static_cast<size_t>(col) * k, warp % S, acc);
+  ReduceShares<M, S>(acc);
+  if (col < n && warp % S == 0 && lane == 0) {
 #pragma unroll
     for (int i = 0; i < M; ++i) {
       float* out = y + static_cast<size_t>(i) * ldy + col;
@@ -63,19 +90,23 @@ __global__ void __launch_bounds__(kWarps * 32) SmallGemmKernel(const __nv_bfloat
   }
 }
 
-// A warp an output column j of SwiGLU: out[i][j] = bf16(silu(X[i] . W[j]) (X[i] . W[half + j])),
-// the same floats as SmallGemmKernel into [m][2 half] then SiluMulKernel (model_ops.cu).
-template <int M>
+// S warps an output column j of SwiGLU: out[i][j] = bf16(silu(X[i] . W[j]) (X[i] . W[half + j])),
+// the same floats as SmallGemmKernel<M, S> into [m][2 half] then SiluMulKernel (model_ops.cu).
+template <int M, int S>
 __global__ void __launch_bounds__(kWarps * 32) SmallGemmSiluMulKernel(const __nv_bfloat16* x, int k, const __nv_bfloat16* w,
                                                                          int half, __nv_bfloat16* out) {
   ChainedWait();
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int col = blockIdx.x * kWarps + warp;
-  if (col >= half) return;
+  const int col = blockIdx.x * (kWarps / S) + warp / S;
   float gate[M] = {}, up[M] = {};
-  DotRows<M>(x, k, w + static_cast<size_t>(col) * k, gate);
-  DotRows<M>(x, k, w + static_cast<size_t>(half + col) * k, up);
-  if (lane == 0) {
+  if (col < half) {
+    DotRows<M, S>(x, k, w + static_cast<size_t>(col) * k, warp % S, gate);
+    DotRows<M, S>(x, k, w + static_cast<size_t>(half + col) * k, warp % S, up);
+  }
+  ReduceShares<M, S>(gate);
+  __syncthreads();  // the shares' shared memory is reused
+  ReduceShares<M, S>(up);
+  if (col < half && warp % S == 0 && lane == 0) {
 #pragma unroll
     for (int i = 0; i < M; ++i) {
       const float g = gate[i];
@@ -84,18 +115,60 @@ __global__ void __launch_bounds__(kWarps * 32) SmallGemmSiluMulKernel(const __nv
   }
 }
 
-template <int M>
+template <int M, int S>
 cudaError_t Launch(const __nv_bfloat16* x, int k, const __nv_bfloat16* w, int n, float* y, int ldy, bool accumulate,
                    cudaStream_t stream) {
-  return LaunchChained(SmallGemmKernel<M>, (n + kWarps - 1) / kWarps, kWarps * 32, 0, stream, x, k, w, n, y, ldy,
+  constexpr int cols = kWarps / S;
+  return LaunchChained(SmallGemmKernel<M, S>, (n + cols - 1) / cols, kWarps * 32, 0, stream, x, k, w, n, y, ldy,
                        accumulate);
 }
 
-template <int M>
+template <int M, int S>
 cudaError_t LaunchSiluMul(const __nv_bfloat16* x, int k, const __nv_bfloat16* w, int half, __nv_bfloat16* out,
                           cudaStream_t stream) {
-  return LaunchChained(SmallGemmSiluMulKernel<M>, (half + kWarps - 1) / kWarps, kWarps * 32, 0, stream, x, k, w, half,
+  constexpr int cols = kWarps / S;
+  return LaunchChained(SmallGemmSiluMulKernel<M, S>, (half + cols - 1) / cols, kWarps * 32, 0, stream, x, k, w, half,
                        out);
+}
+
+// The split's template instance for m rows.
+template <int S>
+cudaError_t LaunchRows(const __nv_bfloat16* x, int m, int k, const __nv_bfloat16* w, int n, float* y, int ldy,
+                       bool accumulate, cudaStream_t stream) {
+  switch (m) {
+    case 1: return Launch<1, S>(x, k, w, n, y, ldy, accumulate, stream);
+    case 2: return Launch<2, S>(x, k, w, n, y, ldy, accumulate, stream);
+    case 3: return Launch<3, S>(x, k, w, n, y, ldy, accumulate, stream);
+    case 4: return Launch<4, S>(x, k, w, n, y, ldy, accumulate, stream);
+    case 5: return Launch<5, S>(x, k, w, n, y, ldy, accumulate, stream);
+    case 6: return Launch<6, S>(x, k, w, n, y, ldy, accumulate, stream);
+    case 7: return Launch<7, S>(x, k, w, n, y, ldy, accumulate, stream);
+    default: return Launch<8, S>(x, k, w, n, y, ldy, accumulate, stream);
+  }
+}
+template <int S>
+cudaError_t LaunchSiluMulRows(const __nv_bfloat16* x, int m, int k, const __nv_bfloat16* w, int half, __nv_bfloat16* out,
+                              cudaStream_t stream) {
+  switch (m) {
+    case 1: return LaunchSiluMul<1, S>(x, k, w, half, out, stream);
+    case 2: return LaunchSiluMul<2, S>(x, k, w, half, out, stream);
+    case 3: return LaunchSiluMul<3, S>(x, k, w, half, out, stream);
+    case 4: return LaunchSiluMul<4, S>(x, k, w, half, out, stream);
+    case 5: return LaunchSiluMul<5, S>(x, k, w, half, out, stream);
+    case 6: return LaunchSiluMul<6, S>(x, k, w, half, out, stream);
+    case 7: return LaunchSiluMul<7, S>(x, k, w, half, out, stream);
+    default: return LaunchSiluMul<8, S>(x, k, w, half, out, stream);
+  }
+}
+
+// 0: the process's default (NSA_SMALL_GEMM_SPLIT = 1, 2 or 4; else 1).
+int SplitOf(int split) {
+  static const int from_env = [] {
+    const char* v = std::getenv("NSA_SMALL_GEMM_SPLIT");
+    const int s = v ? std::atoi(v) : 1;
+    return s == 2 || s == 4 ? s : 1;
+  }();
+  return split == 0 ? from_env : split;
 }
 
 }  // namespace
@@ -106,32 +179,24 @@ bool SmallGemmApplies(const __nv_bfloat16* x, int m, int k, const __nv_bfloat16*
 }
 
 cudaError_t LaunchSmallGemm(const __nv_bfloat16* x, int m, int k, const __nv_bfloat16* w, int n, float* y, int ldy,
-                            bool accumulate, cudaStream_t stream) {
+                            bool accumulate, cudaStream_t stream, int split) {
   if (!SmallGemmApplies(x, m, k, w) || n < 1 || ldy < n) return cudaErrorInvalidValue;
-  switch (m) {
-    case 1: return Launch<1>(x, k, w, n, y, ldy, accumulate, stream);
-    case 2: return Launch<2>(x, k, w, n, y, ldy, accumulate, stream);
-    case 3: return Launch<3>(x, k, w, n, y, ldy, accumulate, stream);
-    case 4: return Launch<4>(x, k, w, n, y, ldy, accumulate, stream);
-    case 5: return Launch<5>(x, k, w, n, y, ldy, accumulate, stream);
-    case 6: return Launch<6>(x, k, w, n, y, ldy, accumulate, stream);
-    case 7: return Launch<7>(x, k, w, n, y, ldy, accumulate, stream);
-    default: return Launch<8>(x, k, w, n, y, ldy, accumulate, stream);
+  switch (SplitOf(split)) {
+    case 1: return LaunchRows<1>(x, m, k, w, n, y, ldy, accumulate, stream);
+    case 2: return LaunchRows<2>(x, m, k, w, n, y, ldy, accumulate, stream);
+    case 4: return LaunchRows<4>(x, m, k, w, n, y, ldy, accumulate, stream);
+    default: return cudaErrorInvalidValue;
   }
 }
 
 cudaError_t LaunchSmallGemmSiluMul(const __nv_bfloat16* x, int m, int k, const __nv_bfloat16* w, int half,
-                                   __nv_bfloat16* out, cudaStream_t stream) {
+                                   __nv_bfloat16* out, cudaStream_t stream, int split) {
   if (!SmallGemmApplies(x, m, k, w) || half < 1 || !out) return cudaErrorInvalidValue;
-  switch (m) {
-    case 1: return LaunchSiluMul<1>(x, k, w, half, out, stream);
-    case 2: return LaunchSiluMul<2>(x, k, w, half, out, stream);
-    case 3: return LaunchSiluMul<3>(x, k, w, half, out, stream);
-    case 4: return LaunchSiluMul<4>(x, k, w, half, out, stream);
-    case 5: return LaunchSiluMul<5>(x, k, w, half, out, stream);
-    case 6: return LaunchSiluMul<6>(x, k, w, half, out, stream);
-    case 7: return LaunchSiluMul<7>(x, k, w, half, out, stream);
-    default: return LaunchSiluMul<8>(x, k, w, half, out, stream);
+  switch (SplitOf(split)) {
+    case 1: return LaunchSiluMulRows<1>(x, m, k, w, half, out, stream);
+    case 2: return LaunchSiluMulRows<2>(x, m, k, w, half, out, stream);
+    case 4: return LaunchSiluMulRows<4>(x, m, k, w, half, out, stream);
+    default: return cudaErrorInvalidValue;
   }
 }
 

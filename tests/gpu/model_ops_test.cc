@@ -233,6 +233,45 @@ TEST(ModelOpsTest, GemmMatchesLinearAndAccumulates) {
   }
 }
 
+TEST(ModelOpsTest, SmallGemmSplitsMatchTheCpuTwin) {
+  // Every split of a column's k across warps (1, 2, 4; NSA_SMALL_GEMM_SPLIT picks the default):
+  // the product against ref::Linear, accumulating, and the fused SwiGLU bit for bit what the
+  // same split's product and SiluMul give as two launches.
+  std::mt19937 rng(12);
+  for (int split : {1, 2, 4}) {
+    for (auto [m, k, n] : {std::tuple{1, 5632, 2048}, std::tuple{3, 2048, 77}, std::tuple{8, 264, 13}, std::tuple{2, 8, 5}}) {
+      const std::vector<float> x = Random(static_cast<size_t>(m) * k, rng), w = Random(static_cast<size_t>(n) * k, rng, 0.05f);
+      std::vector<float> want(static_cast<size_t>(m) * n), gu(static_cast<size_t>(m) * 2 * n), silu(want.size());
+      ref::Linear(x.data(), m, k, w.data(), n, nullptr, want.data());
+      __nv_bfloat16 *d_x = Upload(ToBf(x)), *d_w = Upload(ToBf(w)), *d_fused = nullptr, *d_two = nullptr;
+      float* d_y = Upload(std::vector<float>(want.size(), 0.f));
+      CUDA_OK(cuda::LaunchSmallGemm(d_x, m, k, d_w, n, d_y, n, false, nullptr, split));
+      EXPECT_LE(MaxRelErr(Download(d_y, want.size()), want), 1e-4) << "split " << split << ", " << m << "x" << k << " . " << n;
+      CUDA_OK(cuda::LaunchSmallGemm(d_x, m, k, d_w, n, d_y, n, true, nullptr, split));
+      for (float& v : want) v *= 2;
+      EXPECT_LE(MaxRelErr(Download(d_y, want.size()), want), 1e-4) << "split " << split << ", accumulate";
+      // SwiGLU with W's n rows as gate | up halves (n even) or skipped.
+      if (n % 2 == 0) {
+        const int half = n / 2;
+        CUDA_OK(cudaMalloc(&d_fused, static_cast<size_t>(m) * half * sizeof(__nv_bfloat16)));
+        CUDA_OK(cudaMalloc(&d_two, static_cast<size_t>(m) * half * sizeof(__nv_bfloat16)));
+        CUDA_OK(cuda::LaunchSmallGemmSiluMul(d_x, m, k, d_w, half, d_fused, nullptr, split));
+        CUDA_OK(cuda::LaunchSmallGemm(d_x, m, k, d_w, n, d_y, n, false, nullptr, split));
+        CUDA_OK(cuda::LaunchSiluMul(d_y, m, half, d_two, nullptr));
+        EXPECT_EQ(ToFloat(Download(d_fused, static_cast<size_t>(m) * half)), ToFloat(Download(d_two, static_cast<size_t>(m) * half)))
+            << "split " << split << ": the fused SwiGLU differs from the product + SiluMul";
+        cudaFree(d_fused);
+        cudaFree(d_two);
+      }
+      cudaFree(d_x);
+      cudaFree(d_w);
+      cudaFree(d_y);
+    }
+  }
+  // An unsupported split is refused.
+  EXPECT_EQ(cudaErrorInvalidValue, cuda::LaunchSmallGemm(nullptr, 1, 8, nullptr, 1, nullptr, 1, false, nullptr, 3));
+}
+
 TEST(ModelOpsTest, GateUpProjectionWithSwiGluFusedEqualsTheTwoSteps) {
   // Gemm::RunSiluMul: one kernel for up to 8 rows (small-m), cuBLASLt then SiluMul above; both
   // against the CPU twin (ref::Linear, ref::SiluMul), and the fused kernel bit for bit what the
