@@ -1,6 +1,7 @@
-// Y = X W^T for a few rows of X (decode steps of small batches): a warp per output column reads
-// that row of W once, 16 bytes a lane, and dots it with every row of X (cached in L1), so the
-// step streams the weights at close to the memory's bandwidth. cuBLASLt takes the larger m.
+// Y = X W^T for a few rows of X (decode steps of small batches): S warps per output column (2 by
+// default) read that row of W once, 16 bytes a lane, each a share of it, and dot it with every
+// row of X (cached in L1), so the step streams the weights at close to the memory's bandwidth.
+// cuBLASLt takes the larger m.
 #include "kernels/cuda/small_gemm.h"
 
 #include <cstdlib>
@@ -161,12 +162,13 @@ cudaError_t LaunchSiluMulRows(const __nv_bfloat16* x, int m, int k, const __nv_b
   }
 }
 
-// 0: the process's default (NSA_SMALL_GEMM_SPLIT = 1, 2 or 4; else 1).
+// 0: the process's default: NSA_SMALL_GEMM_SPLIT = 1, 2 or 4, else 2 (H200, 1.3b decode steps,
+// seventh session: 1 x 512 1.709 ms at 2 against 1.779 at 1 and 1.804 at 4; bench/NOTES.md).
 int SplitOf(int split) {
   static const int from_env = [] {
     const char* v = std::getenv("NSA_SMALL_GEMM_SPLIT");
-    const int s = v ? std::atoi(v) : 1;
-    return s == 2 || s == 4 ? s : 1;
+    const int s = v ? std::atoi(v) : 2;
+    return s == 1 || s == 4 ? s : 2;
   }();
   return split == 0 ? from_env : split;
 }

@@ -16,7 +16,7 @@ constexpr int kSmallGemmMaxRows = 8;
 bool SmallGemmApplies(const __nv_bfloat16* x, int m, int k, const __nv_bfloat16* w);
 // ldy: Y's row stride in elements (>= n). split: warps that share an output column, each a
 // share of k (1, 2 or 4: more loads in flight for few columns; the shares are added in warp
-// order); 0 takes NSA_SMALL_GEMM_SPLIT (1, 2 or 4), else 1. Another split is another float.
+// order); 0 takes NSA_SMALL_GEMM_SPLIT (1, 2 or 4), else 2. Another split is another float.
 cudaError_t LaunchSmallGemm(const __nv_bfloat16* x, int m, int k, const __nv_bfloat16* w, int n, float* y, int ldy,
                             bool accumulate, cudaStream_t stream, int split = 0);
 // SwiGLU after the gate|up projection, fused: W is [2 half][k] (gate rows, then up rows) and
