@@ -348,8 +348,12 @@ __device__ void AttendTilesByKeys(__nv_bfloat16* qs, __nv_bfloat16* ks, __nv_bfl
   }
 
   // Merge the warps' partials: M = max_w m_w, factors exp(m_w - M); l and o summed in warp order.
+  // The merge's space starts at the K/V tiles and may run into q's (TileSmemBytes sizes it): no
+  // copy may still be landing there (none is after a tile's wait; this covers a run of none).
+  __pipeline_wait_prior(0);
+  __syncthreads();
   __shared__ float m_sh[kWarps][16];
-  float* o_sh = reinterpret_cast<float*>(ks);  // [kWarps][16][vhd], over the K/V tiles
+  float* o_sh = reinterpret_cast<float*>(ks);  // [kWarps][16][vhd], over the K/V tiles and q
   if (t == 0) m_sh[warp][g] = m_run[0], m_sh[warp][g + 8] = m_run[1];
   __syncthreads();
 #pragma unroll
@@ -1087,7 +1091,8 @@ cudaError_t LaunchNsaDecode(const NsaDecodeArgs& a, cudaStream_t stream) {
   if (a.nsa.select_block > kTileRows) return cudaErrorInvalidValue;
   switch ((z.G + 15) / 16) {
     case 1:
-      return KeySplit() ? LaunchSlices<1, true>(a, z, stream) : LaunchSlices<1>(a, z, stream);
+      return (a.key_split < 0 ? KeySplit() : a.key_split != 0) ? LaunchSlices<1, true>(a, z, stream)
+                                                                : LaunchSlices<1>(a, z, stream);
     case 2:
       return LaunchSlices<2>(a, z, stream);
     default:
