@@ -141,6 +141,18 @@ inline size_t TileSmemBytes(int G, int hd, int vhd, bool by_keys = false) {
   return kv + static_cast<size_t>(gp) * (hd + kPad) * 2;
 }
 
+// The tile the caller's load issued, in shared memory: rows past `rows` zeroed (their P is 0,
+// and 0 times garbage could be NaN), the copies waited for, the block synchronised.
+__device__ __forceinline__ void AwaitTile(int rows, __nv_bfloat16* ks, __nv_bfloat16* vs, int hd, int vhd) {
+  if (rows > 0 && rows < kTileRows) {
+    ZeroRows(ks, rows, hd);
+    ZeroRows(vs, rows, vhd);
+  }
+  __pipeline_commit();  // the tile's copies (and, the first time, the query's)
+  __pipeline_wait_prior(0);
+  __syncthreads();
+}
+
 // Walks `num_tiles` tiles. load(tile, ks, vs) issues the tile's asynchronous copies (all
 // threads) and returns its row count (0: nothing to do); score(tile, head, row, value) receives
 // every raw scaled score when the caller wants them (each exactly once). Writes the block's
@@ -163,13 +175,7 @@ __device__ void AttendTiles(__nv_bfloat16* qs, __nv_bfloat16* ks, __nv_bfloat16*
 
   for (int tile = 0; tile < num_tiles; ++tile) {
     const int rows = load(tile, ks, vs);
-    if (rows > 0 && rows < kTileRows) {
-      ZeroRows(ks, rows, hd);
-      ZeroRows(vs, rows, vhd);
-    }
-    __pipeline_commit();  // the tile's copies (and, the first time, the query's)
-    __pipeline_wait_prior(0);
-    __syncthreads();
+    AwaitTile(rows, ks, vs, hd, vhd);
     if (rows > 0) {
       // Unrolled over the largest slice count so the running state stays in registers.
 #pragma unroll
@@ -283,13 +289,7 @@ __device__ void AttendTilesByKeys(__nv_bfloat16* qs, __nv_bfloat16* ks, __nv_bfl
 
   for (int tile = 0; tile < num_tiles; ++tile) {
     const int rows = load(tile, ks, vs);
-    if (rows > 0 && rows < kTileRows) {
-      ZeroRows(ks, rows, hd);
-      ZeroRows(vs, rows, vhd);
-    }
-    __pipeline_commit();  // the tile's copies (and, the first time, the query's)
-    __pipeline_wait_prior(0);
-    __syncthreads();
+    AwaitTile(rows, ks, vs, hd, vhd);
     if (key0 < rows) {  // uniform in the warp: a short tile leaves the last warps idle
       float s[2][4];
       tile::QkTile<2>(qs, ks + key0 * qstride, hd, s);
