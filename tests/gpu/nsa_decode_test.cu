@@ -153,7 +153,10 @@ TEST_P(NsaDecodeTest, MatchesTheCpuTwin) {
   }
   // For G <= 16, the other tile form (NsaDecodeArgs::key_split: the default splits the keys
   // across the warps, this one V's columns): the same scores (so the same selection) and the same
-  // function, summed in another order.
+  // function, summed in another order. P is rounded to bf16 against each form's own running
+  // maximum (a warp's 16 keys or the tile's 64), so the two differ by P's rounding, as each
+  // differs from the CPU twin: the twin's bound (H200, eighth session call 1: 1.1e-4 to 2.1e-3
+  // between the forms; a wrong form is off by O(1)).
   if (G <= 16) {
     std::vector<float> out_cols(out_n);
     std::vector<int32_t> sel_cols(sel.size());
@@ -172,7 +175,7 @@ TEST_P(NsaDecodeTest, MatchesTheCpuTwin) {
       cdiff = std::max(cdiff, static_cast<double>(std::abs(out[i] - out_cols[i])));
       cmag = std::max(cmag, static_cast<double>(std::abs(out[i])));
     }
-    EXPECT_LE(cdiff / cmag, 1e-4) << "key-split and column-split outputs differ";
+    EXPECT_LE(cdiff / cmag, 4e-3) << "key-split and column-split outputs differ";
   }
   // The same tasks in both forms, merged in the same order: equal up to the compiler's
   // contractions in two kernels.
