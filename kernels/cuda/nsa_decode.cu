@@ -141,6 +141,18 @@ inline size_t TileSmemBytes(int G, int hd, int vhd, bool by_keys = false) {
   return kv + static_cast<size_t>(gp) * (hd + kPad) * 2;
 }
 
+// The tile the caller's load issued, in shared memory: rows past `rows` zeroed (their P is 0,
+// and 0 times garbage could be NaN), the copies waited for, the block synchronised.
+__device__ __forceinline__ void AwaitTile(int rows, __nv_bfloat16* ks, __nv_bfloat16* vs, int hd, int vhd) {
+  if (rows > 0 && rows < kTileRows) {
+    ZeroRows(ks, rows, hd);
+    ZeroRows(vs, rows, vhd);
+  }
+  __pipeline_commit();  // the tile's copies (and, the first time, the query's)
+  __pipeline_wait_prior(0);
+  __syncthreads();
+}
+
 // Walks `num_tiles` tiles. load(tile, ks, vs) issues the tile's asynchronous copies (all
 // threads) and returns its row count (0: nothing to do); score(tile, head, row, value) receives
 // every raw scaled score when the caller wants them (each exactly once). Writes the block's
@@ -163,13 +175,7 @@ __device__ void AttendTiles(__nv_bfloat16* qs, __nv_bfloat16* ks, __nv_bfloat16*
 
   for (int tile = 0; tile < num_tiles; ++tile) {
     const int rows = load(tile, ks, vs);
-    if (rows > 0 && rows < kTileRows) {
-      ZeroRows(ks, rows, hd);
-      ZeroRows(vs, rows, vhd);
-    }
-    __pipeline_commit();  // the tile's copies (and, the first time, the query's)
-    __pipeline_wait_prior(0);
-    __syncthreads();
+    AwaitTile(rows, ks, vs, hd, vhd);
     if (rows > 0) {
       // Unrolled over the largest slice count so the running state stays in registers.
 #pragma unroll
@@ -283,13 +289,7 @@ __device__ void AttendTilesByKeys(__nv_bfloat16* qs, __nv_bfloat16* ks, __nv_bfl
 
   for (int tile = 0; tile < num_tiles; ++tile) {
     const int rows = load(tile, ks, vs);
-    if (rows > 0 && rows < kTileRows) {
-      ZeroRows(ks, rows, hd);
-      ZeroRows(vs, rows, vhd);
-    }
-    __pipeline_commit();  // the tile's copies (and, the first time, the query's)
-    __pipeline_wait_prior(0);
-    __syncthreads();
+    AwaitTile(rows, ks, vs, hd, vhd);
     if (key0 < rows) {  // uniform in the warp: a short tile leaves the last warps idle
       float s[2][4];
       tile::QkTile<2>(qs, ks + key0 * qstride, hd, s);
@@ -348,8 +348,12 @@ __device__ void AttendTilesByKeys(__nv_bfloat16* qs, __nv_bfloat16* ks, __nv_bfl
   }
 
   // Merge the warps' partials: M = max_w m_w, factors exp(m_w - M); l and o summed in warp order.
+  // The merge's space starts at the K/V tiles and may run into q's (TileSmemBytes sizes it): no
+  // copy may still be landing there (none is after a tile's wait; this covers a run of none).
+  __pipeline_wait_prior(0);
+  __syncthreads();
   __shared__ float m_sh[kWarps][16];
-  float* o_sh = reinterpret_cast<float*>(ks);  // [kWarps][16][vhd], over the K/V tiles
+  float* o_sh = reinterpret_cast<float*>(ks);  // [kWarps][16][vhd], over the K/V tiles and q
   if (t == 0) m_sh[warp][g] = m_run[0], m_sh[warp][g + 8] = m_run[1];
   __syncthreads();
 #pragma unroll
@@ -1087,7 +1091,8 @@ cudaError_t LaunchNsaDecode(const NsaDecodeArgs& a, cudaStream_t stream) {
   if (a.nsa.select_block > kTileRows) return cudaErrorInvalidValue;
   switch ((z.G + 15) / 16) {
     case 1:
-      return KeySplit() ? LaunchSlices<1, true>(a, z, stream) : LaunchSlices<1>(a, z, stream);
+      return (a.key_split < 0 ? KeySplit() : a.key_split != 0) ? LaunchSlices<1, true>(a, z, stream)
+                                                                : LaunchSlices<1>(a, z, stream);
     case 2:
       return LaunchSlices<2>(a, z, stream);
     default:

@@ -61,6 +61,9 @@ struct NsaDecodeArgs {
   void* workspace = nullptr;
   // A launch per pass instead of the fused kernel (tests and benchmarks compare them).
   bool staged = false;
+  // For G <= 16: 1 splits each tile's keys across the block's warps, 0 V's columns (every warp
+  // computing the whole S), -1 the process's default (KeySplit()). Tests run both.
+  int key_split = -1;
   // Benchmarks only, fused kernel: per task of the queue (compressed, window, score, selected,
   // combine; unit-major within each kind) eight int64: start and end (%globaltimer ns), the end
   // of the log-sum-exps (a compressed task) or of the selection (a score task) it ran (0 if none),

@@ -151,6 +151,32 @@ TEST_P(NsaDecodeTest, MatchesTheCpuTwin) {
     EXPECT_EQ(wrong, 0u) << "bf16 outputs that are not the fp32 output rounded";
     cudaFree(d_out16);
   }
+  // For G <= 16, the other tile form (NsaDecodeArgs::key_split: the default splits the keys
+  // across the warps, this one V's columns): the same scores (so the same selection) and the same
+  // function, summed in another order. P is rounded to bf16 against each form's own running
+  // maximum (a warp's 16 keys or the tile's 64), so the two differ by P's rounding, as each
+  // differs from the CPU twin: the twin's bound (H200, eighth session call 1: 1.1e-4 to 2.1e-3
+  // between the forms; a wrong form is off by O(1)).
+  if (G <= 16) {
+    std::vector<float> out_cols(out_n);
+    std::vector<int32_t> sel_cols(sel.size());
+    cuda::NsaDecodeArgs cols = a;
+    cols.key_split = 0;
+    CUDA_OK(cudaMemset(d_out, 0xFF, out_n * 4));
+    CUDA_OK(cudaMemset(d_sel, 0xFF, sel.size() * 4));
+    CUDA_OK(cuda::LaunchNsaDecode(cols, nullptr));
+    CUDA_OK(cudaDeviceSynchronize());
+    CUDA_OK(cudaMemcpy(out_cols.data(), d_out, out_n * 4, cudaMemcpyDeviceToHost));
+    CUDA_OK(cudaMemcpy(sel_cols.data(), d_sel, sel_cols.size() * 4, cudaMemcpyDeviceToHost));
+    EXPECT_EQ(sel, sel_cols) << "the column split selected other blocks";
+    double cdiff = 0, cmag = 1e-6;
+    for (size_t i = 0; i < out_n; ++i) {
+      ASSERT_TRUE(std::isfinite(out_cols[i])) << "column-split output " << i;
+      cdiff = std::max(cdiff, static_cast<double>(std::abs(out[i] - out_cols[i])));
+      cmag = std::max(cmag, static_cast<double>(std::abs(out[i])));
+    }
+    EXPECT_LE(cdiff / cmag, 4e-3) << "key-split and column-split outputs differ";
+  }
   // The same tasks in both forms, merged in the same order: equal up to the compiler's
   // contractions in two kernels.
   EXPECT_EQ(sel, sel_staged);
@@ -227,6 +253,9 @@ INSTANTIATE_TEST_SUITE_P(
         Case{"G8_fla340m", 32, 4, 64, 64, 64, 64, 64, 16, 512, false, {2000, 20000}},
         Case{"G8_140k", 32, 4, 64, 64, 64, 64, 64, 16, 512, false, {140000, 131073}},
         Case{"G64", 64, 1, 128, 128, 64, 64, 64, 16, 512, false, {777, 40000}},
+        // G = 12 (padded heads in the 16-row tile) and v_head_dim > head_dim (the key split's
+        // merge reaches into q's shared memory).
+        Case{"G12_v_wider", 24, 2, 32, 64, 16, 16, 16, 4, 32, false, {1, 100, 3000}},
         // The tiny presets (the embedded default): head dims 32 and 48/32, pages of 16 tokens.
         Case{"tiny", 8, 2, 32, 32, 16, 16, 16, 4, 32, false, {1, 15, 16, 17, 100, 255, 4096}},
         Case{"tiny_paper", 8, 2, 48, 32, 8, 4, 16, 4, 32, true, {1, 7, 8, 12, 100, 255, 4096}}),
