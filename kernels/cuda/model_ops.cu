@@ -13,7 +13,24 @@ __global__ void EmbedKernel(const int32_t* tokens, const __nv_bfloat16* table, i
   for (int j = threadIdx.x; j < dim; j += blockDim.x) out[j] = __bfloat162float(row[j]);
 }
 
-// One block a row: the sum of squares by a block reduction, then the scaled row.
+// The sum of every thread's v in the block (blockDim a multiple of 32, at most 1024), in a fixed
+// order: warps by shuffles, then the warps' sums by the first warp. Every thread gets it.
+__device__ __forceinline__ float BlockSum(float v) {
+  __shared__ float warp_sums[32];
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  if (threadIdx.x % 32 == 0) warp_sums[threadIdx.x / 32] = v;
+  __syncthreads();
+  if (threadIdx.x < 32) {
+    float w = threadIdx.x < blockDim.x / 32 ? warp_sums[threadIdx.x] : 0.f;
+    for (int o = 16; o > 0; o >>= 1) w += __shfl_xor_sync(0xffffffffu, w, o);
+    if (threadIdx.x == 0) warp_sums[0] = w;
+  }
+  __syncthreads();
+  return warp_sums[0];
+}
+
+// One block a row: the sum of squares by a block reduction, then the scaled row. The generic
+// form (any dim), for rows RmsNormVecKernel does not take.
 __global__ void RmsNormKernel(const float* x, const int32_t* rows, int dim, const float* weight, float eps,
                               __nv_bfloat16* out) {
   ChainedWait();
@@ -21,72 +38,131 @@ __global__ void RmsNormKernel(const float* x, const int32_t* rows, int dim, cons
   const float* xr = x + static_cast<int64_t>(r) * dim;
   float ss = 0.f;
   for (int j = threadIdx.x; j < dim; j += blockDim.x) ss += xr[j] * xr[j];
-  __shared__ float warp_sums[32];
-  for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
-  if (threadIdx.x % 32 == 0) warp_sums[threadIdx.x / 32] = ss;
-  __syncthreads();
-  if (threadIdx.x < 32) {
-    float v = threadIdx.x < blockDim.x / 32 ? warp_sums[threadIdx.x] : 0.f;
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    if (threadIdx.x == 0) warp_sums[0] = v;
-  }
-  __syncthreads();
-  const float inv = 1.0f / sqrtf(warp_sums[0] / dim + eps);
+  const float inv = 1.0f / sqrtf(BlockSum(ss) / dim + eps);
   __nv_bfloat16* o = out + static_cast<int64_t>(blockIdx.x) * dim;
   for (int j = threadIdx.x; j < dim; j += blockDim.x) o[j] = __float2bfloat16(xr[j] * inv * weight[j]);
 }
 
-// Rotates heads of `dim` in place in `row` (fp32) and stores bf16; cs/sn hold the angles' cos
-// and sin for this token ([dim / 2]).
-__device__ void StoreHeads(const float* in, const float* bias, int heads, int dim, bool rope, const float* cs, const float* sn,
-                           __nv_bfloat16* out) {
-  const int half = dim / 2;
-  for (int idx = threadIdx.x; idx < heads * half; idx += blockDim.x) {
-    const int h = idx / half, i = idx % half;
-    float a = in[h * dim + i], b = in[h * dim + i + half];
-    if (bias) a += bias[h * dim + i], b += bias[h * dim + i + half];
-    if (rope) {
-      const float ra = a * cs[i] - b * sn[i], rb = b * cs[i] + a * sn[i];
-      a = ra, b = rb;
-    }
-    out[h * dim + i] = __float2bfloat16(a);
-    out[h * dim + i + half] = __float2bfloat16(b);
+// The same for dim % 4 == 0 up to 4 kNormThreads kNormVecs with aligned rows, built for a decode
+// step's single rows, where the generic form's two dependent passes over the row were most of
+// its time (ncu, eighth session: 9.4 us a launch at 1.3b, one block): the norm's weights are
+// read before the wait for the previous kernel (no kernel of a step writes weights, so pdl.cuh's
+// rule holds), every float4 of the row is in flight at once and kept in registers for the
+// scaled row, written 8 bytes a store.
+constexpr int kNormThreads = 256, kNormVecs = 8;
+__global__ void __launch_bounds__(kNormThreads) RmsNormVecKernel(const float* x, const int32_t* rows, int dim,
+                                                                 const float* weight, float eps, __nv_bfloat16* out) {
+  const int vecs = dim / 4;
+  const float4* w4 = reinterpret_cast<const float4*>(weight);
+  float4 wv[kNormVecs], xv[kNormVecs];
+#pragma unroll
+  for (int k = 0; k < kNormVecs; ++k) {
+    const int v = threadIdx.x + k * kNormThreads;
+    if (v < vecs) wv[k] = w4[v];
+  }
+  ChainedWait();
+  const int r = rows ? rows[blockIdx.x] : blockIdx.x;
+  const float4* x4 = reinterpret_cast<const float4*>(x + static_cast<int64_t>(r) * dim);
+#pragma unroll
+  for (int k = 0; k < kNormVecs; ++k) {
+    const int v = threadIdx.x + k * kNormThreads;
+    if (v < vecs) xv[k] = x4[v];
+  }
+  float ss = 0.f;
+#pragma unroll
+  for (int k = 0; k < kNormVecs; ++k) {
+    if (threadIdx.x + k * kNormThreads < vecs) ss += xv[k].x * xv[k].x + xv[k].y * xv[k].y + xv[k].z * xv[k].z + xv[k].w * xv[k].w;
+  }
+  const float inv = 1.0f / sqrtf(BlockSum(ss) / dim + eps);
+  uint2* o = reinterpret_cast<uint2*>(out + static_cast<int64_t>(blockIdx.x) * dim);
+#pragma unroll
+  for (int k = 0; k < kNormVecs; ++k) {
+    const int v = threadIdx.x + k * kNormThreads;
+    if (v >= vecs) continue;
+    const __nv_bfloat162 lo = __floats2bfloat162_rn(xv[k].x * inv * wv[k].x, xv[k].y * inv * wv[k].y);
+    const __nv_bfloat162 hi = __floats2bfloat162_rn(xv[k].z * inv * wv[k].z, xv[k].w * inv * wv[k].w);
+    o[v] = make_uint2(*reinterpret_cast<const uint32_t*>(&lo), *reinterpret_cast<const uint32_t*>(&hi));
   }
 }
 
-// grid (n), 256 threads.
-__global__ void QkvSplitKernel(QkvSplitArgs a) {
+// One rotated (or copied) pair of a head: elements i and i + dim / 2 of head h of `in`, plus the
+// bias, rotated by the token's angle i when `rope` (cos and sin in double, as the CPU), stored
+// in bf16.
+__device__ __forceinline__ void StorePair(const float* in, const float* bias, int h, int i, int dim, bool rope,
+                                          int64_t position, const double* inv_freq, __nv_bfloat16* out) {
+  const int half = dim / 2;
+  float a = in[h * dim + i], b = in[h * dim + i + half];
+  if (bias) a += bias[h * dim + i], b += bias[h * dim + i + half];
+  if (rope) {
+    const double angle = static_cast<double>(position) * inv_freq[i];
+    const float cs = static_cast<float>(cos(angle)), sn = static_cast<float>(sin(angle));
+    const float ra = a * cs - b * sn, rb = b * cs + a * sn;
+    a = ra, b = rb;
+  }
+  out[h * dim + i] = __float2bfloat16(a);
+  out[h * dim + i + half] = __float2bfloat16(b);
+}
+
+// grid (n, column blocks), kSplitThreads threads: a token's work items, in the row's order (q's
+// head pairs, k's, v's, the 3 nh gates, then the per-branch keys and values or the linear
+// compression's unrotated keys), spread over the token's blocks, about one a thread: a decode
+// step's single token took one block's serial loops before (ncu, eighth session: 9.3 us a
+// launch at 1.3b).
+constexpr int kSplitThreads = 256;
+__global__ void __launch_bounds__(kSplitThreads) QkvSplitKernel(QkvSplitArgs a) {
   ChainedWait();
   const int t = blockIdx.x;
   const float* row = a.proj + static_cast<int64_t>(t) * a.width;
   const int nh = a.num_heads, kvh = a.num_kv_heads, hd = a.head_dim, vhd = a.v_head_dim;
-  __shared__ float cs[128], sn[128];  // head_dim <= 256
-  for (int i = threadIdx.x; i < hd / 2; i += blockDim.x) {
-    const double angle = static_cast<double>(a.positions[t]) * a.inv_freq[i];
-    cs[i] = static_cast<float>(cos(angle));
-    sn[i] = static_cast<float>(sin(angle));
-  }
-  __syncthreads();
+  const int64_t position = a.positions[t];
   const float* q = row;
   const float* k = q + nh * hd;
   const float* v = k + kvh * hd;
   const float* g = v + kvh * vhd;
-  StoreHeads(q, a.q_bias, nh, hd, true, cs, sn, a.q + static_cast<int64_t>(t) * nh * hd);
-  StoreHeads(k, a.k_bias, kvh, hd, true, cs, sn, a.k + static_cast<int64_t>(t) * kvh * hd);
-  StoreHeads(v, a.v_bias, kvh, vhd, false, cs, sn, a.v + static_cast<int64_t>(t) * kvh * vhd);
-  for (int j = threadIdx.x; j < 3 * nh; j += blockDim.x) a.gates[static_cast<int64_t>(t) * 3 * nh + j] = 1.0f / (1.0f + expf(-g[j]));
-  if (a.per_branch) {
-    const float* k_win = g + 3 * nh;
-    const float* v_win = k_win + kvh * hd;
-    const float* k_cmp = v_win + kvh * vhd;
-    const float* v_cmp = k_cmp + kvh * hd;
-    StoreHeads(k_win, nullptr, kvh, hd, true, cs, sn, a.k_win + static_cast<int64_t>(t) * kvh * hd);
-    StoreHeads(v_win, nullptr, kvh, vhd, false, cs, sn, a.v_win + static_cast<int64_t>(t) * kvh * vhd);
-    StoreHeads(k_cmp, nullptr, kvh, hd, !a.linear, cs, sn, a.k_src + static_cast<int64_t>(t) * kvh * hd);
-    StoreHeads(v_cmp, nullptr, kvh, vhd, false, cs, sn, a.v_src + static_cast<int64_t>(t) * kvh * vhd);
-  } else if (a.linear) {
-    StoreHeads(k, a.k_bias, kvh, hd, false, cs, sn, a.k_src + static_cast<int64_t>(t) * kvh * hd);
+  const float* k_win = g + 3 * nh;
+  const float* v_win = k_win + kvh * hd;
+  const float* k_cmp = v_win + kvh * vhd;
+  const float* v_cmp = k_cmp + kvh * hd;
+  const int64_t tq = static_cast<int64_t>(t) * nh, tk = static_cast<int64_t>(t) * kvh;
+  for (int idx = blockIdx.y * blockDim.x + threadIdx.x;; idx += gridDim.y * blockDim.x) {
+    // The item's segment: `rest` counts down through the segments' items in the row's order.
+    int rest = idx;
+    auto in = [&rest](int items) {
+      if (rest < items) return true;
+      rest -= items;
+      return false;
+    };
+    auto pair = [&](const float* src, const float* bias, int dim, bool rope, __nv_bfloat16* out) {
+      StorePair(src, bias, rest / (dim / 2), rest % (dim / 2), dim, rope, position, a.inv_freq, out);
+    };
+    if (in(nh * (hd / 2))) {
+      pair(q, a.q_bias, hd, true, a.q + tq * hd);
+    } else if (in(kvh * (hd / 2))) {
+      pair(k, a.k_bias, hd, true, a.k + tk * hd);
+    } else if (in(kvh * (vhd / 2))) {
+      pair(v, a.v_bias, vhd, false, a.v + tk * vhd);
+    } else if (in(3 * nh)) {
+      a.gates[tq * 3 + rest] = 1.0f / (1.0f + expf(-g[rest]));
+    } else if (a.per_branch && in(kvh * (hd / 2))) {
+      pair(k_win, nullptr, hd, true, a.k_win + tk * hd);
+    } else if (a.per_branch && in(kvh * (vhd / 2))) {
+      pair(v_win, nullptr, vhd, false, a.v_win + tk * vhd);
+    } else if (a.per_branch && in(kvh * (hd / 2))) {
+      pair(k_cmp, nullptr, hd, !a.linear, a.k_src + tk * hd);
+    } else if (a.per_branch && in(kvh * (vhd / 2))) {
+      pair(v_cmp, nullptr, vhd, false, a.v_src + tk * vhd);
+    } else if (!a.per_branch && a.linear && in(kvh * (hd / 2))) {
+      pair(k, a.k_bias, hd, false, a.k_src + tk * hd);  // the linear compression's keys, before RoPE
+    } else {
+      return;  // past the token's items
+    }
   }
+}
+
+// The work items of one token of QkvSplitKernel.
+int SplitItems(const QkvSplitArgs& a) {
+  const int kv_pairs = a.num_kv_heads * (a.head_dim / 2 + a.v_head_dim / 2);
+  return a.num_heads * (a.head_dim / 2) + kv_pairs + 3 * a.num_heads + (a.per_branch ? 2 * kv_pairs : a.linear ? a.num_kv_heads * (a.head_dim / 2) : 0);
 }
 
 // grid (rows, column blocks): a decode step has few rows, so the columns spread over blocks.
@@ -151,6 +227,9 @@ cudaError_t LaunchEmbed(const int32_t* tokens, int n, const __nv_bfloat16* table
 cudaError_t LaunchRmsNorm(const float* x, const int32_t* rows, int n, int dim, const float* weight, float eps,
                           __nv_bfloat16* out, cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
+  const bool vec = dim % 4 == 0 && dim <= 4 * kNormThreads * kNormVecs && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
+                   reinterpret_cast<uintptr_t>(weight) % 16 == 0 && reinterpret_cast<uintptr_t>(out) % 8 == 0;
+  if (vec) return LaunchChained(RmsNormVecKernel, n, kNormThreads, 0, stream, x, rows, dim, weight, eps, out);
   return LaunchChained(RmsNormKernel, n, 256, 0, stream, x, rows, dim, weight, eps, out);
 }
 
@@ -159,7 +238,8 @@ cudaError_t LaunchQkvSplit(const QkvSplitArgs& a, cudaStream_t stream) {
   if (a.head_dim > 256 || a.head_dim % 2 != 0 || a.v_head_dim % 2 != 0) return cudaErrorInvalidValue;
   if (!a.inv_freq) return cudaErrorInvalidValue;
   if ((a.per_branch && (!a.k_win || !a.v_win || !a.k_src || !a.v_src)) || (a.linear && !a.k_src)) return cudaErrorInvalidValue;
-  return LaunchChained(QkvSplitKernel, a.n, 256, 0, stream, a);
+  const int column_blocks = std::min((SplitItems(a) + kSplitThreads - 1) / kSplitThreads, 64);
+  return LaunchChained(QkvSplitKernel, dim3(a.n, column_blocks), kSplitThreads, 0, stream, a);
 }
 
 cudaError_t LaunchSiluMul(const float* gu, int n, int M, __nv_bfloat16* out, cudaStream_t stream) {

@@ -91,11 +91,35 @@ TEST(ModelOpsTest, EmbeddingAndRmsNorm) {
   for (void* p : {(void*)d_tokens, (void*)d_table, (void*)d_weight, (void*)d_x, (void*)d_out, (void*)d_rows}) cudaFree(p);
 }
 
+// Both RMSNorm forms: the vectorised one (dim % 4 == 0 up to 8192: a decode step's rows) and the
+// generic one (any other dim), one row and several, against the CPU twin.
+TEST(ModelOpsTest, RmsNormBothFormsMatchTheCpuTwin) {
+  std::mt19937 rng(11);
+  for (int H : {4, 1000, 2048, 4096, 8192, 1001, 8196}) {
+    for (int n : {1, 5}) {
+      const std::vector<float> x = Random(static_cast<size_t>(n) * H, rng, 3.0f, false), weight = Random(H, rng, 0.3f, false);
+      float *d_x = Upload(x), *d_weight = Upload(weight);
+      __nv_bfloat16* d_out = nullptr;
+      CUDA_OK(cudaMalloc(&d_out, static_cast<size_t>(n) * H * sizeof(__nv_bfloat16)));
+      std::vector<float> want(static_cast<size_t>(n) * H);
+      ref::RmsNorm(x.data(), n, H, weight.data(), 1e-5f, want.data());
+      CUDA_OK(cuda::LaunchRmsNorm(d_x, nullptr, n, H, d_weight, 1e-5f, d_out, nullptr));
+      EXPECT_LE(MaxRelErr(ToFloat(Download(d_out, static_cast<size_t>(n) * H)), want), 4e-3) << "dim " << H << ", rows " << n;
+      for (void* p : {(void*)d_x, (void*)d_weight, (void*)d_out}) cudaFree(p);
+    }
+  }
+}
+
 TEST(ModelOpsTest, QkvSplitWithRopeBiasAndGates) {
+  // A small shape, and 7b's heads for one token (more work items than one block's threads).
+  struct Shape {
+    int n, nh, kvh, hd, vhd;
+  };
+  for (const Shape shape : {Shape{5, 8, 2, 48, 32}, Shape{1, 64, 4, 128, 128}})
   for (bool per_branch : {false, true}) {
     for (bool linear : {false, true}) {
       std::mt19937 rng(2 + per_branch * 2 + linear);
-      const int n = 5, nh = 8, kvh = 2, hd = 48, vhd = 32;
+      const int n = shape.n, nh = shape.nh, kvh = shape.kvh, hd = shape.hd, vhd = shape.vhd;
       const int width = nh * hd + kvh * hd + kvh * vhd + 3 * nh + (per_branch ? 2 * (kvh * hd + kvh * vhd) : 0);
       const std::vector<float> proj = Random(static_cast<size_t>(n) * width, rng, 1.0f, false);
       const std::vector<float> qb = Random(nh * hd, rng, 0.1f, false), kb = Random(kvh * hd, rng, 0.1f, false),
