@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <string_view>
 #include <tuple>
 
 #include <cuda_bf16.h>
@@ -411,6 +413,16 @@ class StageTimer {
   std::vector<std::pair<const char*, cudaEvent_t>> marks_;
 };
 
+// Whether the q/k/v split writes the new K/V rows into the pages (one launch less a layer):
+// yes unless NSA_SPLIT_KV_WRITE=0 (read once).
+bool SplitWritesCache() {
+  static const bool on = [] {
+    const char* v = std::getenv("NSA_SPLIT_KV_WRITE");
+    return !(v && std::string_view(v) == "0");
+  }();
+  return on;
+}
+
 }  // namespace
 
 absl::Status CudaRunner::Forward(int N, int R, int64_t context) {
@@ -435,21 +447,23 @@ absl::Status CudaRunner::Forward(int N, int R, int64_t context) {
     timer.Mark("norm");
     RETURN_IF_ERROR(d.gemm.Run(d.h, N, H, L.qkvg, d.qkvg_width, d.proj, false, st));
     timer.Mark("gemm_qkvg");
+    cuda::KvWriteArgs wa;
+    wa.layout = layout, wa.layer = layer, wa.num_tokens = N, wa.token_seq = d.dev.token_seq, wa.token_pos = d.dev.positions;
+    wa.raw_tables = d.dev.raw, wa.win_tables = layout.has_win ? d.dev.win : nullptr;
+    wa.src_tables = layout.has_src_k || layout.has_src_v ? d.dev.src : nullptr, wa.max_pages = max_pages_;
+    wa.k = d.k, wa.v = d.v, wa.k_win = d.k_win, wa.v_win = d.v_win, wa.k_src = d.k_src, wa.v_src = d.v_src, wa.pages = pages;
     cuda::QkvSplitArgs qa;
     qa.n = N, qa.width = d.qkvg_width, qa.num_heads = nh, qa.num_kv_heads = kvh, qa.head_dim = hd, qa.v_head_dim = vhd;
     qa.per_branch = per_branch, qa.linear = linear, qa.inv_freq = d.inv_freq;
     qa.proj = d.proj, qa.q_bias = L.q_bias, qa.k_bias = L.k_bias, qa.v_bias = L.v_bias, qa.positions = d.dev.positions;
     qa.q = d.q, qa.gates = d.gates, qa.k = d.k, qa.v = d.v, qa.k_win = d.k_win, qa.v_win = d.v_win, qa.k_src = d.k_src,
     qa.v_src = d.v_src;
+    // The split writes the new rows into the pages itself (NSA_SPLIT_KV_WRITE=0: the separate
+    // copy kernel, for comparison).
+    qa.write_cache = SplitWritesCache(), qa.cache = wa;
     CUDA_OK(cuda::LaunchQkvSplit(qa, st), "qkv split");
     timer.Mark("qkv_split");
-
-    cuda::KvWriteArgs wa;
-    wa.layout = layout, wa.layer = layer, wa.num_tokens = N, wa.token_seq = d.dev.token_seq, wa.token_pos = d.dev.positions;
-    wa.raw_tables = d.dev.raw, wa.win_tables = layout.has_win ? d.dev.win : nullptr;
-    wa.src_tables = layout.has_src_k || layout.has_src_v ? d.dev.src : nullptr, wa.max_pages = max_pages_;
-    wa.k = d.k, wa.v = d.v, wa.k_win = d.k_win, wa.v_win = d.v_win, wa.k_src = d.k_src, wa.v_src = d.v_src, wa.pages = pages;
-    CUDA_OK(cuda::LaunchKvWrite(wa, st), "kv write");
+    if (!qa.write_cache) CUDA_OK(cuda::LaunchKvWrite(wa, st), "kv write");
 
     cuda::SummaryArgs sa;
     sa.layout = layout, sa.nsa = c.nsa, sa.layer = layer, sa.rope_theta = c.rope_theta, sa.num_summaries = d.num_summaries;

@@ -17,24 +17,17 @@ __global__ void KvWriteKernel(KvWriteArgs a) {
   ChainedWait();
   const int i = blockIdx.x, g = blockIdx.y;
   const KvLayout& L = a.layout;
-  const int64_t t = a.token_pos[i];
-  const int64_t seq = a.token_seq[i];
-  if (seq < 0) return;  // padding of a fixed-size (graph-captured) step
-  const int64_t page_index = t / L.page_tokens, slot = t % L.page_tokens;
+  if (a.token_seq[i] < 0) return;  // padding of a fixed-size (graph-captured) step
   const int hd = L.head_dim, vhd = L.v_head_dim, kvh = L.num_kv_heads;
-  auto dst = [&](const int32_t* tables, KvPlane plane, bool value, int dim) {
-    const int64_t page = tables[seq * a.max_pages + page_index];
-    return a.pages + page * L.page_elems + L.Offset(plane, a.layer, g, value) + slot * dim;
-  };
   const int64_t row = static_cast<int64_t>(i) * kvh + g;
-  CopyRow(dst(a.raw_tables, KvPlane::kSel, false, hd), a.k + row * hd, hd);
-  CopyRow(dst(a.raw_tables, KvPlane::kSel, true, vhd), a.v + row * vhd, vhd);
+  CopyRow(KvRowInPages(a, i, a.raw_tables, KvPlane::kSel, g, false), a.k + row * hd, hd);
+  CopyRow(KvRowInPages(a, i, a.raw_tables, KvPlane::kSel, g, true), a.v + row * vhd, vhd);
   if (L.has_win) {
-    CopyRow(dst(a.win_tables, KvPlane::kWin, false, hd), a.k_win + row * hd, hd);
-    CopyRow(dst(a.win_tables, KvPlane::kWin, true, vhd), a.v_win + row * vhd, vhd);
+    CopyRow(KvRowInPages(a, i, a.win_tables, KvPlane::kWin, g, false), a.k_win + row * hd, hd);
+    CopyRow(KvRowInPages(a, i, a.win_tables, KvPlane::kWin, g, true), a.v_win + row * vhd, vhd);
   }
-  if (L.has_src_k) CopyRow(dst(a.src_tables, KvPlane::kSrc, false, hd), a.k_src + row * hd, hd);
-  if (L.has_src_v) CopyRow(dst(a.src_tables, KvPlane::kSrc, true, vhd), a.v_src + row * vhd, vhd);
+  if (L.has_src_k) CopyRow(KvRowInPages(a, i, a.src_tables, KvPlane::kSrc, g, false), a.k_src + row * hd, hd);
+  if (L.has_src_v) CopyRow(KvRowInPages(a, i, a.src_tables, KvPlane::kSrc, g, true), a.v_src + row * vhd, vhd);
 }
 
 // grid (num_summaries, kv_heads), 256 threads. Inputs are read in float, the sums kept in float.

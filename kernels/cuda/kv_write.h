@@ -36,6 +36,21 @@ struct KvWriteArgs {
 };
 cudaError_t LaunchKvWrite(const KvWriteArgs& args, cudaStream_t stream);
 
+#ifdef __CUDACC__
+// Where token i's row of (plane, KV head, K or V) goes in the pages, through `tables` (one of
+// a's); null for a padding token (token_seq -1). LaunchKvWrite's addressing, and QkvSplit's when
+// it writes the rows into the pages itself (QkvSplitArgs::cache).
+__device__ __forceinline__ __nv_bfloat16* KvRowInPages(const KvWriteArgs& a, int i, const int32_t* tables, KvPlane plane,
+                                                       int head, bool value) {
+  const int64_t seq = a.token_seq[i];
+  if (seq < 0) return nullptr;
+  const KvLayout& L = a.layout;
+  const int64_t t = a.token_pos[i];
+  const int64_t page = tables[seq * a.max_pages + t / L.page_tokens];
+  return a.pages + page * L.page_elems + L.Offset(plane, a.layer, head, value) + (t % L.page_tokens) * (value ? L.v_head_dim : L.head_dim);
+}
+#endif
+
 struct SummaryArgs {
   KvLayout layout;
   NsaParams nsa;

@@ -85,22 +85,23 @@ __global__ void __launch_bounds__(kNormThreads) RmsNormVecKernel(const float* x,
   }
 }
 
-// One rotated (or copied) pair of a head: elements i and i + dim / 2 of head h of `in`, plus the
-// bias, rotated by the token's angle i when `rope` (cos and sin in double, as the CPU), stored
-// in bf16.
-__device__ __forceinline__ void StorePair(const float* in, const float* bias, int h, int i, int dim, bool rope,
-                                          int64_t position, const double* inv_freq, __nv_bfloat16* out) {
+// One rotated (or copied) pair of a head: elements i and i + dim / 2 of `in` (the head's row),
+// plus the bias, rotated by the token's angle i when `rope` (cos and sin in double, as the CPU),
+// stored in bf16 into out's row and, when not null, the same row in the pages.
+__device__ __forceinline__ void StorePair(const float* in, const float* bias, int i, int dim, bool rope, int64_t position,
+                                          const double* inv_freq, __nv_bfloat16* out, __nv_bfloat16* page_row) {
   const int half = dim / 2;
-  float a = in[h * dim + i], b = in[h * dim + i + half];
-  if (bias) a += bias[h * dim + i], b += bias[h * dim + i + half];
+  float a = in[i], b = in[i + half];
+  if (bias) a += bias[i], b += bias[i + half];
   if (rope) {
     const double angle = static_cast<double>(position) * inv_freq[i];
     const float cs = static_cast<float>(cos(angle)), sn = static_cast<float>(sin(angle));
     const float ra = a * cs - b * sn, rb = b * cs + a * sn;
     a = ra, b = rb;
   }
-  out[h * dim + i] = __float2bfloat16(a);
-  out[h * dim + i + half] = __float2bfloat16(b);
+  const __nv_bfloat16 ba = __float2bfloat16(a), bb = __float2bfloat16(b);
+  out[i] = ba, out[i + half] = bb;
+  if (page_row) page_row[i] = ba, page_row[i + half] = bb;
 }
 
 // grid (n, column blocks), kSplitThreads threads: a token's work items, in the row's order (q's
@@ -132,27 +133,36 @@ __global__ void __launch_bounds__(kSplitThreads) QkvSplitKernel(QkvSplitArgs a) 
       rest -= items;
       return false;
     };
-    auto pair = [&](const float* src, const float* bias, int dim, bool rope, __nv_bfloat16* out) {
-      StorePair(src, bias, rest / (dim / 2), rest % (dim / 2), dim, rope, position, a.inv_freq, out);
+    // Head h's pair (rest within the segment) from `src`'s row into `out`'s, and into its page
+    // row of `plane` through `tables` when the split writes the cache and the layout has it.
+    auto pair = [&](const float* src, const float* bias, int dim, bool rope, __nv_bfloat16* out, const int32_t* tables,
+                    KvPlane plane, bool has, bool value) {
+      const int h = rest / (dim / 2);
+      __nv_bfloat16* page_row = a.write_cache && has ? KvRowInPages(a.cache, t, tables, plane, h, value) : nullptr;
+      StorePair(src + h * dim, bias ? bias + h * dim : nullptr, rest % (dim / 2), dim, rope, position, a.inv_freq,
+                out + h * dim, page_row);
     };
+    const KvWriteArgs& c = a.cache;
+    const KvLayout& L = c.layout;
     if (in(nh * (hd / 2))) {
-      pair(q, a.q_bias, hd, true, a.q + tq * hd);
+      pair(q, a.q_bias, hd, true, a.q + tq * hd, nullptr, KvPlane::kSel, false, false);
     } else if (in(kvh * (hd / 2))) {
-      pair(k, a.k_bias, hd, true, a.k + tk * hd);
+      pair(k, a.k_bias, hd, true, a.k + tk * hd, c.raw_tables, KvPlane::kSel, true, false);
     } else if (in(kvh * (vhd / 2))) {
-      pair(v, a.v_bias, vhd, false, a.v + tk * vhd);
+      pair(v, a.v_bias, vhd, false, a.v + tk * vhd, c.raw_tables, KvPlane::kSel, true, true);
     } else if (in(3 * nh)) {
       a.gates[tq * 3 + rest] = 1.0f / (1.0f + expf(-g[rest]));
     } else if (a.per_branch && in(kvh * (hd / 2))) {
-      pair(k_win, nullptr, hd, true, a.k_win + tk * hd);
+      pair(k_win, nullptr, hd, true, a.k_win + tk * hd, c.win_tables, KvPlane::kWin, L.has_win, false);
     } else if (a.per_branch && in(kvh * (vhd / 2))) {
-      pair(v_win, nullptr, vhd, false, a.v_win + tk * vhd);
+      pair(v_win, nullptr, vhd, false, a.v_win + tk * vhd, c.win_tables, KvPlane::kWin, L.has_win, true);
     } else if (a.per_branch && in(kvh * (hd / 2))) {
-      pair(k_cmp, nullptr, hd, !a.linear, a.k_src + tk * hd);
+      pair(k_cmp, nullptr, hd, !a.linear, a.k_src + tk * hd, c.src_tables, KvPlane::kSrc, L.has_src_k, false);
     } else if (a.per_branch && in(kvh * (vhd / 2))) {
-      pair(v_cmp, nullptr, vhd, false, a.v_src + tk * vhd);
+      pair(v_cmp, nullptr, vhd, false, a.v_src + tk * vhd, c.src_tables, KvPlane::kSrc, L.has_src_v, true);
     } else if (!a.per_branch && a.linear && in(kvh * (hd / 2))) {
-      pair(k, a.k_bias, hd, false, a.k_src + tk * hd);  // the linear compression's keys, before RoPE
+      // The linear compression's keys, before RoPE.
+      pair(k, a.k_bias, hd, false, a.k_src + tk * hd, c.src_tables, KvPlane::kSrc, L.has_src_k, false);
     } else {
       return;  // past the token's items
     }
@@ -237,6 +247,17 @@ cudaError_t LaunchQkvSplit(const QkvSplitArgs& a, cudaStream_t stream) {
   if (a.n == 0) return cudaSuccess;
   if (a.head_dim > 256 || a.head_dim % 2 != 0 || a.v_head_dim % 2 != 0) return cudaErrorInvalidValue;
   if (!a.inv_freq) return cudaErrorInvalidValue;
+  if (a.write_cache) {
+    const KvWriteArgs& c = a.cache;
+    const KvLayout& L = c.layout;
+    if (!c.token_seq || !c.token_pos || !c.raw_tables || !c.pages || c.max_pages < 1) return cudaErrorInvalidValue;
+    if ((L.has_win && !c.win_tables) || ((L.has_src_k || L.has_src_v) && !c.src_tables)) return cudaErrorInvalidValue;
+    // The split writes the rows LaunchKvWrite copies: the layout's planes must be the ones it makes.
+    if (L.num_kv_heads != a.num_kv_heads || L.head_dim != a.head_dim || L.v_head_dim != a.v_head_dim ||
+        L.has_win != a.per_branch || L.has_src_v != a.per_branch || L.has_src_k != (a.per_branch || a.linear)) {
+      return cudaErrorInvalidValue;
+    }
+  }
   if ((a.per_branch && (!a.k_win || !a.v_win || !a.k_src || !a.v_src)) || (a.linear && !a.k_src)) return cudaErrorInvalidValue;
   const int column_blocks = std::min((SplitItems(a) + kSplitThreads - 1) / kSplitThreads, 64);
   return LaunchChained(QkvSplitKernel, dim3(a.n, column_blocks), kSplitThreads, 0, stream, a);

@@ -9,6 +9,8 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include "kernels/cuda/kv_write.h"
+
 namespace nsa::cuda {
 
 // x[i] = table[tokens[i]] (one row of `dim`), in fp32.
@@ -34,6 +36,12 @@ struct QkvSplitArgs {
   float* gates = nullptr;  // [n][num_heads][3]
   __nv_bfloat16 *k = nullptr, *v = nullptr;  // [n][kv_heads][dim]
   __nv_bfloat16 *k_win = nullptr, *v_win = nullptr, *k_src = nullptr, *v_src = nullptr;  // when used
+  // write_cache: the rows LaunchKvWrite would copy from the buffers above (k, v, and k_win,
+  // v_win, k_src, v_src where the layout has them) also go straight into the pages, through
+  // cache's layout, layer, token_seq, token_pos, tables and pages (its row pointers unused):
+  // one launch less a layer.
+  bool write_cache = false;
+  KvWriteArgs cache;
 };
 cudaError_t LaunchQkvSplit(const QkvSplitArgs& args, cudaStream_t stream);
 

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -14,6 +15,8 @@
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/small_gemm.h"
 #include "kernels/cuda/model_ops.h"
+#include "kernels/kv_layout.h"
+#include "kernels/nsa_params.h"
 #include "kernels/reference/ops.h"
 #include "models/presets.h"
 #include "tests/test_util.h"
@@ -185,6 +188,46 @@ TEST(ModelOpsTest, QkvSplitWithRopeBiasAndGates) {
       } else if (linear) {
         check(a.k_src, ksrc, "k_src (before RoPE)");
       }
+      // The split writing the cache itself (QkvSplitArgs::write_cache, the runner's way) leaves
+      // the pages as LaunchKvWrite copying the split's rows does, bit for bit; a padding token
+      // (sequence -1) writes nothing.
+      NsaParams p;
+      p.kv_sharing = per_branch ? KvSharing::kPerBranch : KvSharing::kShared;
+      p.compress_fn = linear ? CompressFn::kLinear : CompressFn::kMean;
+      const KvLayout L = KvLayout::Make(2, kvh, hd, vhd, p);
+      const int max_pages = static_cast<int>(pos.back() / L.page_tokens + 1);
+      std::vector<int32_t> seq(n), raw(2 * max_pages, 0), win(2 * max_pages, 0), src(2 * max_pages, 0);
+      int pages = 1;  // page 0: the tables' unused entries
+      for (int t = 0; t < n; ++t) {
+        seq[t] = t == 2 ? -1 : t % 2;
+        if (seq[t] < 0) continue;
+        const int64_t at = seq[t] * int64_t{max_pages} + pos[t] / L.page_tokens;
+        raw[at] = pages++;
+        if (L.has_win) win[at] = pages++;
+        if (L.has_src_k || L.has_src_v) src[at] = pages++;
+      }
+      std::vector<__nv_bfloat16> pool(static_cast<size_t>(pages) * L.page_elems);
+      for (auto& x : pool) x = __float2bfloat16(std::uniform_real_distribution<float>(-1.f, 1.f)(rng));
+      cuda::KvWriteArgs w;
+      w.layout = L, w.layer = 1, w.num_tokens = n, w.token_seq = Upload(seq), w.token_pos = a.positions;
+      w.raw_tables = Upload(raw), w.win_tables = L.has_win ? Upload(win) : nullptr;
+      w.src_tables = L.has_src_k || L.has_src_v ? Upload(src) : nullptr, w.max_pages = max_pages;
+      w.k = a.k, w.v = a.v, w.k_win = a.k_win, w.v_win = a.v_win, w.k_src = a.k_src, w.v_src = a.v_src;
+      __nv_bfloat16* d_split = Upload(pool);
+      w.pages = Upload(pool);
+      a.write_cache = true, a.cache = w, a.cache.pages = d_split;
+      CUDA_OK(cuda::LaunchQkvSplit(a, nullptr));
+      CUDA_OK(cuda::LaunchKvWrite(w, nullptr));
+      const std::vector<__nv_bfloat16> by_split = Download(d_split, pool.size()), by_copy = Download(w.pages, pool.size());
+      EXPECT_EQ(0, std::memcmp(by_split.data(), by_copy.data(), pool.size() * sizeof(__nv_bfloat16)))
+          << "pages written by the split differ from LaunchKvWrite's" << (per_branch ? " per-branch" : " shared")
+          << (linear ? " linear" : " mean") << ", " << nh << " heads";
+      EXPECT_NE(0, std::memcmp(by_split.data(), pool.data(), pool.size() * sizeof(__nv_bfloat16))) << "no page written";
+      // A layout whose planes are not the split's is refused.
+      cuda::QkvSplitArgs wrong = a;
+      wrong.per_branch = !per_branch;
+      EXPECT_EQ(cuda::LaunchQkvSplit(wrong, nullptr), cudaErrorInvalidValue);
+      cudaGetLastError();
     }
   }
 }
