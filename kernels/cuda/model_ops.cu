@@ -86,16 +86,14 @@ __global__ void __launch_bounds__(kNormThreads) RmsNormVecKernel(const float* x,
 }
 
 // One rotated (or copied) pair of a head: elements i and i + dim / 2 of `in` (the head's row),
-// plus the bias, rotated by the token's angle i when `rope` (cos and sin in double, as the CPU),
-// stored in bf16 into out's row and, when not null, the same row in the pages.
-__device__ __forceinline__ void StorePair(const float* in, const float* bias, int i, int dim, bool rope, int64_t position,
-                                          const double* inv_freq, __nv_bfloat16* out, __nv_bfloat16* page_row) {
+// plus the bias, rotated by cs and sn when `rope`, stored in bf16 into out's row and, when not
+// null, the same row in the pages.
+__device__ __forceinline__ void StorePair(const float* in, const float* bias, int i, int dim, bool rope, float cs, float sn,
+                                          __nv_bfloat16* out, __nv_bfloat16* page_row) {
   const int half = dim / 2;
   float a = in[i], b = in[i + half];
   if (bias) a += bias[i], b += bias[i + half];
   if (rope) {
-    const double angle = static_cast<double>(position) * inv_freq[i];
-    const float cs = static_cast<float>(cos(angle)), sn = static_cast<float>(sin(angle));
     const float ra = a * cs - b * sn, rb = b * cs + a * sn;
     a = ra, b = rb;
   }
@@ -106,11 +104,14 @@ __device__ __forceinline__ void StorePair(const float* in, const float* bias, in
 
 // grid (n, column blocks), kSplitThreads threads: a token's work items, in the row's order (q's
 // head pairs, k's, v's, the 3 nh gates, then the per-branch keys and values or the linear
-// compression's unrotated keys), spread over the token's blocks, about one a thread: a decode
-// step's single token took one block's serial loops before (ncu, eighth session: 9.3 us a
-// launch at 1.3b).
+// compression's unrotated keys), spread over the token's blocks. An item is pair i of up to
+// `group` consecutive heads of a segment, so that its angle's cos and sin (in double, as the
+// CPU) are computed once for them: group 1 for a decode step's few tokens (about one pair a
+// thread: one block's serial loops took 9.3 us a launch at 1.3b, ncu in the eighth session),
+// more for a prefill chunk's thousands, where an angle a pair cost 1.2% of the time to first
+// token (H200, eighth session call 4).
 constexpr int kSplitThreads = 256;
-__global__ void __launch_bounds__(kSplitThreads) QkvSplitKernel(QkvSplitArgs a) {
+__global__ void __launch_bounds__(kSplitThreads) QkvSplitKernel(QkvSplitArgs a, int group) {
   ChainedWait();
   const int t = blockIdx.x;
   const float* row = a.proj + static_cast<int64_t>(t) * a.width;
@@ -125,6 +126,7 @@ __global__ void __launch_bounds__(kSplitThreads) QkvSplitKernel(QkvSplitArgs a) 
   const float* k_cmp = v_win + kvh * vhd;
   const float* v_cmp = k_cmp + kvh * hd;
   const int64_t tq = static_cast<int64_t>(t) * nh, tk = static_cast<int64_t>(t) * kvh;
+  const int q_groups = (nh + group - 1) / group, kv_groups = (kvh + group - 1) / group;
   for (int idx = blockIdx.y * blockDim.x + threadIdx.x;; idx += gridDim.y * blockDim.x) {
     // The item's segment: `rest` counts down through the segments' items in the row's order.
     int rest = idx;
@@ -133,46 +135,55 @@ __global__ void __launch_bounds__(kSplitThreads) QkvSplitKernel(QkvSplitArgs a) 
       rest -= items;
       return false;
     };
-    // Head h's pair (rest within the segment) from `src`'s row into `out`'s, and into its page
-    // row of `plane` through `tables` when the split writes the cache and the layout has it.
-    auto pair = [&](const float* src, const float* bias, int dim, bool rope, __nv_bfloat16* out, const int32_t* tables,
-                    KvPlane plane, bool has, bool value) {
-      const int h = rest / (dim / 2);
-      __nv_bfloat16* page_row = a.write_cache && has ? KvRowInPages(a.cache, t, tables, plane, h, value) : nullptr;
-      StorePair(src + h * dim, bias ? bias + h * dim : nullptr, rest % (dim / 2), dim, rope, position, a.inv_freq,
-                out + h * dim, page_row);
+    // Pair i of the item's heads (rest within the segment) from `src`'s rows into `out`'s, and
+    // into their page rows of `plane` through `tables` when the split writes the cache and the
+    // layout has it.
+    auto pairs = [&](const float* src, const float* bias, int heads, int dim, bool rope, __nv_bfloat16* out,
+                     const int32_t* tables, KvPlane plane, bool has, bool value) {
+      const int i = rest % (dim / 2), h0 = rest / (dim / 2) * group, h1 = h0 + group < heads ? h0 + group : heads;
+      float cs = 1.f, sn = 0.f;
+      if (rope) {
+        const double angle = static_cast<double>(position) * a.inv_freq[i];
+        cs = static_cast<float>(cos(angle)), sn = static_cast<float>(sin(angle));
+      }
+      for (int h = h0; h < h1; ++h) {
+        __nv_bfloat16* page_row = a.write_cache && has ? KvRowInPages(a.cache, t, tables, plane, h, value) : nullptr;
+        StorePair(src + h * dim, bias ? bias + h * dim : nullptr, i, dim, rope, cs, sn, out + h * dim, page_row);
+      }
     };
     const KvWriteArgs& c = a.cache;
     const KvLayout& L = c.layout;
-    if (in(nh * (hd / 2))) {
-      pair(q, a.q_bias, hd, true, a.q + tq * hd, nullptr, KvPlane::kSel, false, false);
-    } else if (in(kvh * (hd / 2))) {
-      pair(k, a.k_bias, hd, true, a.k + tk * hd, c.raw_tables, KvPlane::kSel, true, false);
-    } else if (in(kvh * (vhd / 2))) {
-      pair(v, a.v_bias, vhd, false, a.v + tk * vhd, c.raw_tables, KvPlane::kSel, true, true);
+    if (in(q_groups * (hd / 2))) {
+      pairs(q, a.q_bias, nh, hd, true, a.q + tq * hd, nullptr, KvPlane::kSel, false, false);
+    } else if (in(kv_groups * (hd / 2))) {
+      pairs(k, a.k_bias, kvh, hd, true, a.k + tk * hd, c.raw_tables, KvPlane::kSel, true, false);
+    } else if (in(kv_groups * (vhd / 2))) {
+      pairs(v, a.v_bias, kvh, vhd, false, a.v + tk * vhd, c.raw_tables, KvPlane::kSel, true, true);
     } else if (in(3 * nh)) {
       a.gates[tq * 3 + rest] = 1.0f / (1.0f + expf(-g[rest]));
-    } else if (a.per_branch && in(kvh * (hd / 2))) {
-      pair(k_win, nullptr, hd, true, a.k_win + tk * hd, c.win_tables, KvPlane::kWin, L.has_win, false);
-    } else if (a.per_branch && in(kvh * (vhd / 2))) {
-      pair(v_win, nullptr, vhd, false, a.v_win + tk * vhd, c.win_tables, KvPlane::kWin, L.has_win, true);
-    } else if (a.per_branch && in(kvh * (hd / 2))) {
-      pair(k_cmp, nullptr, hd, !a.linear, a.k_src + tk * hd, c.src_tables, KvPlane::kSrc, L.has_src_k, false);
-    } else if (a.per_branch && in(kvh * (vhd / 2))) {
-      pair(v_cmp, nullptr, vhd, false, a.v_src + tk * vhd, c.src_tables, KvPlane::kSrc, L.has_src_v, true);
-    } else if (!a.per_branch && a.linear && in(kvh * (hd / 2))) {
+    } else if (a.per_branch && in(kv_groups * (hd / 2))) {
+      pairs(k_win, nullptr, kvh, hd, true, a.k_win + tk * hd, c.win_tables, KvPlane::kWin, L.has_win, false);
+    } else if (a.per_branch && in(kv_groups * (vhd / 2))) {
+      pairs(v_win, nullptr, kvh, vhd, false, a.v_win + tk * vhd, c.win_tables, KvPlane::kWin, L.has_win, true);
+    } else if (a.per_branch && in(kv_groups * (hd / 2))) {
+      pairs(k_cmp, nullptr, kvh, hd, !a.linear, a.k_src + tk * hd, c.src_tables, KvPlane::kSrc, L.has_src_k, false);
+    } else if (a.per_branch && in(kv_groups * (vhd / 2))) {
+      pairs(v_cmp, nullptr, kvh, vhd, false, a.v_src + tk * vhd, c.src_tables, KvPlane::kSrc, L.has_src_v, true);
+    } else if (!a.per_branch && a.linear && in(kv_groups * (hd / 2))) {
       // The linear compression's keys, before RoPE.
-      pair(k, a.k_bias, hd, false, a.k_src + tk * hd, c.src_tables, KvPlane::kSrc, L.has_src_k, false);
+      pairs(k, a.k_bias, kvh, hd, false, a.k_src + tk * hd, c.src_tables, KvPlane::kSrc, L.has_src_k, false);
     } else {
       return;  // past the token's items
     }
   }
 }
 
-// The work items of one token of QkvSplitKernel.
-int SplitItems(const QkvSplitArgs& a) {
-  const int kv_pairs = a.num_kv_heads * (a.head_dim / 2 + a.v_head_dim / 2);
-  return a.num_heads * (a.head_dim / 2) + kv_pairs + 3 * a.num_heads + (a.per_branch ? 2 * kv_pairs : a.linear ? a.num_kv_heads * (a.head_dim / 2) : 0);
+// The work items of one token of QkvSplitKernel with `group` heads an item.
+int SplitItems(const QkvSplitArgs& a, int group) {
+  const int qg = (a.num_heads + group - 1) / group, kvg = (a.num_kv_heads + group - 1) / group;
+  const int kv_items = kvg * (a.head_dim / 2 + a.v_head_dim / 2);
+  return qg * (a.head_dim / 2) + kv_items + 3 * a.num_heads +
+         (a.per_branch ? 2 * kv_items : a.linear ? kvg * (a.head_dim / 2) : 0);
 }
 
 // grid (rows, column blocks): a decode step has few rows, so the columns spread over blocks.
@@ -259,8 +270,11 @@ cudaError_t LaunchQkvSplit(const QkvSplitArgs& a, cudaStream_t stream) {
     }
   }
   if ((a.per_branch && (!a.k_win || !a.v_win || !a.k_src || !a.v_src)) || (a.linear && !a.k_src)) return cudaErrorInvalidValue;
-  const int column_blocks = std::min((SplitItems(a) + kSplitThreads - 1) / kSplitThreads, 64);
-  return LaunchChained(QkvSplitKernel, dim3(a.n, column_blocks), kSplitThreads, 0, stream, a);
+  // Heads an item: 1 for a decode step's tokens, 16 for a prefill chunk's (an angle a pair
+  // there cost more than the spread over more threads gained).
+  const int group = a.n >= 16 ? 16 : 1;
+  const int column_blocks = std::min((SplitItems(a, group) + kSplitThreads - 1) / kSplitThreads, 64);
+  return LaunchChained(QkvSplitKernel, dim3(a.n, column_blocks), kSplitThreads, 0, stream, a, group);
 }
 
 cudaError_t LaunchSiluMul(const float* gu, int n, int M, __nv_bfloat16* out, cudaStream_t stream) {

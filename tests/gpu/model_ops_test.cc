@@ -5,6 +5,7 @@
 // its output), and the device's random weights element for element.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -118,7 +119,9 @@ TEST(ModelOpsTest, QkvSplitWithRopeBiasAndGates) {
   struct Shape {
     int n, nh, kvh, hd, vhd;
   };
-  for (const Shape shape : {Shape{5, 8, 2, 48, 32}, Shape{1, 64, 4, 128, 128}})
+  // Prefill chunks (16 tokens or more) take 16 heads an item: 20 tokens of 20 heads (groups of
+  // 16 and 4), 17 of 7b's.
+  for (const Shape shape : {Shape{5, 8, 2, 48, 32}, Shape{1, 64, 4, 128, 128}, Shape{20, 20, 4, 48, 32}, Shape{17, 64, 4, 128, 128}})
   for (bool per_branch : {false, true}) {
     for (bool linear : {false, true}) {
       std::mt19937 rng(2 + per_branch * 2 + linear);
@@ -127,7 +130,8 @@ TEST(ModelOpsTest, QkvSplitWithRopeBiasAndGates) {
       const std::vector<float> proj = Random(static_cast<size_t>(n) * width, rng, 1.0f, false);
       const std::vector<float> qb = Random(nh * hd, rng, 0.1f, false), kb = Random(kvh * hd, rng, 0.1f, false),
                                vb = Random(kvh * vhd, rng, 0.1f, false);
-      const std::vector<int64_t> pos = {0, 1, 777, 65535, 131071};
+      std::vector<int64_t> pos = {0, 1, 777, 65535, 131071};
+      for (int t = 5; t < n; ++t) pos.push_back(int64_t{t} * 7919 % 131072);
       const double theta = 500000.0;
       std::vector<double> inv_freq(hd / 2);
       for (int i = 0; i < hd / 2; ++i) inv_freq[i] = std::pow(theta, -2.0 * i / hd);
@@ -195,7 +199,7 @@ TEST(ModelOpsTest, QkvSplitWithRopeBiasAndGates) {
       p.kv_sharing = per_branch ? KvSharing::kPerBranch : KvSharing::kShared;
       p.compress_fn = linear ? CompressFn::kLinear : CompressFn::kMean;
       const KvLayout L = KvLayout::Make(2, kvh, hd, vhd, p);
-      const int max_pages = static_cast<int>(pos.back() / L.page_tokens + 1);
+      const int max_pages = static_cast<int>(*std::max_element(pos.begin(), pos.end()) / L.page_tokens + 1);
       std::vector<int32_t> seq(n), raw(2 * max_pages, 0), win(2 * max_pages, 0), src(2 * max_pages, 0);
       int pages = 1;  // page 0: the tables' unused entries
       for (int t = 0; t < n; ++t) {
