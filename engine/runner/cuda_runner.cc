@@ -443,7 +443,7 @@ absl::Status CudaRunner::Forward(int N, int R, int64_t context) {
   timer.Mark("embed");
   for (int layer = 0; layer < c.num_layers; ++layer) {
     const DeviceState::Layer& L = d.layers[layer];
-    // RMSNorm then the product (one kernel for the small-m products).
+    // RMSNorm then the product (Gemm::RunNormed: two launches unless NSA_FUSED_NORM=1).
     RETURN_IF_ERROR(d.gemm.RunNormed(d.x, L.attn_norm, c.norm_eps, d.h, N, H, L.qkvg, d.qkvg_width, d.proj, false, st));
     timer.Mark("norm_gemm_qkvg");
     cuda::KvWriteArgs wa;

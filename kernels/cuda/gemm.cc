@@ -100,12 +100,14 @@ absl::Status Gemm::RunSiluMul(const __nv_bfloat16* x, int m, int k, const __nv_b
 }
 
 namespace {
-// Whether the small-m products normalise their rows themselves (RunNormed): yes unless
-// NSA_FUSED_NORM=0 (read once).
+// Whether the small-m products normalise their rows themselves (RunNormed): only with
+// NSA_FUSED_NORM=1 (read once). Off by default: every block normalising its rows cost more than
+// the launch it saves (H200, 1.3b decode steps, eighth session call 7, the same binary: 1 x 512
+// 1.559-1.577 ms folded against 1.462-1.467 with the norm's own kernel; bench/NOTES.md).
 bool FusedNormOn() {
   static const bool on = [] {
     const char* v = std::getenv("NSA_FUSED_NORM");
-    return !(v && std::string_view(v) == "0");
+    return v && std::string_view(v) == "1";
   }();
   return on;
 }
