@@ -107,6 +107,7 @@ __global__ void SummaryKernel(SummaryArgs a) {
 
 cudaError_t LaunchKvWrite(const KvWriteArgs& a, cudaStream_t stream) {
   if (a.num_tokens == 0) return cudaSuccess;
+  if (a.layout.head_dim % 8 != 0 || a.layout.v_head_dim % 8 != 0) return cudaErrorInvalidValue;  // 16-byte copies
   if (a.layout.has_win && (!a.win_tables || !a.k_win || !a.v_win)) return cudaErrorInvalidValue;
   if ((a.layout.has_src_k && (!a.src_tables || !a.k_src)) || (a.layout.has_src_v && !a.v_src)) return cudaErrorInvalidValue;
   return LaunchChained(KvWriteKernel, dim3(a.num_tokens, a.layout.num_kv_heads), 32, 0, stream, a);

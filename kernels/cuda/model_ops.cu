@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "kernels/cuda/pdl.cuh"
+#include "kernels/cuda/rms_norm.cuh"
 
 namespace nsa::cuda {
 namespace {
@@ -11,22 +12,6 @@ __global__ void EmbedKernel(const int32_t* tokens, const __nv_bfloat16* table, i
   const __nv_bfloat16* row = table + static_cast<int64_t>(tokens[blockIdx.x]) * dim;
   float* out = x + static_cast<int64_t>(blockIdx.x) * dim;
   for (int j = threadIdx.x; j < dim; j += blockDim.x) out[j] = __bfloat162float(row[j]);
-}
-
-// The sum of every thread's v in the block (blockDim a multiple of 32, at most 1024), in a fixed
-// order: warps by shuffles, then the warps' sums by the first warp. Every thread gets it.
-__device__ __forceinline__ float BlockSum(float v) {
-  __shared__ float warp_sums[32];
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  if (threadIdx.x % 32 == 0) warp_sums[threadIdx.x / 32] = v;
-  __syncthreads();
-  if (threadIdx.x < 32) {
-    float w = threadIdx.x < blockDim.x / 32 ? warp_sums[threadIdx.x] : 0.f;
-    for (int o = 16; o > 0; o >>= 1) w += __shfl_xor_sync(0xffffffffu, w, o);
-    if (threadIdx.x == 0) warp_sums[0] = w;
-  }
-  __syncthreads();
-  return warp_sums[0];
 }
 
 // One block a row: the sum of squares by a block reduction, then the scaled row. The generic
@@ -38,51 +23,22 @@ __global__ void RmsNormKernel(const float* x, const int32_t* rows, int dim, cons
   const float* xr = x + static_cast<int64_t>(r) * dim;
   float ss = 0.f;
   for (int j = threadIdx.x; j < dim; j += blockDim.x) ss += xr[j] * xr[j];
-  const float inv = 1.0f / sqrtf(BlockSum(ss) / dim + eps);
+  const float inv = 1.0f / sqrtf(norm::BlockSum(ss) / dim + eps);
   __nv_bfloat16* o = out + static_cast<int64_t>(blockIdx.x) * dim;
   for (int j = threadIdx.x; j < dim; j += blockDim.x) o[j] = __float2bfloat16(xr[j] * inv * weight[j]);
 }
 
-// The same for dim % 4 == 0 up to 4 kNormThreads kNormVecs with aligned rows, built for a decode
-// step's single rows, where the generic form's two dependent passes over the row were most of
-// its time (ncu, eighth session: 9.4 us a launch at 1.3b, one block): the norm's weights are
-// read before the wait for the previous kernel (no kernel of a step writes weights, so pdl.cuh's
-// rule holds), every float4 of the row is in flight at once and kept in registers for the
-// scaled row, written 8 bytes a store.
-constexpr int kNormThreads = 256, kNormVecs = 8;
-__global__ void __launch_bounds__(kNormThreads) RmsNormVecKernel(const float* x, const int32_t* rows, int dim,
-                                                                 const float* weight, float eps, __nv_bfloat16* out) {
-  const int vecs = dim / 4;
-  const float4* w4 = reinterpret_cast<const float4*>(weight);
-  float4 wv[kNormVecs], xv[kNormVecs];
-#pragma unroll
-  for (int k = 0; k < kNormVecs; ++k) {
-    const int v = threadIdx.x + k * kNormThreads;
-    if (v < vecs) wv[k] = w4[v];
-  }
+// The same for the rows norm::Row takes (kernels/cuda/rms_norm.cuh), built for a decode step's
+// single rows, where the generic form's two dependent passes over the row were most of its time
+// (ncu, eighth session: 9.4 us a launch at 1.3b, one block); bf16 written 8 bytes a store.
+__global__ void __launch_bounds__(norm::kThreads) RmsNormVecKernel(const float* x, const int32_t* rows, int dim,
+                                                                   const float* weight, float eps, __nv_bfloat16* out) {
+  float4 wv[norm::kVecs];
+  norm::LoadWeights(weight, dim, wv);
   ChainedWait();
   const int r = rows ? rows[blockIdx.x] : blockIdx.x;
-  const float4* x4 = reinterpret_cast<const float4*>(x + static_cast<int64_t>(r) * dim);
-#pragma unroll
-  for (int k = 0; k < kNormVecs; ++k) {
-    const int v = threadIdx.x + k * kNormThreads;
-    if (v < vecs) xv[k] = x4[v];
-  }
-  float ss = 0.f;
-#pragma unroll
-  for (int k = 0; k < kNormVecs; ++k) {
-    if (threadIdx.x + k * kNormThreads < vecs) ss += xv[k].x * xv[k].x + xv[k].y * xv[k].y + xv[k].z * xv[k].z + xv[k].w * xv[k].w;
-  }
-  const float inv = 1.0f / sqrtf(BlockSum(ss) / dim + eps);
   uint2* o = reinterpret_cast<uint2*>(out + static_cast<int64_t>(blockIdx.x) * dim);
-#pragma unroll
-  for (int k = 0; k < kNormVecs; ++k) {
-    const int v = threadIdx.x + k * kNormThreads;
-    if (v >= vecs) continue;
-    const __nv_bfloat162 lo = __floats2bfloat162_rn(xv[k].x * inv * wv[k].x, xv[k].y * inv * wv[k].y);
-    const __nv_bfloat162 hi = __floats2bfloat162_rn(xv[k].z * inv * wv[k].z, xv[k].w * inv * wv[k].w);
-    o[v] = make_uint2(*reinterpret_cast<const uint32_t*>(&lo), *reinterpret_cast<const uint32_t*>(&hi));
-  }
+  norm::Row(x + static_cast<int64_t>(r) * dim, dim, wv, eps, [&](int v, uint2 bits) { o[v] = bits; });
 }
 
 // One rotated (or copied) pair of a head: elements i and i + dim / 2 of `in` (the head's row),
@@ -248,20 +204,23 @@ cudaError_t LaunchEmbed(const int32_t* tokens, int n, const __nv_bfloat16* table
 cudaError_t LaunchRmsNorm(const float* x, const int32_t* rows, int n, int dim, const float* weight, float eps,
                           __nv_bfloat16* out, cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
-  const bool vec = dim % 4 == 0 && dim <= 4 * kNormThreads * kNormVecs && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
-                   reinterpret_cast<uintptr_t>(weight) % 16 == 0 && reinterpret_cast<uintptr_t>(out) % 8 == 0;
-  if (vec) return LaunchChained(RmsNormVecKernel, n, kNormThreads, 0, stream, x, rows, dim, weight, eps, out);
+  if (norm::Applies(x, dim, weight) && reinterpret_cast<uintptr_t>(out) % 8 == 0) {
+    return LaunchChained(RmsNormVecKernel, n, norm::kThreads, 0, stream, x, rows, dim, weight, eps, out);
+  }
   return LaunchChained(RmsNormKernel, n, 256, 0, stream, x, rows, dim, weight, eps, out);
 }
 
 cudaError_t LaunchQkvSplit(const QkvSplitArgs& a, cudaStream_t stream) {
   if (a.n == 0) return cudaSuccess;
-  if (a.head_dim > 256 || a.head_dim % 2 != 0 || a.v_head_dim % 2 != 0) return cudaErrorInvalidValue;
+  if (a.head_dim % 2 != 0 || a.v_head_dim % 2 != 0) return cudaErrorInvalidValue;
   if (!a.inv_freq) return cudaErrorInvalidValue;
   if (a.write_cache) {
     const KvWriteArgs& c = a.cache;
     const KvLayout& L = c.layout;
-    if (!c.token_seq || !c.token_pos || !c.raw_tables || !c.pages || c.max_pages < 1) return cudaErrorInvalidValue;
+    if (!c.token_seq || !c.token_pos || !c.raw_tables || !c.pages || c.max_pages < 1 || c.num_tokens < a.n) {
+      return cudaErrorInvalidValue;
+    }
+    if (c.layer < 0 || c.layer >= L.num_layers || L.page_tokens < 1) return cudaErrorInvalidValue;
     if ((L.has_win && !c.win_tables) || ((L.has_src_k || L.has_src_v) && !c.src_tables)) return cudaErrorInvalidValue;
     // The split writes the rows LaunchKvWrite copies: the layout's planes must be the ones it makes.
     if (L.num_kv_heads != a.num_kv_heads || L.head_dim != a.head_dim || L.v_head_dim != a.v_head_dim ||
@@ -270,8 +229,9 @@ cudaError_t LaunchQkvSplit(const QkvSplitArgs& a, cudaStream_t stream) {
     }
   }
   if ((a.per_branch && (!a.k_win || !a.v_win || !a.k_src || !a.v_src)) || (a.linear && !a.k_src)) return cudaErrorInvalidValue;
-  // Heads an item: 1 for a decode step's tokens, 16 for a prefill chunk's (an angle a pair
-  // there cost more than the spread over more threads gained).
+  // Heads an item: 1 for launches of fewer than 16 tokens (decode steps of small batches: the
+  // most threads), 16 for more (prefill chunks, large batches: an angle a pair there cost more
+  // than the spread over more threads gained).
   const int group = a.n >= 16 ? 16 : 1;
   const int column_blocks = std::min((SplitItems(a, group) + kSplitThreads - 1) / kSplitThreads, 64);
   return LaunchChained(QkvSplitKernel, dim3(a.n, column_blocks), kSplitThreads, 0, stream, a, group);

@@ -25,4 +25,15 @@ cudaError_t LaunchSmallGemm(const __nv_bfloat16* x, int m, int k, const __nv_bfl
 cudaError_t LaunchSmallGemmSiluMul(const __nv_bfloat16* x, int m, int k, const __nv_bfloat16* w, int half,
                                    __nv_bfloat16* out, cudaStream_t stream, int split = 0);
 
+// The same products of RMSNorm(x) (fp32 rows x [m][k], weight norm_w, eps) rounded to bf16, each
+// block normalising the rows into its shared memory: the same values, bit for bit, as
+// LaunchRmsNorm then LaunchSmallGemm / LaunchSmallGemmSiluMul, one launch less. For k % 8 == 0
+// up to 8192 with 16-byte aligned x, norm_w and w.
+bool SmallGemmNormedApplies(const float* x, int m, int k, const float* norm_w, const __nv_bfloat16* w);
+cudaError_t LaunchSmallGemmNormed(const float* x, const float* norm_w, float eps, int m, int k, const __nv_bfloat16* w,
+                                  int n, float* y, int ldy, bool accumulate, cudaStream_t stream, int split = 0);
+cudaError_t LaunchSmallGemmSiluMulNormed(const float* x, const float* norm_w, float eps, int m, int k,
+                                         const __nv_bfloat16* w, int half, __nv_bfloat16* out, cudaStream_t stream,
+                                         int split = 0);
+
 }  // namespace nsa::cuda
