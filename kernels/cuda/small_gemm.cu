@@ -4,6 +4,7 @@
 // cuBLASLt takes the larger m.
 #include "kernels/cuda/small_gemm.h"
 
+#include <algorithm>
 #include <cstdlib>
 
 #include "kernels/cuda/pdl.cuh"
@@ -154,13 +155,24 @@ __global__ void __launch_bounds__(kWarps * 32) SmallGemmSiluMulKernel(XSource sr
 }
 
 // The shared memory a normed form's block holds (its M rows of X in bf16), opted in once per
-// kernel where it passes the default 48 KB.
+// kernel up to what the device allows a block (all M x 8192 rows on sm_90; less elsewhere, where
+// larger launches are refused and the last-error state is left clear).
 template <auto kernel>
 cudaError_t NormedSmem(int m, int k, size_t* bytes) {
   *bytes = static_cast<size_t>(m) * k * sizeof(__nv_bfloat16);
-  static const cudaError_t opt_in = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                         kSmallGemmMaxRows * norm::kMaxDim * sizeof(__nv_bfloat16));
-  return *bytes > (size_t{48} << 10) ? opt_in : cudaSuccess;
+  static size_t limit = 0;
+  static const cudaError_t opt_in = [] {
+    int device = 0, optin = 0;
+    cudaGetDevice(&device);
+    cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+    limit = std::min<size_t>(size_t{kSmallGemmMaxRows} * norm::kMaxDim * sizeof(__nv_bfloat16),
+                             static_cast<size_t>(optin) - (size_t{1} << 10));  // room for the static arrays
+    const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(limit));
+    if (e != cudaSuccess) cudaGetLastError();
+    return e;
+  }();
+  if (*bytes <= (size_t{48} << 10)) return cudaSuccess;
+  return opt_in != cudaSuccess ? opt_in : *bytes > limit ? cudaErrorInvalidValue : cudaSuccess;
 }
 
 template <int M, int S, bool kNorm>

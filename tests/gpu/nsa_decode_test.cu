@@ -43,12 +43,12 @@ float Bf16Round(float x) {
   return __bfloat162float(__float2bfloat16(x));
 }
 
-// The largest |got - want| over the largest |want| (at least 1e-6); infinite when got holds a
+// The largest |got - want| over the largest |want| (at least 1e-6); infinite when either holds a
 // value that is not finite (the kernels' outputs are poisoned with NaNs before each launch).
 double RelativeDifference(const std::vector<float>& got, const std::vector<float>& want) {
   double diff = 0, mag = 1e-6;
   for (size_t i = 0; i < got.size() && i < want.size(); ++i) {
-    if (!std::isfinite(got[i])) return std::numeric_limits<double>::infinity();
+    if (!std::isfinite(got[i]) || !std::isfinite(want[i])) return std::numeric_limits<double>::infinity();
     diff = std::max(diff, static_cast<double>(std::abs(got[i] - want[i])));
     mag = std::max(mag, static_cast<double>(std::abs(want[i])));
   }
