@@ -443,9 +443,10 @@ absl::Status CudaRunner::Forward(int N, int R, int64_t context) {
   timer.Mark("embed");
   for (int layer = 0; layer < c.num_layers; ++layer) {
     const DeviceState::Layer& L = d.layers[layer];
-    // RMSNorm then the product (Gemm::RunNormed: two launches unless NSA_FUSED_NORM=1).
-    RETURN_IF_ERROR(d.gemm.RunNormed(d.x, L.attn_norm, c.norm_eps, d.h, N, H, L.qkvg, d.qkvg_width, d.proj, false, st));
-    timer.Mark("norm_gemm_qkvg");
+    CUDA_OK(cuda::LaunchRmsNorm(d.x, nullptr, N, H, L.attn_norm, c.norm_eps, d.h, st), "attn norm");
+    timer.Mark("norm");
+    RETURN_IF_ERROR(d.gemm.Run(d.h, N, H, L.qkvg, d.qkvg_width, d.proj, false, st));
+    timer.Mark("gemm_qkvg");
     cuda::KvWriteArgs wa;
     wa.layout = layout, wa.layer = layer, wa.num_tokens = N, wa.token_seq = d.dev.token_seq, wa.token_pos = d.dev.positions;
     wa.raw_tables = d.dev.raw, wa.win_tables = layout.has_win ? d.dev.win : nullptr;
@@ -517,8 +518,10 @@ absl::Status CudaRunner::Forward(int N, int R, int64_t context) {
     RETURN_IF_ERROR(d.gemm.Run(d.h, N, nh * vhd, L.o, H, d.x, true, st));
     timer.Mark("gemm_o");
 
-    RETURN_IF_ERROR(d.gemm.RunSiluMulNormed(d.x, L.mlp_norm, c.norm_eps, d.h, N, H, L.gate_up, M, d.proj, d.mlp, st));
-    timer.Mark("norm_gemm_gate_up_swiglu");
+    CUDA_OK(cuda::LaunchRmsNorm(d.x, nullptr, N, H, L.mlp_norm, c.norm_eps, d.h, st), "mlp norm");
+    timer.Mark("norm");
+    RETURN_IF_ERROR(d.gemm.RunSiluMul(d.h, N, H, L.gate_up, M, d.proj, d.mlp, st));
+    timer.Mark("gemm_gate_up_swiglu");
     RETURN_IF_ERROR(d.gemm.Run(d.mlp, N, M, L.down, H, d.x, true, st));
     timer.Mark("gemm_down");
   }

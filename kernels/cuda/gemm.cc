@@ -1,7 +1,4 @@
 #include "kernels/cuda/gemm.h"
-
-#include <cstdlib>
-#include <string_view>
 #include "kernels/cuda/model_ops.h"
 #include "kernels/cuda/small_gemm.h"
 
@@ -97,53 +94,6 @@ absl::Status Gemm::RunSiluMul(const __nv_bfloat16* x, int m, int k, const __nv_b
   }
   if (e != cudaSuccess) return absl::InternalError(absl::StrCat("gate/up projection and SwiGLU: ", cudaGetErrorString(e)));
   return absl::OkStatus();
-}
-
-namespace {
-// Whether the small-m products normalise their rows themselves (RunNormed): only with
-// NSA_FUSED_NORM=1 (read once). Off by default: every block normalising its rows cost more than
-// the launch it saves (H200, 1.3b decode steps, eighth session call 7, the same binary: 1 x 512
-// 1.559-1.577 ms folded against 1.462-1.467 with the norm's own kernel; bench/NOTES.md).
-bool FusedNormOn() {
-  static const bool on = [] {
-    const char* v = std::getenv("NSA_FUSED_NORM");
-    return v && std::string_view(v) == "1";
-  }();
-  return on;
-}
-}  // namespace
-
-bool Gemm::FusesNorm(const float* x, int m, int k, const float* norm_w, const __nv_bfloat16* w) const {
-  return m <= small_m_rows_ && FusedNormOn() && SmallGemmNormedApplies(x, m, k, norm_w, w);
-}
-
-absl::Status Gemm::RunNormed(const float* x, const float* norm_w, float eps, __nv_bfloat16* h, int m, int k,
-                             const __nv_bfloat16* w, int n, float* y, bool accumulate, cudaStream_t stream) {
-  if (m == 0) return absl::OkStatus();
-  if (FusesNorm(x, m, k, norm_w, w)) {
-    const cudaError_t e = LaunchSmallGemmNormed(x, norm_w, eps, m, k, w, n, y, n, accumulate, stream);
-    if (e != cudaSuccess) return absl::InternalError(absl::StrCat("small-m gemm with RMSNorm: ", cudaGetErrorString(e)));
-    return absl::OkStatus();
-  }
-  if (const cudaError_t e = LaunchRmsNorm(x, nullptr, m, k, norm_w, eps, h, stream); e != cudaSuccess) {
-    return absl::InternalError(absl::StrCat("RMSNorm: ", cudaGetErrorString(e)));
-  }
-  return Run(h, m, k, w, n, y, accumulate, stream);
-}
-
-absl::Status Gemm::RunSiluMulNormed(const float* x, const float* norm_w, float eps, __nv_bfloat16* h, int m, int k,
-                                    const __nv_bfloat16* w, int half, float* scratch, __nv_bfloat16* out,
-                                    cudaStream_t stream) {
-  if (m == 0) return absl::OkStatus();
-  if (FusesNorm(x, m, k, norm_w, w)) {
-    const cudaError_t e = LaunchSmallGemmSiluMulNormed(x, norm_w, eps, m, k, w, half, out, stream);
-    if (e != cudaSuccess) return absl::InternalError(absl::StrCat("small-m gate/up with RMSNorm: ", cudaGetErrorString(e)));
-    return absl::OkStatus();
-  }
-  if (const cudaError_t e = LaunchRmsNorm(x, nullptr, m, k, norm_w, eps, h, stream); e != cudaSuccess) {
-    return absl::InternalError(absl::StrCat("RMSNorm: ", cudaGetErrorString(e)));
-  }
-  return RunSiluMul(h, m, k, w, half, scratch, out, stream);
 }
 
 }  // namespace nsa::cuda

@@ -40,16 +40,6 @@ class Gemm {
   // the same values either way.
   absl::Status RunSiluMul(const __nv_bfloat16* x, int m, int k, const __nv_bfloat16* w, int half, float* scratch,
                           __nv_bfloat16* out, cudaStream_t stream);
-  // Run and RunSiluMul of RMSNorm(x) (fp32 rows x [m][k], weight norm_w, eps): LaunchRmsNorm into
-  // h ([m][k] bf16), then the product; with NSA_FUSED_NORM=1, where the small-m GEMM takes the
-  // product, it normalises the rows itself instead (LaunchSmallGemmNormed: one launch less, but
-  // slower on the H200, see gemm.cc). The same values either way.
-  absl::Status RunNormed(const float* x, const float* norm_w, float eps, __nv_bfloat16* h, int m, int k,
-                         const __nv_bfloat16* w, int n, float* y, bool accumulate, cudaStream_t stream);
-  absl::Status RunSiluMulNormed(const float* x, const float* norm_w, float eps, __nv_bfloat16* h, int m, int k,
-                                const __nv_bfloat16* w, int half, float* scratch, __nv_bfloat16* out, cudaStream_t stream);
-  // Whether RunNormed takes the fused form for these arguments.
-  bool FusesNorm(const float* x, int m, int k, const float* norm_w, const __nv_bfloat16* w) const;
 
  private:
   struct Plan {

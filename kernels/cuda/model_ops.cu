@@ -3,7 +3,6 @@
 #include <algorithm>
 
 #include "kernels/cuda/pdl.cuh"
-#include "kernels/cuda/rms_norm.cuh"
 
 namespace nsa::cuda {
 namespace {
@@ -12,6 +11,23 @@ __global__ void EmbedKernel(const int32_t* tokens, const __nv_bfloat16* table, i
   const __nv_bfloat16* row = table + static_cast<int64_t>(tokens[blockIdx.x]) * dim;
   float* out = x + static_cast<int64_t>(blockIdx.x) * dim;
   for (int j = threadIdx.x; j < dim; j += blockDim.x) out[j] = __bfloat162float(row[j]);
+}
+
+// The sum of every thread's v in the block (blockDim a multiple of 32, at most 1024), in a fixed
+// order: warps by shuffles, then the warps' sums by the first warp. Every thread gets it. Once a
+// kernel: a second call could overwrite warp_sums before every thread has read the first sum.
+__device__ __forceinline__ float BlockSum(float v) {
+  __shared__ float warp_sums[32];
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  if (threadIdx.x % 32 == 0) warp_sums[threadIdx.x / 32] = v;
+  __syncthreads();
+  if (threadIdx.x < 32) {
+    float w = threadIdx.x < blockDim.x / 32 ? warp_sums[threadIdx.x] : 0.f;
+    for (int o = 16; o > 0; o >>= 1) w += __shfl_xor_sync(0xffffffffu, w, o);
+    if (threadIdx.x == 0) warp_sums[0] = w;
+  }
+  __syncthreads();
+  return warp_sums[0];
 }
 
 // One block a row: the sum of squares by a block reduction, then the scaled row. The generic
@@ -23,22 +39,51 @@ __global__ void RmsNormKernel(const float* x, const int32_t* rows, int dim, cons
   const float* xr = x + static_cast<int64_t>(r) * dim;
   float ss = 0.f;
   for (int j = threadIdx.x; j < dim; j += blockDim.x) ss += xr[j] * xr[j];
-  const float inv = 1.0f / sqrtf(norm::BlockSum(ss) / dim + eps);
+  const float inv = 1.0f / sqrtf(BlockSum(ss) / dim + eps);
   __nv_bfloat16* o = out + static_cast<int64_t>(blockIdx.x) * dim;
   for (int j = threadIdx.x; j < dim; j += blockDim.x) o[j] = __float2bfloat16(xr[j] * inv * weight[j]);
 }
 
-// The same for the rows norm::Row takes (kernels/cuda/rms_norm.cuh), built for a decode step's
-// single rows, where the generic form's two dependent passes over the row were most of its time
-// (ncu, eighth session: 9.4 us a launch at 1.3b, one block); bf16 written 8 bytes a store.
-__global__ void __launch_bounds__(norm::kThreads) RmsNormVecKernel(const float* x, const int32_t* rows, int dim,
-                                                                   const float* weight, float eps, __nv_bfloat16* out) {
-  float4 wv[norm::kVecs];
-  norm::LoadWeights(weight, dim, wv);
+// The same for dim % 4 == 0 up to 4 kNormThreads kNormVecs with aligned rows, built for a decode
+// step's single rows, where the generic form's two dependent passes over the row were most of
+// its time (ncu, eighth session: 9.4 us a launch at 1.3b, one block): the norm's weights are
+// read before the wait for the previous kernel (no kernel of a step writes weights, so pdl.cuh's
+// rule holds), every float4 of the row is in flight at once and kept in registers for the
+// scaled row, written 8 bytes a store.
+constexpr int kNormThreads = 256, kNormVecs = 8;
+__global__ void __launch_bounds__(kNormThreads) RmsNormVecKernel(const float* x, const int32_t* rows, int dim,
+                                                                 const float* weight, float eps, __nv_bfloat16* out) {
+  const int vecs = dim / 4;
+  const float4* w4 = reinterpret_cast<const float4*>(weight);
+  float4 wv[kNormVecs], xv[kNormVecs];
+#pragma unroll
+  for (int k = 0; k < kNormVecs; ++k) {
+    const int v = threadIdx.x + k * kNormThreads;
+    if (v < vecs) wv[k] = w4[v];
+  }
   ChainedWait();
   const int r = rows ? rows[blockIdx.x] : blockIdx.x;
+  const float4* x4 = reinterpret_cast<const float4*>(x + static_cast<int64_t>(r) * dim);
+#pragma unroll
+  for (int k = 0; k < kNormVecs; ++k) {
+    const int v = threadIdx.x + k * kNormThreads;
+    if (v < vecs) xv[k] = x4[v];
+  }
+  float ss = 0.f;
+#pragma unroll
+  for (int k = 0; k < kNormVecs; ++k) {
+    if (threadIdx.x + k * kNormThreads < vecs) ss += xv[k].x * xv[k].x + xv[k].y * xv[k].y + xv[k].z * xv[k].z + xv[k].w * xv[k].w;
+  }
+  const float inv = 1.0f / sqrtf(BlockSum(ss) / dim + eps);
   uint2* o = reinterpret_cast<uint2*>(out + static_cast<int64_t>(blockIdx.x) * dim);
-  norm::Row(x + static_cast<int64_t>(r) * dim, dim, wv, eps, [&](int v, uint2 bits) { o[v] = bits; });
+#pragma unroll
+  for (int k = 0; k < kNormVecs; ++k) {
+    const int v = threadIdx.x + k * kNormThreads;
+    if (v >= vecs) continue;
+    const __nv_bfloat162 lo = __floats2bfloat162_rn(xv[k].x * inv * wv[k].x, xv[k].y * inv * wv[k].y);
+    const __nv_bfloat162 hi = __floats2bfloat162_rn(xv[k].z * inv * wv[k].z, xv[k].w * inv * wv[k].w);
+    o[v] = make_uint2(*reinterpret_cast<const uint32_t*>(&lo), *reinterpret_cast<const uint32_t*>(&hi));
+  }
 }
 
 // One rotated (or copied) pair of a head: elements i and i + dim / 2 of `in` (the head's row),
@@ -204,9 +249,9 @@ cudaError_t LaunchEmbed(const int32_t* tokens, int n, const __nv_bfloat16* table
 cudaError_t LaunchRmsNorm(const float* x, const int32_t* rows, int n, int dim, const float* weight, float eps,
                           __nv_bfloat16* out, cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
-  if (norm::Applies(x, dim, weight) && reinterpret_cast<uintptr_t>(out) % 8 == 0) {
-    return LaunchChained(RmsNormVecKernel, n, norm::kThreads, 0, stream, x, rows, dim, weight, eps, out);
-  }
+  const bool vec = dim % 4 == 0 && dim <= 4 * kNormThreads * kNormVecs && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
+                   reinterpret_cast<uintptr_t>(weight) % 16 == 0 && reinterpret_cast<uintptr_t>(out) % 8 == 0;
+  if (vec) return LaunchChained(RmsNormVecKernel, n, kNormThreads, 0, stream, x, rows, dim, weight, eps, out);
   return LaunchChained(RmsNormKernel, n, 256, 0, stream, x, rows, dim, weight, eps, out);
 }
 

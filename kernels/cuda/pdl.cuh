@@ -10,8 +10,8 @@
 //    every memory access is the plain stream order;
 //  - ChainedWait also lets this kernel's own successor be scheduled (griddepcontrol.
 //    launch_dependents): that successor waits in turn, so nothing can run ahead of its data;
-//  - the one exception: model weights (and RMSNorm's weights) may be read before ChainedWait
-//    (kernels/cuda/rms_norm.cuh): no kernel of a step writes them, and every kernel waits before
+//  - the one exception: model weights (RMSNorm's, in model_ops.cu's RmsNormVecKernel) may be
+//    read before ChainedWait: no kernel of a step writes them, and every kernel waits before
 //    it lets its successor be scheduled, so only the kernel just before can still run; weights
 //    are written once, at load, before any step (the random ones by ordinary launches);
 //  - both instructions do nothing for a kernel launched the ordinary way (no programmatic

@@ -4,11 +4,9 @@
 // cuBLASLt takes the larger m.
 #include "kernels/cuda/small_gemm.h"
 
-#include <algorithm>
 #include <cstdlib>
 
 #include "kernels/cuda/pdl.cuh"
-#include "kernels/cuda/rms_norm.cuh"
 
 namespace nsa::cuda {
 namespace {
@@ -27,8 +25,7 @@ __device__ __forceinline__ void Unpack(const uint4& v, float (&f)[8]) {
 // A warp's share of the dot products of one W row with every row of X: acc[i] += X[i] . W[col]
 // over the row's 16-byte vectors lane + 32 (sub + S r), r = 0, 1, ... (warp sub of the S that
 // share the row: each reads 512 contiguous bytes a round, the S together S x 512).
-// kShared: X in the block's shared memory (the normed forms), else in global memory.
-template <int M, int S, bool kShared = false>
+template <int M, int S>
 __device__ __forceinline__ void DotRows(const __nv_bfloat16* x, int k, const __nv_bfloat16* wrow, int sub, float (&acc)[M]) {
   const int lane = threadIdx.x % 32;
   const uint4* wr = reinterpret_cast<const uint4*>(wrow);
@@ -41,8 +38,7 @@ __device__ __forceinline__ void DotRows(const __nv_bfloat16* x, int k, const __n
 #pragma unroll
     for (int i = 0; i < M; ++i) {
       float xf[8];
-      const uint4* xv = xr + static_cast<size_t>(i) * xstride + v;
-      Unpack(kShared ? *xv : __ldg(xv), xf);
+      Unpack(__ldg(xr + static_cast<size_t>(i) * xstride + v), xf);
 #pragma unroll
       for (int e = 0; e < 8; ++e) acc[i] = fmaf(xf[e], wf[e], acc[i]);
     }
@@ -76,49 +72,15 @@ __device__ __forceinline__ void ReduceShares(float (&acc)[M]) {
   }
 }
 
-// The products' X: bf16 rows x, or (normed forms) fp32 rows xf with RMSNorm's weight norm_w
-// and eps, which every block normalises into its shared memory ([M][k] bf16) after the wait,
-// through norm::Row: the same bf16 as LaunchRmsNorm's kernel, one launch less before the
-// product.
-struct XSource {
-  const __nv_bfloat16* x = nullptr;
-  const float* xf = nullptr;
-  const float* norm_w = nullptr;
-  float eps = 0.f;
-};
-static_assert(kWarps * 32 == norm::kThreads, "the normed forms sum the squares as RMSNorm's kernel does");
-
-// Waits for the previous kernel (pdl.cuh) and returns the X rows DotRows reads: x, or the
-// block's normalised copy of the M rows of xf.
-template <int M, bool kNorm>
-__device__ __forceinline__ const __nv_bfloat16* PrepareX(const XSource& src, int k) {
-  if constexpr (kNorm) {
-    extern __shared__ uint4 normed[];  // [M][k] bf16
-    float4 wv[norm::kVecs];
-    norm::LoadWeights(src.norm_w, k, wv);  // weights: before the wait
-    ChainedWait();
-    uint2* rows = reinterpret_cast<uint2*>(normed);
-#pragma unroll 1
-    for (int i = 0; i < M; ++i) {
-      norm::Row(src.xf + static_cast<size_t>(i) * k, k, wv, src.eps, [&](int v, uint2 bits) { rows[i * (k / 4) + v] = bits; });
-    }
-    __syncthreads();
-    return reinterpret_cast<const __nv_bfloat16*>(normed);
-  } else {
-    ChainedWait();
-    return src.x;
-  }
-}
-
 // S warps an output column (each a share of its k): y[i][col] (+)= X[i] . W[col].
-template <int M, int S, bool kNorm>
-__global__ void __launch_bounds__(kWarps * 32) SmallGemmKernel(XSource src, int k, const __nv_bfloat16* w, int n, float* y,
-                                                                  int ldy, bool accumulate) {
-  const __nv_bfloat16* x = PrepareX<M, kNorm>(src, k);
+template <int M, int S>
+__global__ void __launch_bounds__(kWarps * 32) SmallGemmKernel(const __nv_bfloat16* x, int k, const __nv_bfloat16* w, int n,
+                                                                  float* y, int ldy, bool accumulate) {
+  ChainedWait();
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int col = blockIdx.x * (kWarps / S) + warp / S;
   float acc[M] = {};
-  if (col < n) DotRows<M, S, kNorm>(x, k, w + static_cast<size_t>(col) * k, warp % S, acc);
+  if (col < n) DotRows<M, S>(x, k, w + static_cast<size_t>(col) * k, warp % S, acc);
   ReduceShares<M, S>(acc);
   if (col < n && warp % S == 0 && lane == 0) {
 #pragma unroll
@@ -131,16 +93,16 @@ __global__ void __launch_bounds__(kWarps * 32) SmallGemmKernel(XSource src, int 
 
 // S warps an output column j of SwiGLU: out[i][j] = bf16(silu(X[i] . W[j]) (X[i] . W[half + j])),
 // the same floats as SmallGemmKernel<M, S> into [m][2 half] then SiluMulKernel (model_ops.cu).
-template <int M, int S, bool kNorm>
-__global__ void __launch_bounds__(kWarps * 32) SmallGemmSiluMulKernel(XSource src, int k, const __nv_bfloat16* w, int half,
-                                                                         __nv_bfloat16* out) {
-  const __nv_bfloat16* x = PrepareX<M, kNorm>(src, k);
+template <int M, int S>
+__global__ void __launch_bounds__(kWarps * 32) SmallGemmSiluMulKernel(const __nv_bfloat16* x, int k, const __nv_bfloat16* w,
+                                                                         int half, __nv_bfloat16* out) {
+  ChainedWait();
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int col = blockIdx.x * (kWarps / S) + warp / S;
   float gate[M] = {}, up[M] = {};
   if (col < half) {
-    DotRows<M, S, kNorm>(x, k, w + static_cast<size_t>(col) * k, warp % S, gate);
-    DotRows<M, S, kNorm>(x, k, w + static_cast<size_t>(half + col) * k, warp % S, up);
+    DotRows<M, S>(x, k, w + static_cast<size_t>(col) * k, warp % S, gate);
+    DotRows<M, S>(x, k, w + static_cast<size_t>(half + col) * k, warp % S, up);
   }
   ReduceShares<M, S>(gate);
   __syncthreads();  // the shares' shared memory is reused
@@ -154,78 +116,49 @@ __global__ void __launch_bounds__(kWarps * 32) SmallGemmSiluMulKernel(XSource sr
   }
 }
 
-// The shared memory a normed form's block holds (its M rows of X in bf16), opted in once per
-// kernel up to what the device allows a block (all M x 8192 rows on sm_90; less elsewhere, where
-// larger launches are refused and the last-error state is left clear).
-template <auto kernel>
-cudaError_t NormedSmem(int m, int k, size_t* bytes) {
-  *bytes = static_cast<size_t>(m) * k * sizeof(__nv_bfloat16);
-  static size_t limit = 0;
-  static const cudaError_t opt_in = [] {
-    int device = 0, optin = 0;
-    cudaGetDevice(&device);
-    cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
-    limit = std::min<size_t>(size_t{kSmallGemmMaxRows} * norm::kMaxDim * sizeof(__nv_bfloat16),
-                             static_cast<size_t>(optin) - (size_t{1} << 10));  // room for the static arrays
-    const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(limit));
-    if (e != cudaSuccess) cudaGetLastError();
-    return e;
-  }();
-  if (*bytes <= (size_t{48} << 10)) return cudaSuccess;
-  return opt_in != cudaSuccess ? opt_in : *bytes > limit ? cudaErrorInvalidValue : cudaSuccess;
-}
-
-template <int M, int S, bool kNorm>
-cudaError_t Launch(const XSource& src, int k, const __nv_bfloat16* w, int n, float* y, int ldy, bool accumulate,
+template <int M, int S>
+cudaError_t Launch(const __nv_bfloat16* x, int k, const __nv_bfloat16* w, int n, float* y, int ldy, bool accumulate,
                    cudaStream_t stream) {
   constexpr int cols = kWarps / S;
-  constexpr auto kernel = SmallGemmKernel<M, S, kNorm>;
-  size_t smem = 0;
-  if (kNorm) {
-    if (const cudaError_t e = NormedSmem<kernel>(M, k, &smem); e != cudaSuccess) return e;
-  }
-  return LaunchChained(kernel, (n + cols - 1) / cols, kWarps * 32, smem, stream, src, k, w, n, y, ldy, accumulate);
+  return LaunchChained(SmallGemmKernel<M, S>, (n + cols - 1) / cols, kWarps * 32, 0, stream, x, k, w, n, y, ldy,
+                       accumulate);
 }
 
-template <int M, int S, bool kNorm>
-cudaError_t LaunchSiluMul(const XSource& src, int k, const __nv_bfloat16* w, int half, __nv_bfloat16* out,
+template <int M, int S>
+cudaError_t LaunchSiluMul(const __nv_bfloat16* x, int k, const __nv_bfloat16* w, int half, __nv_bfloat16* out,
                           cudaStream_t stream) {
   constexpr int cols = kWarps / S;
-  constexpr auto kernel = SmallGemmSiluMulKernel<M, S, kNorm>;
-  size_t smem = 0;
-  if (kNorm) {
-    if (const cudaError_t e = NormedSmem<kernel>(M, k, &smem); e != cudaSuccess) return e;
-  }
-  return LaunchChained(kernel, (half + cols - 1) / cols, kWarps * 32, smem, stream, src, k, w, half, out);
+  return LaunchChained(SmallGemmSiluMulKernel<M, S>, (half + cols - 1) / cols, kWarps * 32, 0, stream, x, k, w, half,
+                       out);
 }
 
-// The template instance for m rows.
-template <int S, bool kNorm>
-cudaError_t LaunchRows(const XSource& src, int m, int k, const __nv_bfloat16* w, int n, float* y, int ldy, bool accumulate,
-                       cudaStream_t stream) {
+// The split's template instance for m rows.
+template <int S>
+cudaError_t LaunchRows(const __nv_bfloat16* x, int m, int k, const __nv_bfloat16* w, int n, float* y, int ldy,
+                       bool accumulate, cudaStream_t stream) {
   switch (m) {
-    case 1: return Launch<1, S, kNorm>(src, k, w, n, y, ldy, accumulate, stream);
-    case 2: return Launch<2, S, kNorm>(src, k, w, n, y, ldy, accumulate, stream);
-    case 3: return Launch<3, S, kNorm>(src, k, w, n, y, ldy, accumulate, stream);
-    case 4: return Launch<4, S, kNorm>(src, k, w, n, y, ldy, accumulate, stream);
-    case 5: return Launch<5, S, kNorm>(src, k, w, n, y, ldy, accumulate, stream);
-    case 6: return Launch<6, S, kNorm>(src, k, w, n, y, ldy, accumulate, stream);
-    case 7: return Launch<7, S, kNorm>(src, k, w, n, y, ldy, accumulate, stream);
-    default: return Launch<8, S, kNorm>(src, k, w, n, y, ldy, accumulate, stream);
+    case 1: return Launch<1, S>(x, k, w, n, y, ldy, accumulate, stream);
+    case 2: return Launch<2, S>(x, k, w, n, y, ldy, accumulate, stream);
+    case 3: return Launch<3, S>(x, k, w, n, y, ldy, accumulate, stream);
+    case 4: return Launch<4, S>(x, k, w, n, y, ldy, accumulate, stream);
+    case 5: return Launch<5, S>(x, k, w, n, y, ldy, accumulate, stream);
+    case 6: return Launch<6, S>(x, k, w, n, y, ldy, accumulate, stream);
+    case 7: return Launch<7, S>(x, k, w, n, y, ldy, accumulate, stream);
+    default: return Launch<8, S>(x, k, w, n, y, ldy, accumulate, stream);
   }
 }
-template <int S, bool kNorm>
-cudaError_t LaunchSiluMulRows(const XSource& src, int m, int k, const __nv_bfloat16* w, int half, __nv_bfloat16* out,
+template <int S>
+cudaError_t LaunchSiluMulRows(const __nv_bfloat16* x, int m, int k, const __nv_bfloat16* w, int half, __nv_bfloat16* out,
                               cudaStream_t stream) {
   switch (m) {
-    case 1: return LaunchSiluMul<1, S, kNorm>(src, k, w, half, out, stream);
-    case 2: return LaunchSiluMul<2, S, kNorm>(src, k, w, half, out, stream);
-    case 3: return LaunchSiluMul<3, S, kNorm>(src, k, w, half, out, stream);
-    case 4: return LaunchSiluMul<4, S, kNorm>(src, k, w, half, out, stream);
-    case 5: return LaunchSiluMul<5, S, kNorm>(src, k, w, half, out, stream);
-    case 6: return LaunchSiluMul<6, S, kNorm>(src, k, w, half, out, stream);
-    case 7: return LaunchSiluMul<7, S, kNorm>(src, k, w, half, out, stream);
-    default: return LaunchSiluMul<8, S, kNorm>(src, k, w, half, out, stream);
+    case 1: return LaunchSiluMul<1, S>(x, k, w, half, out, stream);
+    case 2: return LaunchSiluMul<2, S>(x, k, w, half, out, stream);
+    case 3: return LaunchSiluMul<3, S>(x, k, w, half, out, stream);
+    case 4: return LaunchSiluMul<4, S>(x, k, w, half, out, stream);
+    case 5: return LaunchSiluMul<5, S>(x, k, w, half, out, stream);
+    case 6: return LaunchSiluMul<6, S>(x, k, w, half, out, stream);
+    case 7: return LaunchSiluMul<7, S>(x, k, w, half, out, stream);
+    default: return LaunchSiluMul<8, S>(x, k, w, half, out, stream);
   }
 }
 
@@ -240,28 +173,6 @@ int SplitOf(int split) {
   return split == 0 ? from_env : split;
 }
 
-// The split's instances: `split` as SplitOf reads it.
-template <bool kNorm>
-cudaError_t LaunchAny(const XSource& src, int m, int k, const __nv_bfloat16* w, int n, float* y, int ldy, bool accumulate,
-                      cudaStream_t stream, int split) {
-  switch (SplitOf(split)) {
-    case 1: return LaunchRows<1, kNorm>(src, m, k, w, n, y, ldy, accumulate, stream);
-    case 2: return LaunchRows<2, kNorm>(src, m, k, w, n, y, ldy, accumulate, stream);
-    case 4: return LaunchRows<4, kNorm>(src, m, k, w, n, y, ldy, accumulate, stream);
-    default: return cudaErrorInvalidValue;
-  }
-}
-template <bool kNorm>
-cudaError_t LaunchAnySiluMul(const XSource& src, int m, int k, const __nv_bfloat16* w, int half, __nv_bfloat16* out,
-                             cudaStream_t stream, int split) {
-  switch (SplitOf(split)) {
-    case 1: return LaunchSiluMulRows<1, kNorm>(src, m, k, w, half, out, stream);
-    case 2: return LaunchSiluMulRows<2, kNorm>(src, m, k, w, half, out, stream);
-    case 4: return LaunchSiluMulRows<4, kNorm>(src, m, k, w, half, out, stream);
-    default: return cudaErrorInvalidValue;
-  }
-}
-
 }  // namespace
 
 bool SmallGemmApplies(const __nv_bfloat16* x, int m, int k, const __nv_bfloat16* w) {
@@ -269,42 +180,26 @@ bool SmallGemmApplies(const __nv_bfloat16* x, int m, int k, const __nv_bfloat16*
          reinterpret_cast<uintptr_t>(w) % 16 == 0;
 }
 
-bool SmallGemmNormedApplies(const float* x, int m, int k, const float* norm_w, const __nv_bfloat16* w) {
-  return m >= 1 && m <= kSmallGemmMaxRows && k % 8 == 0 && norm::Applies(x, k, norm_w) &&
-         reinterpret_cast<uintptr_t>(w) % 16 == 0;
-}
-
 cudaError_t LaunchSmallGemm(const __nv_bfloat16* x, int m, int k, const __nv_bfloat16* w, int n, float* y, int ldy,
                             bool accumulate, cudaStream_t stream, int split) {
   if (!SmallGemmApplies(x, m, k, w) || n < 1 || ldy < n) return cudaErrorInvalidValue;
-  XSource src;
-  src.x = x;
-  return LaunchAny<false>(src, m, k, w, n, y, ldy, accumulate, stream, split);
+  switch (SplitOf(split)) {
+    case 1: return LaunchRows<1>(x, m, k, w, n, y, ldy, accumulate, stream);
+    case 2: return LaunchRows<2>(x, m, k, w, n, y, ldy, accumulate, stream);
+    case 4: return LaunchRows<4>(x, m, k, w, n, y, ldy, accumulate, stream);
+    default: return cudaErrorInvalidValue;
+  }
 }
 
 cudaError_t LaunchSmallGemmSiluMul(const __nv_bfloat16* x, int m, int k, const __nv_bfloat16* w, int half,
                                    __nv_bfloat16* out, cudaStream_t stream, int split) {
   if (!SmallGemmApplies(x, m, k, w) || half < 1 || !out) return cudaErrorInvalidValue;
-  XSource src;
-  src.x = x;
-  return LaunchAnySiluMul<false>(src, m, k, w, half, out, stream, split);
-}
-
-cudaError_t LaunchSmallGemmNormed(const float* x, const float* norm_w, float eps, int m, int k, const __nv_bfloat16* w,
-                                  int n, float* y, int ldy, bool accumulate, cudaStream_t stream, int split) {
-  if (!SmallGemmNormedApplies(x, m, k, norm_w, w) || n < 1 || ldy < n) return cudaErrorInvalidValue;
-  XSource src;
-  src.xf = x, src.norm_w = norm_w, src.eps = eps;
-  return LaunchAny<true>(src, m, k, w, n, y, ldy, accumulate, stream, split);
-}
-
-cudaError_t LaunchSmallGemmSiluMulNormed(const float* x, const float* norm_w, float eps, int m, int k,
-                                         const __nv_bfloat16* w, int half, __nv_bfloat16* out, cudaStream_t stream,
-                                         int split) {
-  if (!SmallGemmNormedApplies(x, m, k, norm_w, w) || half < 1 || !out) return cudaErrorInvalidValue;
-  XSource src;
-  src.xf = x, src.norm_w = norm_w, src.eps = eps;
-  return LaunchAnySiluMul<true>(src, m, k, w, half, out, stream, split);
+  switch (SplitOf(split)) {
+    case 1: return LaunchSiluMulRows<1>(x, m, k, w, half, out, stream);
+    case 2: return LaunchSiluMulRows<2>(x, m, k, w, half, out, stream);
+    case 4: return LaunchSiluMulRows<4>(x, m, k, w, half, out, stream);
+    default: return cudaErrorInvalidValue;
+  }
 }
 
 }  // namespace nsa::cuda

@@ -25,16 +25,4 @@ cudaError_t LaunchSmallGemm(const __nv_bfloat16* x, int m, int k, const __nv_bfl
 cudaError_t LaunchSmallGemmSiluMul(const __nv_bfloat16* x, int m, int k, const __nv_bfloat16* w, int half,
                                    __nv_bfloat16* out, cudaStream_t stream, int split = 0);
 
-// The same products of RMSNorm(x) (fp32 rows x [m][k], weight norm_w, eps) rounded to bf16, each
-// block normalising the rows into its shared memory: the same values, bit for bit, as
-// LaunchRmsNorm then LaunchSmallGemm / LaunchSmallGemmSiluMul, one launch less. For k % 8 == 0
-// up to 8192 with 16-byte aligned x, norm_w and w; a block holds its m rows in shared memory (m k
-// 2 bytes, up to 128 KB: a launch past the device's per-block limit is refused).
-bool SmallGemmNormedApplies(const float* x, int m, int k, const float* norm_w, const __nv_bfloat16* w);
-cudaError_t LaunchSmallGemmNormed(const float* x, const float* norm_w, float eps, int m, int k, const __nv_bfloat16* w,
-                                  int n, float* y, int ldy, bool accumulate, cudaStream_t stream, int split = 0);
-cudaError_t LaunchSmallGemmSiluMulNormed(const float* x, const float* norm_w, float eps, int m, int k,
-                                         const __nv_bfloat16* w, int half, __nv_bfloat16* out, cudaStream_t stream,
-                                         int split = 0);
-
 }  // namespace nsa::cuda

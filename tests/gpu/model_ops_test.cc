@@ -9,7 +9,6 @@
 #include <cmath>
 #include <cstring>
 #include <random>
-#include <string>
 #include <tuple>
 #include <vector>
 
@@ -351,55 +350,6 @@ TEST(ModelOpsTest, SmallGemmSplitsMatchTheCpuTwin) {
   }
   // An unsupported split is refused.
   EXPECT_EQ(cudaErrorInvalidValue, cuda::LaunchSmallGemm(nullptr, 1, 8, nullptr, 1, nullptr, 1, false, nullptr, 3));
-}
-
-// The normed small-m products (each block normalises its rows: LaunchSmallGemmNormed and the
-// SwiGLU form) give the bits of LaunchRmsNorm then the plain product, for every split, row
-// count edge and k up to 8192 (past 48 KB of normalised rows a block at 8 x 4096 and 8 x 8192).
-TEST(ModelOpsTest, SmallGemmWithTheNormFusedEqualsNormThenProduct) {
-  std::mt19937 rng(21);
-  for (int split : {1, 2, 4}) {
-    for (auto [m, k, n] : {std::tuple{1, 2048, 3072}, std::tuple{3, 1000, 66}, std::tuple{8, 4096, 130}, std::tuple{8, 8192, 18},
-                           std::tuple{5, 8, 4}}) {
-      const std::vector<float> x = Random(static_cast<size_t>(m) * k, rng, 2.0f, false), nw = Random(k, rng, 0.5f, false);
-      const std::vector<float> w = Random(static_cast<size_t>(n) * k, rng, 0.05f), y0 = Random(static_cast<size_t>(m) * n, rng);
-      float *d_x = Upload(x), *d_nw = Upload(nw), *d_y1 = Upload(y0), *d_y2 = Upload(y0);
-      __nv_bfloat16 *d_w = Upload(ToBf(w)), *d_h = nullptr, *d_o1 = nullptr, *d_o2 = nullptr;
-      CUDA_OK(cudaMalloc(&d_h, static_cast<size_t>(m) * k * sizeof(__nv_bfloat16)));
-      ASSERT_TRUE(cuda::SmallGemmNormedApplies(d_x, m, k, d_nw, d_w));
-      const std::string what = "split " + std::to_string(split) + ", " + std::to_string(m) + "x" + std::to_string(k) + " . " +
-                               std::to_string(n);
-      for (bool accumulate : {false, true}) {
-        CUDA_OK(cuda::LaunchSmallGemmNormed(d_x, d_nw, 1e-5f, m, k, d_w, n, d_y1, n, accumulate, nullptr, split));
-        CUDA_OK(cuda::LaunchRmsNorm(d_x, nullptr, m, k, d_nw, 1e-5f, d_h, nullptr));
-        CUDA_OK(cuda::LaunchSmallGemm(d_h, m, k, d_w, n, d_y2, n, accumulate, nullptr, split));
-        EXPECT_EQ(Download(d_y1, y0.size()), Download(d_y2, y0.size())) << what << (accumulate ? ", accumulating" : "");
-      }
-      const int half = n / 2;
-      CUDA_OK(cudaMalloc(&d_o1, static_cast<size_t>(m) * half * sizeof(__nv_bfloat16)));
-      CUDA_OK(cudaMalloc(&d_o2, static_cast<size_t>(m) * half * sizeof(__nv_bfloat16)));
-      CUDA_OK(cuda::LaunchSmallGemmSiluMulNormed(d_x, d_nw, 1e-5f, m, k, d_w, half, d_o1, nullptr, split));
-      CUDA_OK(cuda::LaunchSmallGemmSiluMul(d_h, m, k, d_w, half, d_o2, nullptr, split));
-      EXPECT_EQ(ToFloat(Download(d_o1, static_cast<size_t>(m) * half)), ToFloat(Download(d_o2, static_cast<size_t>(m) * half)))
-          << what << ": SwiGLU";
-      // Against the CPU twin too (RMSNorm, bf16 rounding, Linear).
-      std::vector<float> normed(x.size()), want(y0.size());
-      ref::RmsNorm(x.data(), m, k, nw.data(), 1e-5f, normed.data());
-      for (float& v : normed) v = Bf(v);
-      ref::Linear(normed.data(), m, k, ToFloat(ToBf(w)).data(), n, nullptr, want.data());
-      CUDA_OK(cuda::LaunchSmallGemmNormed(d_x, d_nw, 1e-5f, m, k, d_w, n, d_y1, n, false, nullptr, split));
-      EXPECT_LE(MaxRelErr(Download(d_y1, want.size()), want), 2e-2) << what << ": against the CPU twin";
-      for (void* p : {(void*)d_x, (void*)d_nw, (void*)d_y1, (void*)d_y2, (void*)d_w, (void*)d_h, (void*)d_o1, (void*)d_o2}) cudaFree(p);
-    }
-  }
-  // Rows the form does not take are refused: k past 8192, x not 16-byte aligned, m past 8.
-  float* d_x = Upload(std::vector<float>(9 * 8200, 1.f));
-  EXPECT_FALSE(cuda::SmallGemmNormedApplies(d_x, 1, 8200, d_x, reinterpret_cast<const __nv_bfloat16*>(d_x)));
-  EXPECT_FALSE(cuda::SmallGemmNormedApplies(d_x + 1, 1, 16, d_x, reinterpret_cast<const __nv_bfloat16*>(d_x)));
-  EXPECT_FALSE(cuda::SmallGemmNormedApplies(d_x, 9, 16, d_x, reinterpret_cast<const __nv_bfloat16*>(d_x)));
-  EXPECT_EQ(cudaErrorInvalidValue, cuda::LaunchSmallGemmNormed(d_x + 1, d_x, 1e-5f, 1, 16, reinterpret_cast<const __nv_bfloat16*>(d_x),
-                                                               4, d_x, 4, false, nullptr));
-  cudaFree(d_x);
 }
 
 TEST(ModelOpsTest, GateUpProjectionWithSwiGluFusedEqualsTheTwoSteps) {
