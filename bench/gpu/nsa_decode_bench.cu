@@ -100,16 +100,14 @@ void PrintTrace(nsa::cuda::NsaDecodeArgs a, cudaStream_t stream) {
     }
     first += counts[k];
   }
-  // Ends of the log-sum-exps (compressed tasks' third stamp) and of the selections (score tasks').
-  for (auto [name, from, count] : {std::tuple{"log-sum-exps", 0, n.compressed}, std::tuple{"selection", n.compressed + n.window, n.score}}) {
-    std::vector<float> ends;
-    for (int i = from; i < from + count; ++i) {
-      if (h[8 * i + 2]) ends.push_back((h[8 * i + 2] - t0) * 1e-3f);
-    }
-    if (!ends.empty()) {
-      std::fprintf(stderr, "  trace %s done for %zu units: median %.2f us, last %.2f us\n", name, ends.size(), Median(ends),
-                   *std::max_element(ends.begin(), ends.end()));
-    }
+  // When the selected tasks had merged their unit's selection (their third stamp).
+  std::vector<float> ends;
+  for (int i = n.compressed + n.window + n.score; i < n.compressed + n.window + n.score + n.selected; ++i) {
+    if (h[8 * i + 2]) ends.push_back((h[8 * i + 2] - t0) * 1e-3f);
+  }
+  if (!ends.empty()) {
+    std::fprintf(stderr, "  trace selection merged in %zu selected tasks: median %.2f us, last %.2f us\n", ends.size(),
+                 Median(ends), *std::max_element(ends.begin(), ends.end()));
   }
 }
 

@@ -105,7 +105,7 @@ Sizes SizesOf(const NsaDecodeArgs& a) {
   s.cand = s.lse + (bk * s.G + 1) / 2 * 2;  // candidates (float2) 8-byte aligned
   s.counters = s.cand + bk * s.score_splits * s.n * 2;
   s.units = static_cast<int>(bk);
-  s.counter_bytes = (1 + 5 * bk) * sizeof(int);
+  s.counter_bytes = (1 + 3 * bk) * sizeof(int);
   s.total_bytes = s.counters * sizeof(float) + s.counter_bytes;
   return s;
 }
@@ -409,8 +409,8 @@ __device__ RunSmem CarveRun(unsigned char* smem, int G, int hd, int vhd) {
 // ---- tasks -------------------------------------------------------------------------------------
 // Sequence b's context has at most n selection blocks (c + 1 <= n, c = t / l'): every block is
 // selected, so the selection is 0 .. c without scores. Every place that treats such units apart
-// (LseUnit, ScoreTask, MergeUnit, SegmentTask, CompressedTask's raw scores and the fused kernel's
-// waits) asks this one test.
+// (EveryBlockSelection, ScoreTask, SegmentTask, CompressedTask's raw scores, the staged score pass
+// and the fused kernel's waits) asks this one test.
 __device__ __forceinline__ bool EveryBlock(const NsaDecodeArgs& a, const Sizes& z, int b) {
   return a.positions[b] / a.nsa.select_block + 1 <= z.n;
 }
@@ -421,16 +421,15 @@ __device__ __forceinline__ bool EveryBlock(const NsaDecodeArgs& a, const Sizes& 
 // the partials and writes the outputs.
 
 // Unit counters in the workspace (ints after the floats): [0] the next task of the fused kernel,
-// then per unit: compressed tasks done, log-sum-exps ready, score tasks done, selection ready,
-// tasks done.
+// then per unit: compressed tasks done, score tasks done, tasks done.
 struct Counters {
   int* next_task;
-  int *cmp_done, *lse_ready, *score_done, *ready, *done;
+  int *cmp_done, *score_done, *done;
 };
 __device__ Counters CountersOf(const Sizes& z, float* ws) {
   int* c = reinterpret_cast<int*>(ws + z.counters);
   const int U = z.units;
-  return {c, c + 1, c + 1 + U, c + 1 + 2 * U, c + 1 + 3 * U, c + 1 + 4 * U};
+  return {c, c + 1, c + 1 + U, c + 1 + 2 * U};
 }
 
 __device__ __forceinline__ int64_t GlobalTimer() {
@@ -508,50 +507,56 @@ __device__ void CompressedTask(const NsaDecodeArgs& a, const Sizes& z, float* ws
 }
 
 // ---- selection, spread over blocks --------------------------------------------------------------
-// Once a unit's compressed tasks are done, its last one merges the heads' log-sum-exps (LseUnit).
-// Then score_splits score tasks each take a range of at most score_per selection blocks: the
-// group's probabilities of the summaries the range needs, the blocks' scores (geometric map, group
-// sum), and the range's own top picks, sorted (ScoreTask). The last of them merges the ranges'
-// sorted lists a lane a list, adds the forced blocks and writes the unit's n blocks ascending
-// (MergeUnit). A context of at most n blocks takes them all, and LseUnit writes them.
+// Once a unit's compressed tasks are done, the heads' log-sum-exps are merged from their partials
+// (HeadsLse: in each score task of the fused kernel, in a pass of its own when staged). Then
+// score_splits score tasks each take a range of at most score_per selection blocks: the group's
+// probabilities of the summaries the range needs, the blocks' scores (geometric map, group sum),
+// and the range's own top picks, sorted (ScoreTask). Once all are done, the ranges' sorted lists
+// are merged a lane a list and the forced blocks added (MergeLists: in each selected task of the
+// fused kernel, in the last score task when staged), the unit's n blocks ascending. A context of at
+// most n blocks takes them all (EveryBlockSelection).
 // Forced blocks and the candidates' order: kernels/cuda/select_util.cuh.
 
-// Writes the unit's selection, ascending with -1 pads, from `count` chosen blocks in shared memory.
-__device__ void WriteSelection(const NsaDecodeArgs& a, const Sizes& z, float* ws, size_t bk, const int32_t* chosen,
-                               int count) {
-  int32_t* sel = reinterpret_cast<int32_t*>(ws + z.sel) + bk * z.n;
-  // Rank sort (n <= 64 distinct blocks): each entry's place is the number of smaller entries.
-  for (int i = threadIdx.x; i < z.n; i += blockDim.x) {
-    int32_t v = -1;
+// The n blocks ascending with -1 pads, from `count` chosen blocks in shared memory, into `out`
+// (shared or global memory). Rank sort (n <= 64 distinct blocks): each entry's place is the
+// number of smaller entries.
+__device__ void SortInto(const int32_t* chosen, int count, int n, int32_t* out) {
+  for (int i = threadIdx.x; i < n; i += blockDim.x) {
     if (i < count) {
       int rank = 0;
       for (int k = 0; k < count; ++k) rank += chosen[k] < chosen[i];
-      sel[rank] = chosen[i];
-      if (a.selected) a.selected[bk * z.n + rank] = chosen[i];
-      continue;
+      out[rank] = chosen[i];
+    } else {
+      out[i] = -1;
     }
-    sel[i] = v;
-    if (a.selected) a.selected[bk * z.n + i] = v;
   }
 }
 
-// The heads' log-sum-exps of the compressed branch, from the unit's split partials, into the
-// workspace (one warp a head, four heads at a time with all their loads in flight). Returns true
-// when the context has at most n blocks: then it has written the selection (every block) itself.
-__device__ bool LseUnit(const NsaDecodeArgs& a, const Sizes& z, float* ws, int b, int g) {
+// Writes the unit's selection into the workspace and, when asked, NsaDecodeArgs::selected.
+__device__ void WriteSelection(const NsaDecodeArgs& a, const Sizes& z, float* ws, size_t bk, const int32_t* chosen,
+                               int count) {
+  SortInto(chosen, count, z.n, reinterpret_cast<int32_t*>(ws + z.sel) + bk * z.n);
+  if (a.selected) SortInto(chosen, count, z.n, a.selected + bk * z.n);
+}
+
+// A context of at most n blocks (EveryBlock) selects blocks 0 .. c: writes that selection and
+// returns true; else returns false and writes nothing.
+__device__ bool EveryBlockSelection(const NsaDecodeArgs& a, const Sizes& z, float* ws, int b, int g) {
+  if (!EveryBlock(a, z, b)) return false;
+  const int64_t c = a.positions[b] / a.nsa.select_block;
+  __shared__ int32_t all[kMaxSelected];
+  for (int j = threadIdx.x; j <= c; j += blockDim.x) all[j] = j;
+  __syncthreads();
+  WriteSelection(a, z, ws, static_cast<size_t>(b) * a.num_kv_heads + g, all, static_cast<int>(c + 1));
+  return true;
+}
+
+// The heads' log-sum-exps of the compressed branch of unit bk, from its split partials, into
+// lse[G] (shared or global memory; one warp a head, four heads at a time with all their loads in
+// flight). The same floats wherever it runs.
+__device__ void HeadsLse(const NsaDecodeArgs& a, const Sizes& z, const float* ws, size_t bk, float* lse) {
   const int G = z.G, vhd = a.v_head_dim;
-  const int64_t t = a.positions[b];
-  const int64_t c = t / a.nsa.select_block;
-  const size_t bk = static_cast<size_t>(b) * a.num_kv_heads + g;
-  if (EveryBlock(a, z, b)) {
-    __shared__ int32_t all[kMaxSelected];
-    for (int j = threadIdx.x; j <= c; j += blockDim.x) all[j] = j;
-    __syncthreads();
-    WriteSelection(a, z, ws, bk, all, static_cast<int>(c + 1));
-    return true;
-  }
   const float* part = ws + z.cmp_part + bk * z.cmp_splits * G * (2 + vhd);
-  float* lse = ws + z.lse + bk * G;
   const int chunks = z.cmp_splits;  // split partials (empty ones have l = 0)
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
   const int stride = 2 + vhd;
@@ -587,7 +592,14 @@ __device__ bool LseUnit(const NsaDecodeArgs& a, const Sizes& z, float* ws, int b
       if (lane == 0 && h < G) lse[h] = l[u] > 0.f ? m[u] + __logf(l[u]) : -FLT_MAX;
     }
   }
-  return false;
+}
+
+// The staged form's pass after the compressed one: the selection of a unit that takes every
+// block, else the heads' log-sum-exps into the workspace.
+__device__ void LseUnit(const NsaDecodeArgs& a, const Sizes& z, float* ws, int b, int g) {
+  if (EveryBlockSelection(a, z, ws, b, g)) return;
+  const size_t bk = static_cast<size_t>(b) * a.num_kv_heads + g;
+  HeadsLse(a, z, ws, bk, ws + z.lse + bk * z.G);
 }
 
 // A candidate: a block's score and index in 8 bytes (the index's bits in a float's place).
@@ -599,13 +611,16 @@ __device__ __forceinline__ int FreePicks(const NsaDecodeArgs& a, const Sizes& z,
 }
 
 // Score task `split` of unit (b, g): blocks [split * score_per, ...) of the unit's c + 1.
-// smem: floats for the range's summaries' probabilities and its blocks' scores.
-__device__ void ScoreTask(const NsaDecodeArgs& a, const Sizes& z, float* ws, int b, int g, int split, float* smem) {
+// smem: floats for the range's summaries' probabilities and its blocks' scores. lse_from_parts:
+// the heads' log-sum-exps from the compressed partials (HeadsLse; the fused kernel, once every
+// compressed task of the unit is done), else from the workspace (the staged pass before).
+__device__ void ScoreTask(const NsaDecodeArgs& a, const Sizes& z, float* ws, int b, int g, int split, float* smem,
+                          bool lse_from_parts) {
   const int G = z.G;
   const int64_t t = a.positions[b];
   const int64_t N = a.nsa.NumCompressed(t + 1);
   const int64_t c = t / a.nsa.select_block;
-  if (EveryBlock(a, z, b)) return;  // LseUnit took every block
+  if (EveryBlock(a, z, b)) return;  // every block is taken (EveryBlockSelection)
   const size_t bk = static_cast<size_t>(b) * a.num_kv_heads + g;
   const int kf = max(0, FreePicks(a, z, c));
   float2* cand = reinterpret_cast<float2*>(ws + z.cand) + (bk * z.score_splits + split) * z.n;
@@ -615,20 +630,37 @@ __device__ void ScoreTask(const NsaDecodeArgs& a, const Sizes& z, float* ws, int
     for (int r = threadIdx.x; r < kf; r += blockDim.x) cand[r] = Candidate(-1.f, INT_MAX);
     return;
   }
-  __shared__ float lse[kMaxG];
-  for (int h = threadIdx.x; h < G; h += blockDim.x) lse[h] = LoadCg(ws + z.lse + bk * G + h);
   // The summaries blocks [j0, j1) overlap: i in [j0 cps - cpc + 1, j1 cps - 1].
   const int cpc = a.nsa.compress_block / a.nsa.compress_stride, cps = a.nsa.select_block / a.nsa.compress_stride;
   const int n32 = static_cast<int>(N);
   const int i_lo = max(0, j0 * cps - cpc + 1), i_hi = min(n32 - 1, j1 * cps - 1);
   float* P = smem;  // [i_hi - i_lo + 1]
   float* score = smem + z.score_summaries;  // [j1 - j0]
-  __syncthreads();
   const float* s = ws + z.scores + bk * G * z.nstride;
-  for (int i = i_lo + threadIdx.x; i <= i_hi; i += blockDim.x) {
+  // The raw scores of this thread's first summary, up to kEarlyHeads heads, are loaded before the
+  // log-sum-exps, so both wait on memory once together.
+  constexpr int kEarlyHeads = 16;
+  float early[kEarlyHeads];
+  const int i_first = i_lo + threadIdx.x;
+#pragma unroll
+  for (int h = 0; h < kEarlyHeads; ++h) early[h] = h < G && i_first <= i_hi ? LoadCg(&s[h * z.nstride + i_first]) : 0.f;
+  __shared__ float lse[kMaxG];
+  if (lse_from_parts) {
+    HeadsLse(a, z, ws, bk, lse);
+  } else {
+    for (int h = threadIdx.x; h < G; h += blockDim.x) lse[h] = LoadCg(ws + z.lse + bk * G + h);
+  }
+  __syncthreads();
+  for (int i = i_first; i <= i_hi; i += blockDim.x) {
     float acc = 0.f;
+    if (i == i_first) {
+#pragma unroll
+      for (int h = 0; h < kEarlyHeads; ++h) {
+        if (h < G) acc += __expf(early[h] - lse[h]);
+      }
+    }
 #pragma unroll 16
-    for (int h = 0; h < G; ++h) acc += __expf(LoadCg(&s[h * z.nstride + i]) - lse[h]);
+    for (int h = i == i_first ? kEarlyHeads : 0; h < G; ++h) acc += __expf(LoadCg(&s[h * z.nstride + i]) - lse[h]);
     P[i - i_lo] = acc;
   }
   __syncthreads();
@@ -678,15 +710,15 @@ __device__ void ScoreTask(const NsaDecodeArgs& a, const Sizes& z, float* ws, int
   }
 }
 
-// After the unit's score tasks: their sorted lists merged a lane a list (score_splits <= 32),
-// kf rounds of the warp's best head, then the forced blocks added and the selection written.
-// Returns false when LseUnit already wrote it (a context of at most n blocks).
-// cache: shared memory for score_splits x kf candidates (the lists are copied in first, every load
-// in flight at once, so the rounds wait on no global load).
-__device__ bool MergeUnit(const NsaDecodeArgs& a, const Sizes& z, float* ws, int b, int g, float2* cache) {
+// After the unit's score tasks (a unit with more than n blocks): their sorted lists merged a lane
+// a list (score_splits <= 32), kf rounds of the warp's best head, then the forced blocks added.
+// Returns the chosen blocks (shared memory, unordered) and their count. cache: shared memory for
+// score_splits x kf candidates (the lists are copied in first, every load in flight at once, so
+// the rounds wait on no global load).
+__device__ const int32_t* MergeLists(const NsaDecodeArgs& a, const Sizes& z, const float* ws, int b, int g,
+                                     float2* cache, int* chosen_count) {
   const int64_t t = a.positions[b];
   const int64_t c = t / a.nsa.select_block;
-  if (EveryBlock(a, z, b)) return false;
   const size_t bk = static_cast<size_t>(b) * a.num_kv_heads + g;
   const int kf = max(0, FreePicks(a, z, c));
   __shared__ int32_t chosen[kMaxSelected];
@@ -733,16 +765,17 @@ __device__ bool MergeUnit(const NsaDecodeArgs& a, const Sizes& z, float* ws, int
     if (lane == 0) count = base + picked;
   }
   __syncthreads();
-  WriteSelection(a, z, ws, bk, chosen, count);
-  return true;
+  *chosen_count = count;
+  return chosen;
 }
 
 // Selected or window task: split `split` of unit (b, g) walks a run of selected blocks (split <
 // sel_splits) or of window pages, one page (the part of it in range) a tile; the two branches
-// never share a split, since each has its own softmax.
+// never share a split, since each has its own softmax. chosen: the unit's selection in shared
+// memory (the fused kernel's selected tasks merge it themselves), else null: the workspace's.
 template <int kSlices, bool kByKeys>
 __device__ void SegmentTask(const NsaDecodeArgs& a, const Sizes& z, float* ws, int b, int g, int split,
-                            unsigned char* smem) {
+                            unsigned char* smem, const int32_t* chosen = nullptr) {
   const int G = z.G, hd = a.head_dim, vhd = a.v_head_dim;
   const int64_t t = a.positions[b];
   const int lp = a.nsa.select_block;
@@ -757,7 +790,7 @@ __device__ void SegmentTask(const NsaDecodeArgs& a, const Sizes& z, float* ws, i
   KvPlane plane = KvPlane::kSel;
   if (!selected && a.win_tables) table = a.win_tables + table_row * a.max_pages, plane = KvPlane::kWin;
   const int64_t window_start = Max(0, t - a.nsa.window + 1);
-  // c + 1 <= n: every block 0 .. c is selected (LseUnit writes the same list), known here without
+  // c + 1 <= n: every block 0 .. c is selected (EveryBlockSelection's list), known here without
   // waiting for the selection.
   const int64_t c = t / lp;
   const bool every_block = EveryBlock(a, z, b);
@@ -769,7 +802,9 @@ __device__ void SegmentTask(const NsaDecodeArgs& a, const Sizes& z, float* ws, i
   auto load = [&](int tile, __nv_bfloat16* ks, __nv_bfloat16* vs) {
     int64_t page_index, lo, hi;
     if (selected) {
-      const int32_t blk = every_block ? (first + tile <= c ? first + tile : -1) : __ldcg(&sel[first + tile]);
+      const int32_t blk = every_block ? (first + tile <= c ? first + tile : -1)
+                          : chosen    ? chosen[first + tile]
+                                      : __ldcg(&sel[first + tile]);
       if (blk < 0) return 0;
       page_index = blk;
       lo = page_index * lp;
@@ -794,52 +829,75 @@ __device__ void SegmentTask(const NsaDecodeArgs& a, const Sizes& z, float* ws, i
   }
 }
 
-// Merge factors of `count` partials [m, l, ...] `part_stride` floats apart, by one warp:
-// M = max m_k, L = sum l_k exp(m_k - M); factors[k] = exp(m_k - M) / L (0 if empty).
-__device__ void MergeFactors(const float* parts, int count, int part_stride, float* factors) {
+// Merge factors of `count` partials [m, l, ...] `part_stride` floats apart, by one warp, times the
+// branch's gate: M = max m_k, L = sum l_k exp(m_k - M); factors[k] = gate exp(m_k - M) / L (0 if
+// empty). A lane keeps up to kMergePerLane partials' m and l in registers, so for up to
+// 32 kMergePerLane partials they are loaded once, all in flight together.
+constexpr int kMergePerLane = 4;
+__device__ void MergeFactors(const float* parts, int count, int part_stride, float gate, float* factors) {
   const int lane = threadIdx.x % 32;
+  float mk[kMergePerLane], lk[kMergePerLane];
+#pragma unroll
+  for (int r = 0; r < kMergePerLane; ++r) {
+    const int k = lane + 32 * r;
+    mk[r] = k < count ? LoadCg(&parts[k * part_stride]) : -FLT_MAX;
+    lk[r] = k < count ? LoadCg(&parts[k * part_stride + 1]) : 0.f;
+  }
+  const int rest = lane + 32 * kMergePerLane;  // partials past the registers' (loaded again)
   float m = -FLT_MAX;
-  for (int k = lane; k < count; k += 32) {
+#pragma unroll
+  for (int r = 0; r < kMergePerLane; ++r) {
+    if (lk[r] > 0.f) m = fmaxf(m, mk[r]);
+  }
+  for (int k = rest; k < count; k += 32) {
     if (LoadCg(&parts[k * part_stride + 1]) > 0.f) m = fmaxf(m, LoadCg(&parts[k * part_stride]));
   }
   for (int o = 16; o > 0; o /= 2) m = fmaxf(m, __shfl_xor_sync(0xffffffff, m, o));
   float l = 0.f;
-  for (int k = lane; k < count; k += 32) {
-    const float lk = LoadCg(&parts[k * part_stride + 1]);
-    if (lk > 0.f) l += lk * __expf(LoadCg(&parts[k * part_stride]) - m);
+#pragma unroll
+  for (int r = 0; r < kMergePerLane; ++r) {
+    if (lk[r] > 0.f) l += lk[r] * __expf(mk[r] - m);
+  }
+  for (int k = rest; k < count; k += 32) {
+    const float lr = LoadCg(&parts[k * part_stride + 1]);
+    if (lr > 0.f) l += lr * __expf(LoadCg(&parts[k * part_stride]) - m);
   }
   for (int o = 16; o > 0; o /= 2) l += __shfl_xor_sync(0xffffffff, l, o);
-  for (int k = lane; k < count; k += 32) {
-    const float* p = parts + k * part_stride;
-    const float lk = LoadCg(&p[1]);
-    factors[k] = l > 0.f && lk > 0.f ? __expf(LoadCg(&p[0]) - m) / l : 0.f;
+#pragma unroll
+  for (int r = 0; r < kMergePerLane; ++r) {
+    const int k = lane + 32 * r;
+    if (k < count) factors[k] = l > 0.f && lk[r] > 0.f ? gate * (__expf(mk[r] - m) / l) : 0.f;
+  }
+  for (int k = rest; k < count; k += 32) {
+    const float lr = LoadCg(&parts[k * part_stride + 1]);
+    factors[k] = l > 0.f && lr > 0.f ? gate * (__expf(LoadCg(&parts[k * part_stride]) - m) / l) : 0.f;
   }
 }
 
-// Combine of head h of unit (b, g): each branch's partials merged (three warps compute the
+// Combine of head h of unit (b, g): each branch's partials merged (three warps compute the gated
 // merge factors into `factors`, cmp_splits + sel_splits + win_splits floats of shared memory),
-// the gates applied, the output written a channel a thread.
+// then the output is one weighted sum over every partial, a channel a thread, its loads 16 at a
+// time in flight.
 __device__ void CombineHead(const NsaDecodeArgs& a, const Sizes& z, float* ws, int b, int g, int h, float* factors) {
   const int G = z.G, vhd = a.v_head_dim, stride = 2 + vhd, head = g * G + h;
   const size_t bk = static_cast<size_t>(b) * a.num_kv_heads + g;
   const int nc = z.cmp_splits, ns = z.sel_splits, nw = z.win_splits;
   const float* cmp = ws + z.cmp_part + bk * nc * G * stride + h * stride;  // partial k at + k * G * stride
   const float* seg = ws + z.seg_part + bk * (ns + nw) * G * stride + h * stride;
-  const int warp = threadIdx.x / 32;
-  if (warp == 0) MergeFactors(cmp, nc, G * stride, factors);
-  if (warp == 1) MergeFactors(seg, ns, G * stride, factors + nc);
-  if (warp == 2) MergeFactors(seg + ns * G * stride, nw, G * stride, factors + nc + ns);
-  __syncthreads();
   const float* gate = a.gates + (static_cast<int64_t>(b) * a.num_heads + head) * 3;
+  const int warp = threadIdx.x / 32;
+  if (warp == 0) MergeFactors(cmp, nc, G * stride, gate[0], factors);
+  if (warp == 1) MergeFactors(seg, ns, G * stride, gate[1], factors + nc);
+  if (warp == 2) MergeFactors(seg + ns * G * stride, nw, G * stride, gate[2], factors + nc + ns);
+  __syncthreads();
+  const int total = nc + ns + nw;
   for (int e = threadIdx.x; e < vhd; e += blockDim.x) {
-    float oc = 0.f, os = 0.f, ow = 0.f;
+    float y = 0.f;
 #pragma unroll 8
-    for (int k = 0; k < nc; ++k) oc += factors[k] * LoadCg(&cmp[k * G * stride + 2 + e]);
-#pragma unroll 8
-    for (int k = 0; k < ns; ++k) os += factors[nc + k] * LoadCg(&seg[k * G * stride + 2 + e]);
-#pragma unroll 8
-    for (int k = ns; k < ns + nw; ++k) ow += factors[nc + k] * LoadCg(&seg[k * G * stride + 2 + e]);
-    const float y = gate[0] * oc + gate[1] * os + gate[2] * ow;
+    for (int k = 0; k < total; ++k) {
+      const float* p = k < nc ? cmp + k * G * stride : seg + (k - nc) * G * stride;
+      y += factors[k] * LoadCg(p + 2 + e);
+    }
     const int64_t at = (static_cast<int64_t>(b) * a.num_heads + head) * vhd + e;
     if (a.out) a.out[at] = y;
     if (a.out_bf16) a.out_bf16[at] = __float2bfloat16(y);
@@ -849,9 +907,11 @@ __device__ void CombineHead(const NsaDecodeArgs& a, const Sizes& z, float* ws, i
 // ---- the fused kernel --------------------------------------------------------------------------
 // One launch of min(tasks, resident blocks) blocks that take tasks from a queue in this order:
 // every unit's compressed tasks, window tasks, score tasks, selected tasks, then a merge task per
-// head. A score task waits for its unit's log-sum-exps (the last compressed task's), a selected task
-// for its unit's selection (the last score task's), a merge task for all of its unit's tasks
-// (units whose every block is selected, EveryBlock, skip the first two waits: fewer edges only):
+// head. A score task waits for its unit's compressed tasks (then merges the heads' log-sum-exps
+// itself), a selected task for its unit's score tasks (then merges their lists itself), a merge
+// task for all of its unit's tasks (units whose every block is selected, EveryBlock, skip the
+// first two waits: fewer edges only). Every hand-off is one counter a task increments as it ends:
+// no task publishes for others. So:
 // every task one can wait on was taken from the queue before it by a running block, and waits
 // only on tasks taken earlier still, so every wait ends whatever the grid size and however many
 // blocks are resident.
@@ -870,9 +930,6 @@ __device__ void WaitAtLeast(const int* p, int value) {
   }
   __syncthreads();
 }
-__device__ __forceinline__ void StoreRelease(int* p, int v) {
-  asm volatile("st.release.gpu.global.b32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
-}
 
 __device__ __forceinline__ int SmId() {
   int id;
@@ -880,8 +937,10 @@ __device__ __forceinline__ int SmId() {
   return id;
 }
 
+// Blocks an SM keeps resident: 4 at one slice (128 registers; the selection merged in the
+// selected tasks would otherwise take it to 145, 3 blocks) and 3 at two (168 registers).
 template <int kSlices, bool kByKeys>
-__global__ void __launch_bounds__(kThreads) FusedKernel(NsaDecodeArgs a, Sizes z, float* ws) {
+__global__ void __launch_bounds__(kThreads, kSlices == 1 ? 4 : kSlices == 2 ? 3 : 1) FusedKernel(NsaDecodeArgs a, Sizes z, float* ws) {
   extern __shared__ __align__(16) unsigned char smem[];
   const Counters cnt = CountersOf(z, ws);
   const int U = z.units, per_unit = z.cmp_splits + z.score_splits + z.win_splits + z.sel_splits;
@@ -906,61 +965,61 @@ __global__ void __launch_bounds__(kThreads) FusedKernel(NsaDecodeArgs a, Sizes z
       if (trace && threadIdx.x == 0) trace[1] = GlobalTimer();
       continue;
     }
-    int unit;
+    int unit, kind;  // kind: 0 compressed, 1 score, 2 window or selected
     if (task < cmp_end) {
-      unit = task / z.cmp_splits;
+      unit = task / z.cmp_splits, kind = 0;
       const int b = unit / a.num_kv_heads, g = unit % a.num_kv_heads;
       CompressedTask<kSlices, kByKeys>(a, z, ws, b, g, task % z.cmp_splits, smem);
       if (trace && threadIdx.x == 0) trace[1] = GlobalTimer();
-      // A unit whose every block is selected needs neither its log-sum-exps (no scores) nor its
-      // selection list (its selected tasks take blocks 0 .. c), unless the caller asked for the
-      // list (NsaDecodeArgs::selected): its compressed tasks then end without the last one's
-      // merge, and the unit's merge task starts that much earlier.
-      const bool publish = a.selected != nullptr || !EveryBlock(a, z, b);
-      if (publish && ArriveLast(&cnt.cmp_done[unit], z.cmp_splits)) {
-        const bool all = LseUnit(a, z, ws, b, g);
-        __syncthreads();
-        if (threadIdx.x == 0) {
-          __threadfence();
-          StoreRelease(&cnt.lse_ready[unit], 1);
-          if (all) StoreRelease(&cnt.ready[unit], 1);
-          if (trace) trace[2] = GlobalTimer();
-        }
-      }
     } else if (task >= win_end && task < score_end) {
-      const int k = task - win_end;
-      unit = k / z.score_splits;
+      const int k = task - win_end, split = k % z.score_splits;
+      unit = k / z.score_splits, kind = 1;
       const int b = unit / a.num_kv_heads, g = unit % a.num_kv_heads;
-      // When every block is selected (c + 1 <= n) the score task has nothing to do: no wait.
-      if (!EveryBlock(a, z, b)) WaitAtLeast(&cnt.lse_ready[unit], 1);
-      ScoreTask(a, z, ws, b, g, k % z.score_splits, reinterpret_cast<float*>(smem));
-      if (trace && threadIdx.x == 0) trace[1] = GlobalTimer();
-      if (ArriveLast(&cnt.score_done[unit], z.score_splits) && MergeUnit(a, z, ws, b, g, reinterpret_cast<float2*>(smem))) {
-        __syncthreads();
-        if (threadIdx.x == 0) {
-          __threadfence();
-          StoreRelease(&cnt.ready[unit], 1);
-          if (trace) trace[2] = GlobalTimer();
-        }
+      if (EveryBlock(a, z, b)) {
+        // Every block is selected (c + 1 <= n): nothing to score, no wait; the first score task
+        // writes the list when the caller asked for it.
+        if (split == 0 && a.selected) EveryBlockSelection(a, z, ws, b, g);
+      } else {
+        // Each score task merges the heads' log-sum-exps itself once the unit's compressed tasks
+        // are done (no hand-off through a task of its own).
+        WaitAtLeast(&cnt.cmp_done[unit], z.cmp_splits);
+        ScoreTask(a, z, ws, b, g, split, reinterpret_cast<float*>(smem), true);
       }
+      if (trace && threadIdx.x == 0) trace[1] = GlobalTimer();
     } else {
       int split;
+      kind = 2;
       if (task < win_end) {
         const int k = task - cmp_end;
         unit = k / z.win_splits, split = z.sel_splits + k % z.win_splits;
       } else {
         const int k = task - score_end;
         unit = k / z.sel_splits, split = k % z.sel_splits;
-        // Short contexts (c + 1 <= n) select every block: the task reads no selection, so it
-        // starts at once instead of after the compressed tasks (one hand-off less).
-        if (!EveryBlock(a, z, unit / a.num_kv_heads)) WaitAtLeast(&cnt.ready[unit], 1);
       }
-      SegmentTask<kSlices, kByKeys>(a, z, ws, unit / a.num_kv_heads, unit % a.num_kv_heads, split, smem);
+      const int b = unit / a.num_kv_heads, g = unit % a.num_kv_heads;
+      __shared__ int32_t chosen_sorted[kMaxSelected];
+      const int32_t* chosen = nullptr;
+      // Short contexts (c + 1 <= n) select every block: the task reads no selection, so it starts
+      // at once. Otherwise each selected task merges the score tasks' lists itself once they are
+      // all done (no hand-off through a last task), and the first writes the unit's selection.
+      if (split < z.sel_splits && !EveryBlock(a, z, b)) {
+        WaitAtLeast(&cnt.score_done[unit], z.score_splits);
+        int count;
+        const int32_t* picked = MergeLists(a, z, ws, b, g, reinterpret_cast<float2*>(smem), &count);
+        SortInto(picked, count, z.n, chosen_sorted);
+        if (split == 0) WriteSelection(a, z, ws, static_cast<size_t>(unit), picked, count);
+        __syncthreads();
+        chosen = chosen_sorted;
+        if (trace && threadIdx.x == 0) trace[2] = GlobalTimer();
+      }
+      SegmentTask<kSlices, kByKeys>(a, z, ws, b, g, split, smem, chosen);
       if (trace && threadIdx.x == 0) trace[1] = GlobalTimer();
     }
     __syncthreads();
     if (threadIdx.x == 0) {
       __threadfence();
+      if (kind == 0) atomicAdd(&cnt.cmp_done[unit], 1);
+      if (kind == 1) atomicAdd(&cnt.score_done[unit], 1);
       atomicAdd(&cnt.done[unit], 1);
     }
   }
@@ -979,8 +1038,12 @@ __global__ void __launch_bounds__(kThreads) LseKernel(NsaDecodeArgs a, Sizes z, 
 __global__ void __launch_bounds__(kThreads) ScoreKernel(NsaDecodeArgs a, Sizes z, float* ws) {
   extern __shared__ __align__(16) unsigned char smem[];
   const int b = blockIdx.z, g = blockIdx.y, unit = b * a.num_kv_heads + g;
-  ScoreTask(a, z, ws, b, g, blockIdx.x, reinterpret_cast<float*>(smem));
-  if (ArriveLast(&CountersOf(z, ws).score_done[unit], z.score_splits)) MergeUnit(a, z, ws, b, g, reinterpret_cast<float2*>(smem));
+  ScoreTask(a, z, ws, b, g, blockIdx.x, reinterpret_cast<float*>(smem), false);
+  if (ArriveLast(&CountersOf(z, ws).score_done[unit], z.score_splits) && !EveryBlock(a, z, b)) {
+    int count;
+    const int32_t* picked = MergeLists(a, z, ws, b, g, reinterpret_cast<float2*>(smem), &count);
+    WriteSelection(a, z, ws, static_cast<size_t>(unit), picked, count);
+  }
 }
 template <int kSlices, bool kByKeys>
 __global__ void __launch_bounds__(kThreads) SegmentKernel(NsaDecodeArgs a, Sizes z, float* ws) {
@@ -1000,7 +1063,7 @@ cudaError_t LaunchSlices(const NsaDecodeArgs& a, const Sizes& z, cudaStream_t st
   float* ws = static_cast<float*>(a.workspace);
   const size_t run_smem = TileSmemBytes(z.G, a.head_dim, a.v_head_dim, kByKeys);
   const size_t score_smem = std::max(static_cast<size_t>(z.score_summaries + z.score_per) * sizeof(float),
-                                     static_cast<size_t>(z.score_splits) * z.n * sizeof(float2));  // ScoreTask, MergeUnit
+                                     static_cast<size_t>(z.score_splits) * z.n * sizeof(float2));  // ScoreTask, MergeLists
   const size_t combine_smem = static_cast<size_t>(z.cmp_splits + z.sel_splits + z.win_splits) * sizeof(float);
   // Opt in to large shared memory once per process (the attribute is per kernel, not per launch).
   static const cudaError_t opt_in = [] {

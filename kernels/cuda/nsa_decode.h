@@ -6,13 +6,13 @@
 // The work of a (sequence, KV head) unit is split into tasks. Attention tasks walk a run of
 // tiles (64 summaries, or one page of l' tokens) with K and V loaded by 16-byte asynchronous
 // copies and reused by all G heads on tensor cores, leaving one split-softmax partial:
-//   compressed  raw scores + partials over the summaries; the unit's last one also merges the
-//               branch's log-sum-exp per head
+//   compressed  raw scores + partials over the summaries
 //   window      the window pages (no dependency)
-//   score       a range of up to 512 selection blocks: the group's probabilities, the blocks'
-//               scores (geometric map, group sum) and the range's best picks, sorted; the unit's
-//               last one merges the ranges' lists and adds the forced blocks: the top-n
-//   selected    the chosen blocks (after the unit's selection)
+//   score       once the unit's compressed tasks are done: the heads' log-sum-exps from their
+//               partials, then a range of up to 512 selection blocks: the group's probabilities,
+//               the blocks' scores (geometric map, group sum) and the range's best picks, sorted
+//   selected    once the unit's score tasks are done: their lists merged and the forced blocks
+//               added (the top-n), then the chosen blocks
 // and a merge task per head combines each branch's partials, applies the gates, writes the output.
 // One launch runs them all: a fused kernel whose resident blocks take tasks from a queue in that
 // order, so even one sequence spreads over every SM and no pass waits for a kernel boundary.
@@ -65,9 +65,8 @@ struct NsaDecodeArgs {
   // computing the whole S), -1 the process's default (KeySplit()). Tests run both.
   int key_split = -1;
   // Benchmarks only, fused kernel: per task of the queue (compressed, window, score, selected,
-  // combine; unit-major within each kind) eight int64: start and end (%globaltimer ns), the end
-  // of the log-sum-exps (a compressed task) or of the selection (a score task) it ran (0 if none),
-  // the SM it ran on, and four unused.
+  // combine; unit-major within each kind) eight int64: start and end (%globaltimer ns), when a
+  // selected task had merged the selection (0 for other tasks), the SM it ran on, and four unused.
   int64_t* trace = nullptr;
 };
 
