@@ -882,9 +882,10 @@ inline size_t CombineSmemBytes(const Sizes& z, int vhd) {
 }
 
 // Combine of head h of unit (b, g): each branch's partials merged (three warps compute the gated
-// merge factors), then the output is one weighted sum over every partial: warp w sums partials
-// w, w + 4, ..., a lane four channels (two 8-byte loads a partial, kCombineUnroll partials' loads
-// issued before the first is used), and the four warps' sums are added in warp order. smem:
+// merge factors), then the output is one weighted sum over every partial: warp w sums each
+// branch's partials w, w + 4, ..., a lane four channels (two 8-byte loads a partial,
+// kCombineUnroll partials' loads issued before the first is used), and the four warps' sums are
+// added in warp order. smem:
 // CombineSmemBytes.
 constexpr int kCombineUnroll = 6;
 __device__ void CombineHead(const NsaDecodeArgs& a, const Sizes& z, float* ws, int b, int g, int h, float* smem) {
@@ -906,28 +907,32 @@ __device__ void CombineHead(const NsaDecodeArgs& a, const Sizes& z, float* ws, i
   const int c0 = 4 * lane;  // this lane's channels c0 .. c0 + 3 (v_head_dim: a multiple of 16, <= 128)
   if (c0 < vhd) {
     float acc[4] = {0.f, 0.f, 0.f, 0.f};
-    // Partials' rows are 8-byte aligned (even offsets: workspace sizes and 2 + vhd are even). A
-    // round issues all its loads before it uses one.
-    for (int k0 = warp; k0 < total; k0 += kWarps * kCombineUnroll) {
-      float4 o[kCombineUnroll];
+    // One branch's partials k = warp, warp + 4, ... (k counted within the branch, so that empty
+    // partials past a branch's last, as a larger max_context adds, change no sum: they add exact
+    // zeros). Rows are 8-byte aligned (even offsets: workspace sizes and 2 + vhd are even). A round
+    // issues all its loads before it uses one.
+    auto add_branch = [&](const float* parts, int count, const float* f) {
+      for (int k0 = warp; k0 < count; k0 += kWarps * kCombineUnroll) {
+        float4 o[kCombineUnroll];
 #pragma unroll
-      for (int u = 0; u < kCombineUnroll; ++u) {
-        const int k = k0 + u * kWarps;
-        if (k < total) {
-          const float* p = (k < nc ? cmp + k * G * stride : seg + (k - nc) * G * stride) + 2 + c0;
-          const float2 lo = __ldcg(reinterpret_cast<const float2*>(p)), hi = __ldcg(reinterpret_cast<const float2*>(p + 2));
-          o[u] = make_float4(lo.x, lo.y, hi.x, hi.y);
+        for (int u = 0; u < kCombineUnroll; ++u) {
+          const int k = k0 + u * kWarps;
+          if (k < count) {
+            const float* p = parts + k * G * stride + 2 + c0;
+            const float2 lo = __ldcg(reinterpret_cast<const float2*>(p)), hi = __ldcg(reinterpret_cast<const float2*>(p + 2));
+            o[u] = make_float4(lo.x, lo.y, hi.x, hi.y);
+          }
+        }
+#pragma unroll
+        for (int u = 0; u < kCombineUnroll; ++u) {
+          const int k = k0 + u * kWarps;
+          if (k < count) acc[0] += f[k] * o[u].x, acc[1] += f[k] * o[u].y, acc[2] += f[k] * o[u].z, acc[3] += f[k] * o[u].w;
         }
       }
-#pragma unroll
-      for (int u = 0; u < kCombineUnroll; ++u) {
-        const int k = k0 + u * kWarps;
-        if (k < total) {
-          const float f = factors[k];
-          acc[0] += f * o[u].x, acc[1] += f * o[u].y, acc[2] += f * o[u].z, acc[3] += f * o[u].w;
-        }
-      }
-    }
+    };
+    add_branch(cmp, nc, factors);
+    add_branch(seg, ns, factors + nc);
+    add_branch(seg + ns * G * stride, nw, factors + nc + ns);
     *reinterpret_cast<float4*>(shares + warp * vhd + c0) = make_float4(acc[0], acc[1], acc[2], acc[3]);
   }
   __syncthreads();
