@@ -874,72 +874,30 @@ __device__ void MergeFactors(const float* parts, int count, int part_stride, flo
   }
 }
 
-// Shared memory of a combine: the merge factors (cmp_splits + sel_splits + win_splits floats,
-// rounded up to 4) and each warp's share of the output (kThreads / 32 x v_head_dim floats).
-inline size_t CombineSmemBytes(const Sizes& z, int vhd) {
-  const size_t total = z.cmp_splits + z.sel_splits + z.win_splits;
-  return ((total + 3) / 4 * 4 + static_cast<size_t>(kThreads / 32) * vhd) * sizeof(float);
-}
-
 // Combine of head h of unit (b, g): each branch's partials merged (three warps compute the gated
-// merge factors), then the output is one weighted sum over every partial: warp w sums each
-// branch's partials w, w + 4, ..., a lane four channels (two 8-byte loads a partial,
-// kCombineUnroll partials' loads issued before the first is used), and the four warps' sums are
-// added in warp order. smem:
-// CombineSmemBytes.
-constexpr int kCombineUnroll = 6;
-__device__ void CombineHead(const NsaDecodeArgs& a, const Sizes& z, float* ws, int b, int g, int h, float* smem) {
+// merge factors into `factors`, cmp_splits + sel_splits + win_splits floats of shared memory),
+// then the output is one weighted sum over every partial, a channel a thread, its loads 16 at a
+// time in flight.
+__device__ void CombineHead(const NsaDecodeArgs& a, const Sizes& z, float* ws, int b, int g, int h, float* factors) {
   const int G = z.G, vhd = a.v_head_dim, stride = 2 + vhd, head = g * G + h;
   const size_t bk = static_cast<size_t>(b) * a.num_kv_heads + g;
   const int nc = z.cmp_splits, ns = z.sel_splits, nw = z.win_splits;
   const float* cmp = ws + z.cmp_part + bk * nc * G * stride + h * stride;  // partial k at + k * G * stride
   const float* seg = ws + z.seg_part + bk * (ns + nw) * G * stride + h * stride;
   const float* gate = a.gates + (static_cast<int64_t>(b) * a.num_heads + head) * 3;
-  constexpr int kWarps = kThreads / 32;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int total = nc + ns + nw;
-  float* factors = smem;
-  float* shares = smem + (total + 3) / 4 * 4;  // [kWarps][vhd], 16-byte aligned
+  const int warp = threadIdx.x / 32;
   if (warp == 0) MergeFactors(cmp, nc, G * stride, gate[0], factors);
   if (warp == 1) MergeFactors(seg, ns, G * stride, gate[1], factors + nc);
   if (warp == 2) MergeFactors(seg + ns * G * stride, nw, G * stride, gate[2], factors + nc + ns);
   __syncthreads();
-  const int c0 = 4 * lane;  // this lane's channels c0 .. c0 + 3 (v_head_dim: a multiple of 16, <= 128)
-  if (c0 < vhd) {
-    float acc[4] = {0.f, 0.f, 0.f, 0.f};
-    // One branch's partials k = warp, warp + 4, ... (k counted within the branch, so that empty
-    // partials past a branch's last, as a larger max_context adds, change no sum: they add exact
-    // zeros). Rows are 8-byte aligned (even offsets: workspace sizes and 2 + vhd are even). A round
-    // issues all its loads before it uses one.
-    auto add_branch = [&](const float* parts, int count, const float* f) {
-      for (int k0 = warp; k0 < count; k0 += kWarps * kCombineUnroll) {
-        float4 o[kCombineUnroll];
-#pragma unroll
-        for (int u = 0; u < kCombineUnroll; ++u) {
-          const int k = k0 + u * kWarps;
-          if (k < count) {
-            const float* p = parts + k * G * stride + 2 + c0;
-            const float2 lo = __ldcg(reinterpret_cast<const float2*>(p)), hi = __ldcg(reinterpret_cast<const float2*>(p + 2));
-            o[u] = make_float4(lo.x, lo.y, hi.x, hi.y);
-          }
-        }
-#pragma unroll
-        for (int u = 0; u < kCombineUnroll; ++u) {
-          const int k = k0 + u * kWarps;
-          if (k < count) acc[0] += f[k] * o[u].x, acc[1] += f[k] * o[u].y, acc[2] += f[k] * o[u].z, acc[3] += f[k] * o[u].w;
-        }
-      }
-    };
-    add_branch(cmp, nc, factors);
-    add_branch(seg, ns, factors + nc);
-    add_branch(seg + ns * G * stride, nw, factors + nc + ns);
-    *reinterpret_cast<float4*>(shares + warp * vhd + c0) = make_float4(acc[0], acc[1], acc[2], acc[3]);
-  }
-  __syncthreads();
+  const int total = nc + ns + nw;
   for (int e = threadIdx.x; e < vhd; e += blockDim.x) {
-    float y = shares[e];
-#pragma unroll
-    for (int w = 1; w < kWarps; ++w) y += shares[w * vhd + e];
+    float y = 0.f;
+#pragma unroll 8
+    for (int k = 0; k < total; ++k) {
+      const float* p = k < nc ? cmp + k * G * stride : seg + (k - nc) * G * stride;
+      y += factors[k] * LoadCg(p + 2 + e);
+    }
     const int64_t at = (static_cast<int64_t>(b) * a.num_heads + head) * vhd + e;
     if (a.out) a.out[at] = y;
     if (a.out_bf16) a.out_bf16[at] = __float2bfloat16(y);
@@ -1106,7 +1064,7 @@ cudaError_t LaunchSlices(const NsaDecodeArgs& a, const Sizes& z, cudaStream_t st
   const size_t run_smem = TileSmemBytes(z.G, a.head_dim, a.v_head_dim, kByKeys);
   const size_t score_smem = std::max(static_cast<size_t>(z.score_summaries + z.score_per) * sizeof(float),
                                      static_cast<size_t>(z.score_splits) * z.n * sizeof(float2));  // ScoreTask, MergeLists
-  const size_t combine_smem = CombineSmemBytes(z, a.v_head_dim);
+  const size_t combine_smem = static_cast<size_t>(z.cmp_splits + z.sel_splits + z.win_splits) * sizeof(float);
   // Opt in to large shared memory once per process (the attribute is per kernel, not per launch).
   static const cudaError_t opt_in = [] {
     int max_smem = 0;
