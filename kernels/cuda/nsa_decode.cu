@@ -876,8 +876,9 @@ __device__ void MergeFactors(const float* parts, int count, int part_stride, flo
 
 // Combine of head h of unit (b, g): each branch's partials merged (three warps compute the gated
 // merge factors into `factors`, cmp_splits + sel_splits + win_splits floats of shared memory),
-// then the output is one weighted sum over every partial, a channel a thread, its loads 16 at a
-// time in flight.
+// then the output is one weighted sum over every partial in order (compressed, selected, window;
+// empty partials add exact zeros, so a larger max_context's extra empty splits change no bit), a
+// channel a thread, its loads 8 at a time in flight.
 __device__ void CombineHead(const NsaDecodeArgs& a, const Sizes& z, float* ws, int b, int g, int h, float* factors) {
   const int G = z.G, vhd = a.v_head_dim, stride = 2 + vhd, head = g * G + h;
   const size_t bk = static_cast<size_t>(b) * a.num_kv_heads + g;
