@@ -1123,6 +1123,8 @@ cudaError_t LaunchSlices(const NsaDecodeArgs& a, const Sizes& z, cudaStream_t st
 
 size_t NsaDecodeWorkspaceBytes(const NsaDecodeArgs& args) { return SizesOf(args).total_bytes; }
 
+int NsaDecodeCompressedRun(const NsaDecodeArgs& args) { return SizesOf(args).cmp_per_split; }
+
 bool KeySplit() {
   static const bool on = [] {
     const char* v = std::getenv("NSA_DECODE_KEY_SPLIT");

@@ -76,6 +76,11 @@ struct NsaDecodeTasks {
   int compressed, window, score, selected, combine;
 };
 NsaDecodeTasks NsaDecodeTaskCounts(const NsaDecodeArgs& args);
+// Tiles (chunks of 64 summaries) each compressed task walks for these arguments. Two launches
+// that differ only in max_context and agree on it cut every sequence's summaries at the same
+// places; the larger one only adds empty tasks, which change no output bit (a CUDA graph's context
+// bucket against the eager step).
+int NsaDecodeCompressedRun(const NsaDecodeArgs& args);
 // Bytes of workspace LaunchNsaDecode needs for these arguments.
 size_t NsaDecodeWorkspaceBytes(const NsaDecodeArgs& args);
 

@@ -184,6 +184,29 @@ TEST_P(NsaDecodeTest, MatchesTheCpuTwin) {
     EXPECT_EQ(sel, sel_cols) << "the column split selected other blocks";
     EXPECT_LE(RelativeDifference(out_cols, out), 4e-3) << "key-split and column-split outputs differ";
   }
+  // A larger max_context, as a CUDA graph's context bucket gives the runner, where it cuts the
+  // summaries into the same runs: only empty tasks more, so the same blocks and the same bits
+  // (model_gpu_test's graph = eager rests on this).
+  {
+    cuda::NsaDecodeArgs bucket = a;
+    bucket.staged = false, bucket.max_context = 4 * max_context;
+    if (cuda::NsaDecodeCompressedRun(bucket) == cuda::NsaDecodeCompressedRun(a)) {
+      void* d_ws_bucket = nullptr;
+      CUDA_OK(cudaMalloc(&d_ws_bucket, cuda::NsaDecodeWorkspaceBytes(bucket)));
+      bucket.workspace = d_ws_bucket;
+      std::vector<float> out_bucket(out_n);
+      std::vector<int32_t> sel_bucket(sel.size());
+      CUDA_OK(cudaMemset(d_out, 0xFF, out_n * 4));
+      CUDA_OK(cudaMemset(d_sel, 0xFF, sel.size() * 4));
+      CUDA_OK(cuda::LaunchNsaDecode(bucket, nullptr));
+      CUDA_OK(cudaDeviceSynchronize());
+      CUDA_OK(cudaMemcpy(out_bucket.data(), d_out, out_n * 4, cudaMemcpyDeviceToHost));
+      CUDA_OK(cudaMemcpy(sel_bucket.data(), d_sel, sel_bucket.size() * 4, cudaMemcpyDeviceToHost));
+      cudaFree(d_ws_bucket);
+      EXPECT_EQ(sel, sel_bucket) << "a larger max_context selected other blocks";
+      EXPECT_EQ(0, std::memcmp(out.data(), out_bucket.data(), out_n * 4)) << "a larger max_context changed the output";
+    }
+  }
   // The same tasks in both forms, merged in the same order: equal up to the compiler's
   // contractions in two kernels.
   EXPECT_EQ(sel, sel_staged);
