@@ -170,17 +170,22 @@ TEST_P(NsaDecodeTest, MatchesTheCpuTwin) {
   // maximum (a warp's 16 keys or the tile's 64), so the two differ by P's rounding, as each
   // differs from the CPU twin: the twin's bound (H200, eighth session call 1: 1.1e-4 to 2.1e-3
   // between the forms; a wrong form is off by O(1)).
-  if (G <= 16) {
-    std::vector<float> out_cols(out_n);
-    std::vector<int32_t> sel_cols(sel.size());
-    cuda::NsaDecodeArgs cols = a;
-    cols.key_split = 0;
+  // One more launch of another form from poisoned outputs; its output and selection.
+  auto run_form = [&](const cuda::NsaDecodeArgs& form, std::vector<float>& o, std::vector<int32_t>& s) {
+    o.resize(out_n), s.resize(sel.size());
     CUDA_OK(cudaMemset(d_out, 0xFF, out_n * 4));
     CUDA_OK(cudaMemset(d_sel, 0xFF, sel.size() * 4));
-    CUDA_OK(cuda::LaunchNsaDecode(cols, nullptr));
+    CUDA_OK(cuda::LaunchNsaDecode(form, nullptr));
     CUDA_OK(cudaDeviceSynchronize());
-    CUDA_OK(cudaMemcpy(out_cols.data(), d_out, out_n * 4, cudaMemcpyDeviceToHost));
-    CUDA_OK(cudaMemcpy(sel_cols.data(), d_sel, sel_cols.size() * 4, cudaMemcpyDeviceToHost));
+    CUDA_OK(cudaMemcpy(o.data(), d_out, out_n * 4, cudaMemcpyDeviceToHost));
+    CUDA_OK(cudaMemcpy(s.data(), d_sel, s.size() * 4, cudaMemcpyDeviceToHost));
+  };
+  if (G <= 16) {
+    std::vector<float> out_cols;
+    std::vector<int32_t> sel_cols;
+    cuda::NsaDecodeArgs cols = a;
+    cols.key_split = 0;
+    run_form(cols, out_cols, sel_cols);
     EXPECT_EQ(sel, sel_cols) << "the column split selected other blocks";
     EXPECT_LE(RelativeDifference(out_cols, out), 4e-3) << "key-split and column-split outputs differ";
   }
@@ -194,14 +199,9 @@ TEST_P(NsaDecodeTest, MatchesTheCpuTwin) {
       void* d_ws_bucket = nullptr;
       CUDA_OK(cudaMalloc(&d_ws_bucket, cuda::NsaDecodeWorkspaceBytes(bucket)));
       bucket.workspace = d_ws_bucket;
-      std::vector<float> out_bucket(out_n);
-      std::vector<int32_t> sel_bucket(sel.size());
-      CUDA_OK(cudaMemset(d_out, 0xFF, out_n * 4));
-      CUDA_OK(cudaMemset(d_sel, 0xFF, sel.size() * 4));
-      CUDA_OK(cuda::LaunchNsaDecode(bucket, nullptr));
-      CUDA_OK(cudaDeviceSynchronize());
-      CUDA_OK(cudaMemcpy(out_bucket.data(), d_out, out_n * 4, cudaMemcpyDeviceToHost));
-      CUDA_OK(cudaMemcpy(sel_bucket.data(), d_sel, sel_bucket.size() * 4, cudaMemcpyDeviceToHost));
+      std::vector<float> out_bucket;
+      std::vector<int32_t> sel_bucket;
+      run_form(bucket, out_bucket, sel_bucket);
       cudaFree(d_ws_bucket);
       EXPECT_EQ(sel, sel_bucket) << "a larger max_context selected other blocks";
       EXPECT_EQ(0, std::memcmp(out.data(), out_bucket.data(), out_n * 4)) << "a larger max_context changed the output";
