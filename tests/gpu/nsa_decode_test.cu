@@ -164,12 +164,6 @@ TEST_P(NsaDecodeTest, MatchesTheCpuTwin) {
     EXPECT_EQ(wrong, 0u) << "bf16 outputs that are not the fp32 output rounded";
     cudaFree(d_out16);
   }
-  // For G <= 16, the other tile form (NsaDecodeArgs::key_split: the default splits the keys
-  // across the warps, this one V's columns): the same scores (so the same selection) and the same
-  // function, summed in another order. P is rounded to bf16 against each form's own running
-  // maximum (a warp's 16 keys or the tile's 64), so the two differ by P's rounding, as each
-  // differs from the CPU twin: the twin's bound (H200, eighth session call 1: 1.1e-4 to 2.1e-3
-  // between the forms; a wrong form is off by O(1)).
   // One more launch of another form from poisoned outputs; its output and selection.
   auto run_form = [&](const cuda::NsaDecodeArgs& form, std::vector<float>& o, std::vector<int32_t>& s) {
     o.resize(out_n), s.resize(sel.size());
@@ -180,6 +174,12 @@ TEST_P(NsaDecodeTest, MatchesTheCpuTwin) {
     CUDA_OK(cudaMemcpy(o.data(), d_out, out_n * 4, cudaMemcpyDeviceToHost));
     CUDA_OK(cudaMemcpy(s.data(), d_sel, s.size() * 4, cudaMemcpyDeviceToHost));
   };
+  // For G <= 16, the other tile form (NsaDecodeArgs::key_split: the default splits the keys
+  // across the warps, this one V's columns): the same scores (so the same selection) and the same
+  // function, summed in another order. P is rounded to bf16 against each form's own running
+  // maximum (a warp's 16 keys or the tile's 64), so the two differ by P's rounding, as each
+  // differs from the CPU twin: the twin's bound (H200, eighth session call 1: 1.1e-4 to 2.1e-3
+  // between the forms; a wrong form is off by O(1)).
   if (G <= 16) {
     std::vector<float> out_cols;
     std::vector<int32_t> sel_cols;
