@@ -53,12 +53,31 @@ struct Sizes {
 };
 
 // Blocks per SM the splits aim for: runs short enough that co-resident blocks overlap one
-// another's loads (a run has no double buffering of its own).
+// another's loads (a run has no double buffering of its own). For the benchmarks' sweeps,
+// NSA_DECODE_OVERSUB=k (1-16) overrides it for every branch and NSA_DECODE_OVERSUB_CMP=k for the
+// compressed one (which then also skips the one-wave rule in SizesOf).
 constexpr int kSmOversubscription = 2;
+int EnvOversub(const char* name, int fallback) {
+  const char* v = std::getenv(name);
+  const int x = v ? std::atoi(v) : 0;
+  return x >= 1 && x <= 16 ? x : fallback;
+}
+int Oversubscription() {
+  static const int k = EnvOversub("NSA_DECODE_OVERSUB", kSmOversubscription);
+  return k;
+}
+int CmpOversubscription() {
+  static const int k = EnvOversub("NSA_DECODE_OVERSUB_CMP", Oversubscription());
+  return k;
+}
+bool CmpOversubscriptionSet() {
+  static const bool set = std::getenv("NSA_DECODE_OVERSUB_CMP") != nullptr;
+  return set;
+}
 
-// Splits of `tiles` tiles so that batch x KV heads x splits is about kSmOversubscription x SMs.
-void Split(int tiles, int units, int sms, int* splits, int* per_split) {
-  const int want = std::max(1, std::min(tiles, (kSmOversubscription * sms + units - 1) / units));
+// Splits of `tiles` tiles so that batch x KV heads x splits is about `oversub` x SMs.
+void Split(int tiles, int units, int sms, int oversub, int* splits, int* per_split) {
+  const int want = std::max(1, std::min(tiles, (oversub * sms + units - 1) / units));
   *per_split = (tiles + want - 1) / want;
   *splits = (tiles + *per_split - 1) / *per_split;
 }
@@ -82,9 +101,22 @@ Sizes SizesOf(const NsaDecodeArgs& a) {
   s.nstride = std::max<int64_t>((s.nmax + 3) / 4 * 4, 4);
   s.cmp_chunks = static_cast<int>(std::max<int64_t>(1, (s.nmax + kCmpRows - 1) / kCmpRows));
   const int units = a.batch * a.num_kv_heads, sms = NumSms();
-  Split(s.cmp_chunks, units, sms, &s.cmp_splits, &s.cmp_per_split);
-  Split(s.n, units, sms, &s.sel_splits, &s.sel_per_split);
-  Split(s.window_pages, units, sms, &s.win_splits, &s.win_per_split);
+  Split(s.cmp_chunks, units, sms, CmpOversubscription(), &s.cmp_splits, &s.cmp_per_split);
+  Split(s.n, units, sms, Oversubscription(), &s.sel_splits, &s.sel_per_split);
+  Split(s.window_pages, units, sms, Oversubscription(), &s.win_splits, &s.win_per_split);
+  // A compressed run longer than a selected one (overlapping compression: several summaries a
+  // block, so many more tiles) is the longest link of the chain compressed -> scores -> selected:
+  // it gets as many splits as one wave of resident blocks holds (4 an SM at G <= 16, 3 at
+  // G <= 32: FusedKernel's launch bounds), its runs no shorter than the selected ones.
+  if (s.cmp_per_split > s.sel_per_split && !CmpOversubscriptionSet()) {
+    const int per_sm = s.G <= 16 ? 4 : s.G <= 32 ? 3 : 1;
+    const int wave = std::max(1, per_sm * sms / units);
+    const int per = std::max(s.sel_per_split, (s.cmp_chunks + wave - 1) / wave);
+    if (per < s.cmp_per_split) {
+      s.cmp_per_split = per;
+      s.cmp_splits = (s.cmp_chunks + per - 1) / per;
+    }
+  }
   const size_t bk = static_cast<size_t>(a.batch) * a.num_kv_heads;
   const size_t part = static_cast<size_t>(s.G) * (2 + a.v_head_dim);  // one partial per split
   s.scores = 0;
