@@ -366,11 +366,17 @@ __device__ void AttendTilesByKeys(__nv_bfloat16* qs, __nv_bfloat16* ks, __nv_bfl
       const uint32_t p0 = Pack(s[0][0], s[0][1]), p1 = Pack(s[0][2], s[0][3]);
       const uint32_t p2 = Pack(s[1][0], s[1][1]), p3 = Pack(s[1][2], s[1][3]);
       // O = O corr + P V over all columns: V's keys key0 .. key0 + 15, two column tiles a load.
+      // O is rescaled only when some row's maximum moved (corr = 1 elsewhere: the same bits).
+      if (__any_sync(0xffffffff, corr[0] != 1.f || corr[1] != 1.f)) {
+#pragma unroll
+        for (int nn = 0; nn < kMaxColTilesByKeys; ++nn) {
+          if (nn >= col_tiles) break;
+          o[nn][0] *= corr[0], o[nn][1] *= corr[0], o[nn][2] *= corr[1], o[nn][3] *= corr[1];
+        }
+      }
 #pragma unroll
       for (int nn = 0; nn < kMaxColTilesByKeys; nn += 2) {
         if (nn >= col_tiles) break;
-        o[nn][0] *= corr[0], o[nn][1] *= corr[0], o[nn][2] *= corr[1], o[nn][3] *= corr[1];
-        o[nn + 1][0] *= corr[0], o[nn + 1][1] *= corr[0], o[nn + 1][2] *= corr[1], o[nn + 1][3] *= corr[1];
         uint32_t b[4];
         tile::LdMatrixX4<true>(b, vs + (key0 + 8 * (m8 & 1) + r8) * vstride + 8 * (nn + (m8 >> 1)));
         Mma(o[nn], p0, p1, p2, p3, b[0], b[1]);
