@@ -19,7 +19,8 @@ using select::WarpBest;
 using tile::kPad;
 using tile::kRowTiles;
 using tile::kTileRows;
-using tile::LoadRows;
+using tile::LoadContiguousRows;
+using tile::LoadGatheredRows;
 using tile::Mma;
 using tile::Pack;
 using tile::LdMatrixX2Trans;
@@ -160,7 +161,7 @@ constexpr int kMaxColTiles = 4;  // 8-column tiles of the output a warp owns: v_
 __device__ void LoadQuery(const NsaDecodeArgs& a, int b, int g, int G, __nv_bfloat16* qs) {
   const __nv_bfloat16* q = a.q + (static_cast<int64_t>(b) * a.num_heads + g * G) * a.head_dim;
   const int gp = (G + 15) / 16 * 16, hd = a.head_dim;
-  LoadRows(qs, G, hd, [&](int r) { return q + r * hd; });
+  LoadContiguousRows(qs, G, hd, q);
   for (int i = G * (hd + kPad) + threadIdx.x; i < gp * (hd + kPad); i += blockDim.x) qs[i] = __float2bfloat16(0.f);
 }
 
@@ -365,11 +366,17 @@ __device__ void AttendTilesByKeys(__nv_bfloat16* qs, __nv_bfloat16* ks, __nv_bfl
       const uint32_t p0 = Pack(s[0][0], s[0][1]), p1 = Pack(s[0][2], s[0][3]);
       const uint32_t p2 = Pack(s[1][0], s[1][1]), p3 = Pack(s[1][2], s[1][3]);
       // O = O corr + P V over all columns: V's keys key0 .. key0 + 15, two column tiles a load.
+      // O is rescaled only when some row's maximum moved (corr = 1 elsewhere: the same bits).
+      if (__any_sync(0xffffffff, corr[0] != 1.f || corr[1] != 1.f)) {
+#pragma unroll
+        for (int nn = 0; nn < kMaxColTilesByKeys; ++nn) {
+          if (nn >= col_tiles) break;
+          o[nn][0] *= corr[0], o[nn][1] *= corr[0], o[nn][2] *= corr[1], o[nn][3] *= corr[1];
+        }
+      }
 #pragma unroll
       for (int nn = 0; nn < kMaxColTilesByKeys; nn += 2) {
         if (nn >= col_tiles) break;
-        o[nn][0] *= corr[0], o[nn][1] *= corr[0], o[nn][2] *= corr[1], o[nn][3] *= corr[1];
-        o[nn + 1][0] *= corr[0], o[nn + 1][1] *= corr[0], o[nn + 1][2] *= corr[1], o[nn + 1][3] *= corr[1];
         uint32_t b[4];
         tile::LdMatrixX4<true>(b, vs + (key0 + 8 * (m8 & 1) + r8) * vstride + 8 * (nn + (m8 >> 1)));
         Mma(o[nn], p0, p1, p2, p3, b[0], b[1]);
@@ -509,23 +516,22 @@ __device__ void CompressedTask(const NsaDecodeArgs& a, const Sizes& z, float* ws
   const int32_t* table = a.raw_tables + table_row * a.max_pages;
   const KvLayout& L = a.layout;
   const int64_t k_off = L.Offset(KvPlane::kCmp, a.layer, g, false), v_off = L.Offset(KvPlane::kCmp, a.layer, g, true);
-  __shared__ int64_t row_page[kTileRows];
-  __shared__ int row_slot[kTileRows];
+  __shared__ int64_t row_k[kTileRows], row_v[kTileRows];  // each summary's K and V, offsets into the pages
   float* scores = ws + z.scores + bk * G * z.nstride;
   // A context of at most n blocks selects them all without scores (EveryBlock): none written.
   const bool want_scores = !EveryBlock(a, z, b);
   auto load = [&](int tile, __nv_bfloat16* ks, __nv_bfloat16* vs) {
     const int64_t i0 = static_cast<int64_t>(first + tile) * kCmpRows;
     const int rows = static_cast<int>(Min(kCmpRows, N - i0));
-    // Each summary's page and slot, once per row (not once per 16-byte copy).
+    // Each summary's K and V offsets, once per row (not once per 16-byte copy).
     for (int r = threadIdx.x; r < rows; r += blockDim.x) {
-      const int vr = static_cast<int>(i0) + r + L.summary_row_shift;
-      row_page[r] = static_cast<int64_t>(table[vr / L.summaries_per_page]) * L.page_elems;
-      row_slot[r] = vr % L.summaries_per_page;
+      const int vr = static_cast<int>(i0) + r + L.summary_row_shift, slot = vr % L.summaries_per_page;
+      const int64_t page = static_cast<int64_t>(table[vr / L.summaries_per_page]) * L.page_elems;
+      row_k[r] = page + k_off + slot * hd, row_v[r] = page + v_off + slot * vhd;
     }
     __syncthreads();
-    LoadRows(ks, rows, hd, [&](int r) { return a.pages + row_page[r] + k_off + row_slot[r] * hd; });
-    LoadRows(vs, rows, vhd, [&](int r) { return a.pages + row_page[r] + v_off + row_slot[r] * vhd; });
+    LoadGatheredRows(ks, rows, hd, a.pages, row_k);
+    LoadGatheredRows(vs, rows, vhd, a.pages, row_v);
     return rows;
   };
   auto score = [&](int tile, int head, int row, float v) {
@@ -849,8 +855,8 @@ __device__ void SegmentTask(const NsaDecodeArgs& a, const Sizes& z, float* ws, i
     const int rows = static_cast<int>(hi - lo), r0 = static_cast<int>(lo - page_index * lp);
     const __nv_bfloat16* page = a.pages + static_cast<int64_t>(table[page_index]) * a.layout.page_elems;
     // Rows of one page are contiguous: the K (then V) run is one stream of 16-byte reads.
-    LoadRows(ks, rows, hd, [&](int r) { return page + k_off + static_cast<int64_t>(r0 + r) * hd; });
-    LoadRows(vs, rows, vhd, [&](int r) { return page + v_off + static_cast<int64_t>(r0 + r) * vhd; });
+    LoadContiguousRows(ks, rows, hd, page + k_off + static_cast<int64_t>(r0) * hd);
+    LoadContiguousRows(vs, rows, vhd, page + v_off + static_cast<int64_t>(r0) * vhd);
     return rows;
   };
   auto no_score = [](int, int, int, float) {};
