@@ -17,6 +17,7 @@ namespace {
 using tile::kPad;
 using tile::kRowTiles;
 using tile::kTileRows;
+using tile::LoadContiguousRows;
 using tile::LoadRows;
 using tile::Mma;
 using tile::Pack;
@@ -405,8 +406,8 @@ __device__ __forceinline__ void LoadUnionBlock(const NsaPrefillArgs& a, int64_t 
   __syncthreads();  // the previous block's reads of ks and vs are done
   if (rows > 0) {
     const __nv_bfloat16* page = a.pages + static_cast<int64_t>(a.raw_table[j]) * a.layout.page_elems;
-    LoadRows(ks, rows, hd, [&](int r) { return page + k_off + static_cast<int64_t>(r) * hd; });
-    LoadRows(vs, rows, vhd, [&](int r) { return page + v_off + static_cast<int64_t>(r) * vhd; });
+    LoadContiguousRows(ks, rows, hd, page + k_off);
+    LoadContiguousRows(vs, rows, vhd, page + v_off);
   }
   if (rows < kTileRows) ZeroRows(vs, rows, vhd);
   __pipeline_commit();
@@ -430,8 +431,8 @@ __device__ void SplitWalk(const NsaPrefillArgs& a, int64_t query, int h0, int he
     const int rows = VisibleRows(position, j, lp);
     __nv_bfloat16* ks = buf + (b & 1) * buf_elems;
     const __nv_bfloat16* page = a.pages + static_cast<int64_t>(a.raw_table[j]) * L.page_elems;
-    LoadRows(ks, rows, hd, [&](int r) { return page + k_off + static_cast<int64_t>(r) * hd; });
-    LoadRows(ks + kTileRows * qstride, rows, vhd, [&](int r) { return page + v_off + static_cast<int64_t>(r) * vhd; });
+    LoadContiguousRows(ks, rows, hd, page + k_off);
+    LoadContiguousRows(ks + kTileRows * qstride, rows, vhd, page + v_off);
   };
   if (count > 0) load(0);
   __pipeline_commit();
