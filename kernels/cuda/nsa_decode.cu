@@ -58,23 +58,24 @@ struct Sizes {
 // NSA_DECODE_OVERSUB=k (1-16) overrides it for every branch and NSA_DECODE_OVERSUB_CMP=k for the
 // compressed one (which then also skips the one-wave rule in SizesOf).
 constexpr int kSmOversubscription = 2;
-int EnvOversub(const char* name, int fallback) {
+int EnvOversub(const char* name) {  // k in 1-16, else 0
   const char* v = std::getenv(name);
   const int x = v ? std::atoi(v) : 0;
-  return x >= 1 && x <= 16 ? x : fallback;
+  return x >= 1 && x <= 16 ? x : 0;
 }
 int Oversubscription() {
-  static const int k = EnvOversub("NSA_DECODE_OVERSUB", kSmOversubscription);
+  static const int k = EnvOversub("NSA_DECODE_OVERSUB");
+  return k ? k : kSmOversubscription;
+}
+int CmpOversubscription() {  // 0: unset
+  static const int k = EnvOversub("NSA_DECODE_OVERSUB_CMP");
   return k;
 }
-int CmpOversubscription() {
-  static const int k = EnvOversub("NSA_DECODE_OVERSUB_CMP", Oversubscription());
-  return k;
-}
-bool CmpOversubscriptionSet() {
-  static const bool set = std::getenv("NSA_DECODE_OVERSUB_CMP") != nullptr;
-  return set;
-}
+
+// Blocks of the fused kernel an SM keeps resident for kSlices 16-head slices of the group (its
+// __launch_bounds__): 4 at one slice (128 registers; the selection merged in the selected tasks
+// would otherwise take it to 145, 3 blocks), 3 at two (168 registers), else 1.
+constexpr int FusedBlocksPerSm(int slices) { return slices == 1 ? 4 : slices == 2 ? 3 : 1; }
 
 // Splits of `tiles` tiles so that batch x KV heads x splits is about `oversub` x SMs.
 void Split(int tiles, int units, int sms, int oversub, int* splits, int* per_split) {
@@ -102,16 +103,16 @@ Sizes SizesOf(const NsaDecodeArgs& a) {
   s.nstride = std::max<int64_t>((s.nmax + 3) / 4 * 4, 4);
   s.cmp_chunks = static_cast<int>(std::max<int64_t>(1, (s.nmax + kCmpRows - 1) / kCmpRows));
   const int units = a.batch * a.num_kv_heads, sms = NumSms();
-  Split(s.cmp_chunks, units, sms, CmpOversubscription(), &s.cmp_splits, &s.cmp_per_split);
+  const int cmp_oversub = CmpOversubscription();
+  Split(s.cmp_chunks, units, sms, cmp_oversub ? cmp_oversub : Oversubscription(), &s.cmp_splits, &s.cmp_per_split);
   Split(s.n, units, sms, Oversubscription(), &s.sel_splits, &s.sel_per_split);
   Split(s.window_pages, units, sms, Oversubscription(), &s.win_splits, &s.win_per_split);
   // A compressed run longer than a selected one (overlapping compression: several summaries a
   // block, so many more tiles) is the longest link of the chain compressed -> scores -> selected:
-  // it gets as many splits as one wave of resident blocks holds (4 an SM at G <= 16, 3 at
-  // G <= 32: FusedKernel's launch bounds), its runs no shorter than the selected ones.
-  if (s.cmp_per_split > s.sel_per_split && !CmpOversubscriptionSet()) {
-    const int per_sm = s.G <= 16 ? 4 : s.G <= 32 ? 3 : 1;
-    const int wave = std::max(1, per_sm * sms / units);
+  // it gets as many splits as one wave of resident blocks holds, its runs no shorter than the
+  // selected ones.
+  if (s.cmp_per_split > s.sel_per_split && !cmp_oversub) {
+    const int wave = std::max(1, FusedBlocksPerSm((s.G + 15) / 16) * sms / units);
     const int per = std::max(s.sel_per_split, (s.cmp_chunks + wave - 1) / wave);
     if (per < s.cmp_per_split) {
       s.cmp_per_split = per;
@@ -976,10 +977,8 @@ __device__ __forceinline__ int SmId() {
   return id;
 }
 
-// Blocks an SM keeps resident: 4 at one slice (128 registers; the selection merged in the
-// selected tasks would otherwise take it to 145, 3 blocks) and 3 at two (168 registers).
 template <int kSlices, bool kByKeys>
-__global__ void __launch_bounds__(kThreads, kSlices == 1 ? 4 : kSlices == 2 ? 3 : 1) FusedKernel(NsaDecodeArgs a, Sizes z, float* ws) {
+__global__ void __launch_bounds__(kThreads, FusedBlocksPerSm(kSlices)) FusedKernel(NsaDecodeArgs a, Sizes z, float* ws) {
   extern __shared__ __align__(16) unsigned char smem[];
   const Counters cnt = CountersOf(z, ws);
   const int U = z.units, per_unit = z.cmp_splits + z.score_splits + z.win_splits + z.sel_splits;
