@@ -715,9 +715,30 @@ __device__ void ScoreTask(const NsaDecodeArgs& a, const Sizes& z, float* ws, int
     score[j - j0] = acc;
   }
   __syncthreads();
+  const int len = j1 - j0;
+  if (len <= static_cast<int>(blockDim.x)) {
+    // The range's best kf, sorted, by rank: a thread a block counts the blocks better than its own
+    // (Better: higher score, then lower index) and, if fewer than kf, writes it at that place. The
+    // same list as the rounds below, a few hundred instructions instead of kf serial warp rounds.
+    __shared__ int valid;
+    if (threadIdx.x == 0) valid = 0;
+    __syncthreads();
+    const int x = threadIdx.x;
+    if (x < len && score[x] >= 0.f) {  // forced blocks (-1) are no candidates
+      const float v = score[x];
+      int rank = 0;
+      for (int y = 0; y < len; ++y) rank += select::Better(v, x, score[y], y);
+      if (rank < kf) cand[rank] = Candidate(v, j0 + x);
+      atomicAdd(&valid, 1);
+    }
+    __syncthreads();
+    for (int r = valid + threadIdx.x; r < kf; r += blockDim.x) cand[r] = Candidate(-1.f, INT_MAX);
+    return;
+  }
   if (warp != 0) return;
-  // The range's best kf, sorted: lane l holds blocks j0 + l + 32 m in registers; each round the
-  // warp's best is written and its lane looks at its own blocks again.
+  // Longer ranges (many units): the range's best kf, sorted, in kf rounds: lane l holds blocks
+  // j0 + l + 32 m in registers; each round the warp's best is written and its lane looks at its
+  // own blocks again.
   float v[kScorePerLane];
 #pragma unroll
   for (int m = 0; m < kScorePerLane; ++m) {

@@ -1,0 +1,95 @@
+// Does a cold instruction cache cost the fused decode kernel its hand-offs? (eleventh session)
+// The same dynamic work -- K fused multiply-adds in four independent chains a thread -- as straight
+// -line code (K instructions, 16 bytes each, fully unrolled) and as a small loop, launched on one
+// block of W warps per SM. If fetching fresh code from L2 costs more than the arithmetic, the
+// straight-line kernel takes longer than the loop, and more so the longer its code.
+//   icache_probe     (prints a markdown table: microseconds a launch, medians of 200)
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <vector>
+
+#define CHECK(x)                                                                       \
+  do {                                                                                 \
+    cudaError_t e = (x);                                                               \
+    if (e != cudaSuccess) {                                                            \
+      std::fprintf(stderr, "%s:%d %s\n", __FILE__, __LINE__, cudaGetErrorString(e)); \
+      return 1;                                                                        \
+    }                                                                                  \
+  } while (0)
+
+template <int K>
+__global__ void Unrolled(float* out, float a, float b) {
+  float x0 = threadIdx.x, x1 = x0 + 1.f, x2 = x0 + 2.f, x3 = x0 + 3.f;
+#pragma unroll
+  for (int i = 0; i < K / 4; ++i) {
+    x0 = fmaf(x0, a, b), x1 = fmaf(x1, a, b), x2 = fmaf(x2, a, b), x3 = fmaf(x3, a, b);
+  }
+  if (x0 + x1 + x2 + x3 == 12345.f) out[threadIdx.x] = x0;  // keeps the chains alive
+}
+
+__global__ void Looped(float* out, float a, float b, int k) {
+  float x0 = threadIdx.x, x1 = x0 + 1.f, x2 = x0 + 2.f, x3 = x0 + 3.f;
+#pragma unroll 8
+  for (int i = 0; i < k / 4; ++i) {
+    x0 = fmaf(x0, a, b), x1 = fmaf(x1, a, b), x2 = fmaf(x2, a, b), x3 = fmaf(x3, a, b);
+  }
+  if (x0 + x1 + x2 + x3 == 12345.f) out[threadIdx.x] = x0;
+}
+
+template <typename Launch>
+float MedianUs(Launch launch, cudaStream_t s) {
+  cudaEvent_t e0, e1;
+  cudaEventCreate(&e0), cudaEventCreate(&e1);
+  std::vector<float> t;
+  for (int i = 0; i < 210; ++i) {
+    cudaEventRecord(e0, s);
+    launch();
+    cudaEventRecord(e1, s);
+    cudaEventSynchronize(e1);
+    float ms = 0.f;
+    cudaEventElapsedTime(&ms, e0, e1);
+    if (i >= 10) t.push_back(ms * 1e3f);
+  }
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+template <int K>
+int Row(float* out, cudaStream_t s, int sms, int warps, float* flush) {
+  const float u = MedianUs([&] { Unrolled<K><<<sms, 32 * warps, 0, s>>>(out, 0.999f, 0.001f); }, s);
+  const float l = MedianUs([&] { Looped<<<sms, 32 * warps, 0, s>>>(out, 0.999f, 0.001f, K); }, s);
+  // The unrolled kernel again, each launch after another kernel of other code (the loop's)
+  // has run on every SM: what a kernel pays when its code is not already in the SMs' caches.
+  const float uc = MedianUs([&] {
+    Looped<<<sms, 32, 0, s>>>(flush, 0.5f, 0.5f, 8);
+    Unrolled<K><<<sms, 32 * warps, 0, s>>>(out, 0.999f, 0.001f);
+  }, s);
+  const float lc = MedianUs([&] {
+    Looped<<<sms, 32, 0, s>>>(flush, 0.5f, 0.5f, 8);
+    Looped<<<sms, 32 * warps, 0, s>>>(out, 0.999f, 0.001f, K);
+  }, s);
+  std::printf("| %d | %d | %d | %.2f | %.2f | %.2f | %.2f |\n", K, K * 16 / 1024, warps, u, l, uc, lc);
+  CHECK(cudaGetLastError());
+  return 0;
+}
+
+int main() {
+  int sms = 0;
+  CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+  float *out, *flush;
+  CHECK(cudaMalloc(&out, 4096 * sizeof(float)));
+  CHECK(cudaMalloc(&flush, 4096 * sizeof(float)));
+  cudaStream_t s;
+  CHECK(cudaStreamCreate(&s));
+  std::printf("| FMAs a thread | straight-line code (KB) | warps a block | unrolled (us) | loop (us) | unrolled after another kernel (us) | loop after another kernel (us) |\n");
+  std::printf("|---|---|---|---|---|---|---|\n");
+  for (int warps : {1, 4}) {
+    if (Row<1024>(out, s, sms, warps, flush) || Row<4096>(out, s, sms, warps, flush) ||
+        Row<8192>(out, s, sms, warps, flush) || Row<16384>(out, s, sms, warps, flush)) {
+      return 1;
+    }
+  }
+  return 0;
+}
