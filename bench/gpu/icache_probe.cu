@@ -19,12 +19,16 @@
     }                                                                                  \
   } while (0)
 
+// passes > 1: the same straight-line code again in the same launch (is it still cached?).
 template <int K>
-__global__ void Unrolled(float* out, float a, float b) {
+__global__ void Unrolled(float* out, float a, float b, int passes = 1) {
   float x0 = threadIdx.x, x1 = x0 + 1.f, x2 = x0 + 2.f, x3 = x0 + 3.f;
+#pragma unroll 1
+  for (int p = 0; p < passes; ++p) {
 #pragma unroll
-  for (int i = 0; i < K / 4; ++i) {
-    x0 = fmaf(x0, a, b), x1 = fmaf(x1, a, b), x2 = fmaf(x2, a, b), x3 = fmaf(x3, a, b);
+    for (int i = 0; i < K / 4; ++i) {
+      x0 = fmaf(x0, a, b), x1 = fmaf(x1, a, b), x2 = fmaf(x2, a, b), x3 = fmaf(x3, a, b);
+    }
   }
   if (x0 + x1 + x2 + x3 == 12345.f) out[threadIdx.x] = x0;  // keeps the chains alive
 }
@@ -70,7 +74,11 @@ int Row(float* out, cudaStream_t s, int sms, int warps, float* flush) {
     Looped<<<sms, 32, 0, s>>>(flush, 0.5f, 0.5f, 8);
     Looped<<<sms, 32 * warps, 0, s>>>(out, 0.999f, 0.001f, K);
   }, s);
-  std::printf("| %d | %d | %d | %.2f | %.2f | %.2f | %.2f |\n", K, K * 16 / 1024, warps, u, l, uc, lc);
+  // The second pass over the same code in the same launch, against the loop's second K.
+  const float u2 = MedianUs([&] { Unrolled<K><<<sms, 32 * warps, 0, s>>>(out, 0.999f, 0.001f, 2); }, s);
+  const float l2 = MedianUs([&] { Looped<<<sms, 32 * warps, 0, s>>>(out, 0.999f, 0.001f, 2 * K); }, s);
+  std::printf("| %d | %d | %d | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f |\n", K, K * 16 / 1024, warps, u, l, uc, lc,
+              u2 - u, l2 - l);
   CHECK(cudaGetLastError());
   return 0;
 }
@@ -83,8 +91,8 @@ int main() {
   CHECK(cudaMalloc(&flush, 4096 * sizeof(float)));
   cudaStream_t s;
   CHECK(cudaStreamCreate(&s));
-  std::printf("| FMAs a thread | straight-line code (KB) | warps a block | unrolled (us) | loop (us) | unrolled after another kernel (us) | loop after another kernel (us) |\n");
-  std::printf("|---|---|---|---|---|---|---|\n");
+  std::printf("| FMAs a thread | straight-line code (KB) | warps a block | unrolled (us) | loop (us) | unrolled after another kernel (us) | loop after another kernel (us) | unrolled: second pass (us) | loop: second K (us) |\n");
+  std::printf("|---|---|---|---|---|---|---|---|---|\n");
   for (int warps : {1, 4}) {
     if (Row<1024>(out, s, sms, warps, flush) || Row<4096>(out, s, sms, warps, flush) ||
         Row<8192>(out, s, sms, warps, flush) || Row<16384>(out, s, sms, warps, flush)) {
