@@ -946,10 +946,14 @@ __device__ void CombineHead(const NsaDecodeArgs& a, const Sizes& z, float* ws, i
   const float* cmp = ws + z.cmp_part + bk * nc * G * stride + h * stride;  // partial k at + k * G * stride
   const float* seg = ws + z.seg_part + bk * (ns + nw) * G * stride + h * stride;
   const float* gate = a.gates + (static_cast<int64_t>(b) * a.num_heads + head) * 3;
+  // Warps 0, 1, 2: the compressed, selected and window branches, through one call site (one copy
+  // of MergeFactors' code instead of three: at batch 1 the SM fetches every instruction cold).
   const int warp = threadIdx.x / 32;
-  if (warp == 0) MergeFactors(cmp, nc, G * stride, gate[0], factors);
-  if (warp == 1) MergeFactors(seg, ns, G * stride, gate[1], factors + nc);
-  if (warp == 2) MergeFactors(seg + ns * G * stride, nw, G * stride, gate[2], factors + nc + ns);
+  if (warp < 3) {
+    const float* parts = warp == 0 ? cmp : warp == 1 ? seg : seg + ns * G * stride;
+    const int count = warp == 0 ? nc : warp == 1 ? ns : nw, first = warp == 0 ? 0 : warp == 1 ? nc : nc + ns;
+    MergeFactors(parts, count, G * stride, gate[warp], factors + first);
+  }
   __syncthreads();
   const int total = nc + ns + nw;
   for (int e = threadIdx.x; e < vhd; e += blockDim.x) {
