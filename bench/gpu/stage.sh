@@ -5,6 +5,8 @@
 # finds it).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# Build first: staging a build/ older than the tree would run other code than COMMIT names.
+ninja -C build > /dev/null
 rm -rf stage && mkdir -p stage/bin stage/models
 bins=(build/tests/nsa_decode_test build/tests/nsa_prefill_test build/tests/kv_write_test build/tests/pdl_test build/tests/model_gpu_test build/bench/nsa_decode_bench
       build/bench/e2e_decode_bench build/tests/nsa-logits build/server/nsa-server build/models/nsa-model)
