@@ -578,6 +578,15 @@ __device__ void WriteSelection(const NsaDecodeArgs& a, const Sizes& z, float* ws
   if (a.selected) SortInto(chosen, count, z.n, a.selected + bk * z.n);
 }
 
+// The unit's selection, already sorted with its pads (SortInto's output, shared memory), copied
+// into the workspace and, when asked, NsaDecodeArgs::selected: WriteSelection without its sorts.
+__device__ void CopySelection(const NsaDecodeArgs& a, const Sizes& z, float* ws, size_t bk, const int32_t* sorted) {
+  for (int i = threadIdx.x; i < z.n; i += blockDim.x) {
+    reinterpret_cast<int32_t*>(ws + z.sel)[bk * z.n + i] = sorted[i];
+    if (a.selected) a.selected[bk * z.n + i] = sorted[i];
+  }
+}
+
 // A context of at most n blocks (EveryBlock) selects blocks 0 .. c: writes that selection and
 // returns true; else returns false and writes nothing.
 __device__ bool EveryBlockSelection(const NsaDecodeArgs& a, const Sizes& z, float* ws, int b, int g) {
@@ -1070,8 +1079,8 @@ __global__ void __launch_bounds__(kThreads, FusedBlocksPerSm(kSlices)) FusedKern
         int count;
         const int32_t* picked = MergeLists(a, z, ws, b, g, reinterpret_cast<float2*>(smem), &count);
         SortInto(picked, count, z.n, chosen_sorted);
-        if (split == 0) WriteSelection(a, z, ws, static_cast<size_t>(unit), picked, count);
         __syncthreads();
+        if (split == 0) CopySelection(a, z, ws, static_cast<size_t>(unit), chosen_sorted);
         chosen = chosen_sorted;
         if (trace && threadIdx.x == 0) trace[2] = GlobalTimer();
       }
