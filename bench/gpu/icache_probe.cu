@@ -6,9 +6,9 @@
 //   icache_probe     (prints a markdown table: microseconds a launch, medians of 200)
 #include <cuda_runtime.h>
 
-#include <algorithm>
 #include <cstdio>
-#include <vector>
+
+#include "bench/gpu/copy_ceiling.h"
 
 #define CHECK(x)                                                                       \
   do {                                                                                 \
@@ -42,22 +42,10 @@ __global__ void Looped(float* out, float a, float b, int k) {
   if (x0 + x1 + x2 + x3 == 12345.f) out[threadIdx.x] = x0;
 }
 
+// Median microseconds a launch (200 timed after 10 warm-ups: bench/gpu/copy_ceiling.h).
 template <typename Launch>
 float MedianUs(Launch launch, cudaStream_t s) {
-  cudaEvent_t e0, e1;
-  cudaEventCreate(&e0), cudaEventCreate(&e1);
-  std::vector<float> t;
-  for (int i = 0; i < 210; ++i) {
-    cudaEventRecord(e0, s);
-    launch();
-    cudaEventRecord(e1, s);
-    cudaEventSynchronize(e1);
-    float ms = 0.f;
-    cudaEventElapsedTime(&ms, e0, e1);
-    if (i >= 10) t.push_back(ms * 1e3f);
-  }
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
+  return 1e3f * nsa::bench::MedianEventMs(s, 10, 200, launch);
 }
 
 template <int K>
