@@ -1,6 +1,6 @@
 // The copy ceiling of gpu.md, measured in the same run as a benchmark: a device-to-device copy
 // of 2 GiB, bytes read + written per second, median of 10 after 2 warm-ups. Also the timing
-// helper the GPU benchmarks share.
+// helper and the error check the GPU benchmarks share.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -9,6 +9,16 @@
 #include <cstdio>
 #include <cstdlib>
 #include <vector>
+
+// CHECK(call): a CUDA runtime call that must succeed; otherwise the benchmark exits, naming it.
+#define CHECK(expr)                                                                              \
+  do {                                                                                           \
+    cudaError_t e = (expr);                                                                      \
+    if (e != cudaSuccess) {                                                                      \
+      std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(e)); \
+      std::exit(1);                                                                              \
+    }                                                                                            \
+  } while (0)
 
 namespace nsa::bench {
 

@@ -24,15 +24,6 @@
 #include "kernels/cuda/nsa_decode.h"
 #include "kernels/cuda/nsa_prefill.h"
 
-#define CHECK(expr)                                                                          \
-  do {                                                                                       \
-    cudaError_t e = (expr);                                                                  \
-    if (e != cudaSuccess) {                                                                  \
-      std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #expr, cudaGetErrorString(e)); \
-      std::exit(1);                                                                          \
-    }                                                                                        \
-  } while (0)
-
 namespace {
 
 __global__ void FillKernel(__nv_bfloat16* p, size_t n, uint32_t seed) {
