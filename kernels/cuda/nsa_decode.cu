@@ -571,15 +571,8 @@ __device__ void SortInto(const int32_t* chosen, int count, int n, int32_t* out) 
   }
 }
 
-// Writes the unit's selection into the workspace and, when asked, NsaDecodeArgs::selected.
-__device__ void WriteSelection(const NsaDecodeArgs& a, const Sizes& z, float* ws, size_t bk, const int32_t* chosen,
-                               int count) {
-  SortInto(chosen, count, z.n, reinterpret_cast<int32_t*>(ws + z.sel) + bk * z.n);
-  if (a.selected) SortInto(chosen, count, z.n, a.selected + bk * z.n);
-}
-
 // The unit's selection, already sorted with its pads (SortInto's output, shared memory), copied
-// into the workspace and, when asked, NsaDecodeArgs::selected: WriteSelection without its sorts.
+// into the workspace and, when asked, NsaDecodeArgs::selected.
 __device__ void CopySelection(const NsaDecodeArgs& a, const Sizes& z, float* ws, size_t bk, const int32_t* sorted) {
   for (int i = threadIdx.x; i < z.n; i += blockDim.x) {
     reinterpret_cast<int32_t*>(ws + z.sel)[bk * z.n + i] = sorted[i];
@@ -592,10 +585,10 @@ __device__ void CopySelection(const NsaDecodeArgs& a, const Sizes& z, float* ws,
 __device__ bool EveryBlockSelection(const NsaDecodeArgs& a, const Sizes& z, float* ws, int b, int g) {
   if (!EveryBlock(a, z, b)) return false;
   const int64_t c = a.positions[b] / a.nsa.select_block;
-  __shared__ int32_t all[kMaxSelected];
-  for (int j = threadIdx.x; j <= c; j += blockDim.x) all[j] = j;
+  __shared__ int32_t all[kMaxSelected];  // 0 .. c ascending, then the pads: already sorted
+  for (int j = threadIdx.x; j < z.n; j += blockDim.x) all[j] = j <= c ? j : -1;
   __syncthreads();
-  WriteSelection(a, z, ws, static_cast<size_t>(b) * a.num_kv_heads + g, all, static_cast<int>(c + 1));
+  CopySelection(a, z, ws, static_cast<size_t>(b) * a.num_kv_heads + g, all);
   return true;
 }
 
@@ -729,18 +722,15 @@ __device__ void ScoreTask(const NsaDecodeArgs& a, const Sizes& z, float* ws, int
     // The range's best kf, sorted, by rank: a thread a block counts the blocks better than its own
     // (Better: higher score, then lower index) and, if fewer than kf, writes it at that place. The
     // same list as the rounds below, a few hundred instructions instead of kf serial warp rounds.
-    __shared__ int valid;
-    if (threadIdx.x == 0) valid = 0;
-    __syncthreads();
     const int x = threadIdx.x;
-    if (x < len && score[x] >= 0.f) {  // forced blocks (-1) are no candidates
+    const bool candidate = x < len && score[x] >= 0.f;  // forced blocks (-1) are no candidates
+    if (candidate) {
       const float v = score[x];
       int rank = 0;
       for (int y = 0; y < len; ++y) rank += select::Better(v, x, score[y], y);
       if (rank < kf) cand[rank] = Candidate(v, j0 + x);
-      atomicAdd(&valid, 1);
     }
-    __syncthreads();
+    const int valid = __syncthreads_count(candidate);
     for (int r = valid + threadIdx.x; r < kf; r += blockDim.x) cand[r] = Candidate(-1.f, INT_MAX);
     return;
   }
@@ -1114,7 +1104,10 @@ __global__ void __launch_bounds__(kThreads) ScoreKernel(NsaDecodeArgs a, Sizes z
   if (ArriveLast(&CountersOf(z, ws).score_done[unit], z.score_splits) && !EveryBlock(a, z, b)) {
     int count;
     const int32_t* picked = MergeLists(a, z, ws, b, g, reinterpret_cast<float2*>(smem), &count);
-    WriteSelection(a, z, ws, static_cast<size_t>(unit), picked, count);
+    __shared__ int32_t sorted[kMaxSelected];
+    SortInto(picked, count, z.n, sorted);
+    __syncthreads();
+    CopySelection(a, z, ws, static_cast<size_t>(unit), sorted);
   }
 }
 template <int kSlices, bool kByKeys>
