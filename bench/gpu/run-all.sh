@@ -1,19 +1,23 @@
 #!/usr/bin/env bash
 # Runs every GPU test and benchmark on the GPU machine from a staged folder, writing full logs to
 # OUT and a short summary last. Stage first, here:  bench/gpu/stage.sh   (makes stage/)
-#   bench/gpu/run-all.sh OUT [--quick] [--only tests|bench|serving] [--tar]
+#   bench/gpu/run-all.sh OUT [--quick] [--only tests|bench|serving] [--parallel] [--tar]
 # --tar: OUT becomes one OUT.tgz at the end (the device tool returns at most 8 files a call).
+# --parallel: the tests part as four groups at once (nsa_prefill_test; model_gpu_test; the other
+#   test binaries one after another; the PyTorch comparisons then the smoke): about 360 s on an
+#   H200 instead of about 700 one after another. The benches always run alone, after the tests.
 # NSA_GPU_TESTS="a b ...": only these test binaries in the tests part (default: every one).
 # (serving: bench/serving/gpu-serving.sh, the 1.3b serving runs through both APIs, into OUT/serving)
 set -uo pipefail
 out=${1:?usage: run-all.sh OUT [--quick] [--only tests|bench|serving]}
 shift
-quick="" only="" tar=0
+quick="" only="" tar=0 parallel=0
 while [ $# -gt 0 ]; do
   case $1 in
     --quick) quick=--quick ;;
     --only) only=$2; shift ;;
     --tar) tar=1 ;;
+    --parallel) parallel=1 ;;
     *) echo "run-all.sh: unknown argument '$1'" >&2; exit 2 ;;
   esac
   shift
@@ -36,19 +40,23 @@ cp "$here/stage/COMMIT" "$out/commit.txt" 2>/dev/null || true
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$out/gpu.txt" 2>&1
 echo "cuBLASLt from: ${cublas:-not found}" >> "$out/gpu.txt"
 status=0
-if [ -z "$only" ] || [ "$only" = tests ]; then
-  export NSA_TEST_MODEL_DIR=$here/stage/models/tiny
-  for t in ${NSA_GPU_TESTS:-nsa_decode_test nsa_prefill_test kv_write_test pdl_test model_ops_gpu_test sampling_gpu_test model_gpu_test engine_gpu_test}; do
+# The tests part's groups; each returns nonzero if anything in it failed.
+run_tests() {  # the named test binaries, one after another
+  local t rc=0
+  for t in "$@"; do
     [ -x "$bin/$t" ] || continue
-    "$bin/$t" > "$out/$t.log" 2>&1 || status=1
+    "$bin/$t" > "$out/$t.log" 2>&1 || rc=1
   done
-  # The CUDA runner against the independent PyTorch reference (tests/reference).
+  return $rc
+}
+run_reference() {  # the CUDA runner against the independent PyTorch reference, then the server smoke
+  local preset rc=0 models
   models=$(mktemp -d)
   for preset in tiny tiny-paper; do
     "$bin/nsa-model" create --preset $preset --out "$models/$preset" --seed 3 > /dev/null 2>&1
     python3 "$here/tests/reference/compare_logits.py" --model "$models/$preset" \
       --logits-tool "$here/bench/gpu/nsa-logits-cuda" --prompt-len 150 --num-decode 100 --seed 4 --rtol 0.1 \
-      > "$out/torch_$preset.log" 2>&1 || status=1
+      > "$out/torch_$preset.log" 2>&1 || rc=1
   done
   # The fla-340m and paper shapes with two layers (a float64 reference of 24-30 layers would take
   # too long), prompts past the window and the 16 selected blocks.
@@ -56,10 +64,30 @@ if [ -z "$only" ] || [ "$only" = tests ]; then
     "$bin/nsa-model" create --preset $preset --num-layers 2 --out "$models/$preset" --seed 3 --quiet > /dev/null 2>&1
     timeout 200 python3 "$here/tests/reference/compare_logits.py" --model "$models/$preset" \
       --logits-tool "$here/bench/gpu/nsa-logits-cuda" --prompt-len 1100 --num-decode 50 --seed 4 --rtol 0.1 --timeout 900 \
-      > "$out/torch_$preset.log" 2>&1 || status=1
+      > "$out/torch_$preset.log" 2>&1 || rc=1
   done
   # The server on a GPU machine: the CUDA backend, a streamed completion over HTTP, drain.
-  bash "$here/bench/gpu/server-smoke.sh" "$bin/nsa-server" "$here/stage/models/tiny" > "$out/server_smoke.log" 2>&1 || status=1
+  bash "$here/bench/gpu/server-smoke.sh" "$bin/nsa-server" "$here/stage/models/tiny" > "$out/server_smoke.log" 2>&1 || rc=1
+  return $rc
+}
+if [ -z "$only" ] || [ "$only" = tests ]; then
+  export NSA_TEST_MODEL_DIR=$here/stage/models/tiny
+  tests=${NSA_GPU_TESTS:-nsa_decode_test nsa_prefill_test kv_write_test pdl_test model_ops_gpu_test sampling_gpu_test model_gpu_test engine_gpu_test}
+  if [ $parallel = 1 ]; then
+    # The two long binaries get a group each; the rest share one.
+    long="" rest=""
+    for t in $tests; do
+      case $t in nsa_prefill_test|model_gpu_test) long="$long $t" ;; *) rest="$rest $t" ;; esac
+    done
+    pids=()
+    for t in $long; do run_tests "$t" & pids+=($!); done
+    run_tests $rest & pids+=($!)
+    run_reference & pids+=($!)
+    for p in "${pids[@]}"; do wait "$p" || status=1; done
+  else
+    run_tests $tests || status=1
+    run_reference || status=1
+  fi
 fi
 if [ -z "$only" ] || [ "$only" = bench ]; then
   "$bin/nsa_decode_bench" $quick > "$out/nsa_decode_bench.md" 2>&1 || status=1
