@@ -22,9 +22,11 @@ constexpr int kRowTiles = kTileRows / 8;  // 8-row tiles of S
 
 // One asynchronous 16-byte copy from global memory into shared memory (cp.async.cg: cached in L2
 // only), committed and waited for with __pipeline_commit / __pipeline_wait_prior. The inline form
-// issues the copy alone; __pipeline_memcpy_async's 16-byte form came with three no-op loads.
+// issues the copy alone; __pipeline_memcpy_async's 16-byte form came with three no-op loads. No
+// "memory" clobber: nothing reads the destination before the wait and the barrier after it,
+// which are the compiler's fences, and the clobber would pin every other load and store in place.
 __device__ __forceinline__ void CpAsync16(uint32_t dst, const void* src) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(src) : "memory");
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(src));
 }
 
 __device__ __forceinline__ uint32_t SmemAddr(const void* p) {
