@@ -14,11 +14,54 @@
 namespace nsa::cuda {
 namespace {
 
+// EXPERIMENT (wip/lean-dec): the previous copy loops for the prefill kernels.
+using tile::kPad;
+// Copies `rows` rows of `dim` bf16 from `row_ptr(r)` into shared memory (row stride dim + kPad)
+// with asynchronous 16-byte copies spread over the whole block: every load is in flight at once,
+// so a tile costs one memory latency, not one per row. The caller commits the copies
+// (__pipeline_commit), waits for them (__pipeline_wait_prior) and synchronises the block.
+template <typename RowPtr>
+__device__ __forceinline__ void StridedLoadRows(__nv_bfloat16* dst, int rows, int dim, RowPtr row_ptr) {
+  const int vectors = dim / 8;  // 8 bf16 = 16 bytes
+  // (row, vector) of this thread's copies, stepped by blockDim without a division per copy.
+  int r = threadIdx.x / vectors, v = threadIdx.x % vectors;
+  const int dr = blockDim.x / vectors, dv = blockDim.x % vectors;
+  for (; r < rows; r += dr) {
+    __pipeline_memcpy_async(dst + r * (dim + kPad) + v * 8, row_ptr(r) + v * 8, 16);
+    v += dv;
+    if (v >= vectors) v -= vectors, ++r;
+  }
+}
+
+// The 16-byte copies of `rows` rows of `dim` bf16 into padded shared memory, spread over the block
+// like LoadRows, for sources whose address follows from the copy's place cheaply: copy
+// i = r (dim / 8) + v (row r, vector v) lands at dst + 8 (i + r) (the row stride is dim + kPad,
+// kPad = 8) and reads src(r, v, i). Each thread steps i by blockDim.x and (r, v) by a fixed
+// increment: no division, multiply or row-address arithmetic a copy (LoadRows' row_ptr(r) cost
+// about 28 instructions a copy in the decode kernel, a quarter of its instructions at batch 32).
+template <typename Src>
+__device__ __forceinline__ void StridedCopyRows(__nv_bfloat16* dst, int rows, int dim, Src src) {
+  static_assert(kPad == 8, "dst + 8 (i + r) assumes rows padded by 8 bf16");
+  const int vectors = dim / 8, total = rows * vectors;
+  const int dr = blockDim.x / vectors, dv = blockDim.x - dr * vectors;
+  int i = threadIdx.x, r = i / vectors, v = i - r * vectors;
+  for (; i < total; i += blockDim.x) {
+    __pipeline_memcpy_async(dst + 8 * (i + r), src(r, v, i), 16);
+    r += dr, v += dv;
+    if (v >= vectors) v -= vectors, ++r;
+  }
+}
+
+// `rows` rows stored one after another from src (a page's run of tokens, a query's heads).
+__device__ __forceinline__ void StridedLoadContiguousRows(__nv_bfloat16* dst, int rows, int dim, const __nv_bfloat16* src) {
+  StridedCopyRows(dst, rows, dim, [src](int, int, int i) { return src + 8 * i; });
+}
+
+
+
 using tile::kPad;
 using tile::kRowTiles;
 using tile::kTileRows;
-using tile::LoadContiguousRows;
-using tile::LoadRows;
 using tile::Mma;
 using tile::Pack;
 using tile::LdMatrixX4;
@@ -243,7 +286,7 @@ __device__ void PrefillBranch(const NsaPrefillArgs& a, const Keys& keys, KvPlane
 
   // The block's query rows: rows past the chunk are zero.
   const int valid_rows = static_cast<int>(rows_total - row0 < kBlockRows ? rows_total - row0 : kBlockRows);
-  LoadRows(qs, valid_rows, hd, [&](int r) {
+  StridedLoadRows(qs, valid_rows, hd, [&](int r) {
     const int64_t X = row0 + r, query = X / G;
     return a.q + (query * a.num_heads + static_cast<int64_t>(kv) * G + X % G) * hd;
   });
@@ -291,8 +334,8 @@ __device__ void PrefillBranch(const NsaPrefillArgs& a, const Keys& keys, KvPlane
     for (int r = threadIdx.x; r < rows; r += blockDim.x) keys.Locate(i0 + r, &row_page[buf][r], &row_slot[buf][r]);
     __syncthreads();
     __nv_bfloat16 *ks = ks_all + buf * kTileRows * qstride, *vs = vs_all + buf * kTileRows * vstride;
-    LoadRows(ks, rows, hd, [&](int r) { return a.pages + row_page[buf][r] + k_off + row_slot[buf][r] * hd; });
-    LoadRows(vs, rows, vhd, [&](int r) { return a.pages + row_page[buf][r] + v_off + row_slot[buf][r] * vhd; });
+    StridedLoadRows(ks, rows, hd, [&](int r) { return a.pages + row_page[buf][r] + k_off + row_slot[buf][r] * hd; });
+    StridedLoadRows(vs, rows, vhd, [&](int r) { return a.pages + row_page[buf][r] + v_off + row_slot[buf][r] * vhd; });
     // Rows past the tile's keys are masked out of S; V's must be finite (P is 0 there).
     if (rows < kTileRows) ZeroRows(vs, rows, vhd);
     __pipeline_commit();
@@ -387,7 +430,7 @@ size_t SelectedBytes(int head_dim, int v_head_dim, int n) {
 __device__ __forceinline__ void LoadItemQ(const NsaPrefillArgs& a, __nv_bfloat16* qs, int64_t query, int kv, int h0,
                                           int heads) {
   const int G = a.num_heads / a.num_kv_heads, qstride = a.head_dim + kPad;
-  LoadRows(qs, heads, a.head_dim,
+  StridedLoadRows(qs, heads, a.head_dim,
            [&](int r) { return a.q + (query * a.num_heads + static_cast<int64_t>(kv) * G + h0 + r) * a.head_dim; });
   for (int i = heads * qstride + threadIdx.x; i < 16 * qstride; i += blockDim.x) qs[i] = __float2bfloat16(0.f);
 }
@@ -406,8 +449,8 @@ __device__ __forceinline__ void LoadUnionBlock(const NsaPrefillArgs& a, int64_t 
   __syncthreads();  // the previous block's reads of ks and vs are done
   if (rows > 0) {
     const __nv_bfloat16* page = a.pages + static_cast<int64_t>(a.raw_table[j]) * a.layout.page_elems;
-    LoadContiguousRows(ks, rows, hd, page + k_off);
-    LoadContiguousRows(vs, rows, vhd, page + v_off);
+    StridedLoadContiguousRows(ks, rows, hd, page + k_off);
+    StridedLoadContiguousRows(vs, rows, vhd, page + v_off);
   }
   if (rows < kTileRows) ZeroRows(vs, rows, vhd);
   __pipeline_commit();
@@ -431,8 +474,8 @@ __device__ void SplitWalk(const NsaPrefillArgs& a, int64_t query, int h0, int he
     const int rows = VisibleRows(position, j, lp);
     __nv_bfloat16* ks = buf + (b & 1) * buf_elems;
     const __nv_bfloat16* page = a.pages + static_cast<int64_t>(a.raw_table[j]) * L.page_elems;
-    LoadContiguousRows(ks, rows, hd, page + k_off);
-    LoadContiguousRows(ks + kTileRows * qstride, rows, vhd, page + v_off);
+    StridedLoadContiguousRows(ks, rows, hd, page + k_off);
+    StridedLoadContiguousRows(ks + kTileRows * qstride, rows, vhd, page + v_off);
   };
   if (count > 0) load(0);
   __pipeline_commit();
@@ -671,7 +714,7 @@ __global__ void __launch_bounds__(kThreads) PackedSelectedPrefillKernel(NsaPrefi
   // Warp w's q: row r is head r % G of slot w P + r / G (zero rows past the chunk and past P G).
   for (int w = 0; w < 4; ++w) {
     const int valid = std::max(0, std::min(P * G, (slots - w * P) * G));  // the valid rows are a prefix
-    LoadRows(qs + w * 16 * qstride, valid, hd, [&](int r) {
+    StridedLoadRows(qs + w * 16 * qstride, valid, hd, [&](int r) {
       return a.q + ((query0 + w * P + r / G) * a.num_heads + static_cast<int64_t>(kv) * G + r % G) * hd;
     });
     for (int i = valid * qstride + threadIdx.x; i < 16 * qstride; i += blockDim.x) {
@@ -819,7 +862,7 @@ __global__ void __launch_bounds__(kThreads) SelectPrefillKernel(NsaPrefillArgs a
   __shared__ int row_slot[2][kTileRows];
   __shared__ int32_t picks[kThreads / 32][kMaxSelected];
 
-  LoadRows(qs, rows_used, hd, [&](int r) {
+  StridedLoadRows(qs, rows_used, hd, [&](int r) {
     return a.q + ((q_begin + r / G) * a.num_heads + static_cast<int64_t>(kv) * G + r % G) * hd;
   });
   for (int i = rows_used * qstride + threadIdx.x; i < kQueryRows * qstride; i += blockDim.x) qs[i] = __float2bfloat16(0.f);
@@ -861,7 +904,7 @@ __global__ void __launch_bounds__(kThreads) SelectPrefillKernel(NsaPrefillArgs a
     const int rows = static_cast<int>(key_end - i0 < kTileRows ? key_end - i0 : kTileRows);
     for (int r = threadIdx.x; r < rows; r += blockDim.x) keys.Locate(i0 + r, &row_page[buf][r], &row_slot[buf][r]);
     __syncthreads();
-    LoadRows(kbuf[buf], rows, hd, [&](int r) { return a.pages + row_page[buf][r] + k_off + row_slot[buf][r] * hd; });
+    StridedLoadRows(kbuf[buf], rows, hd, [&](int r) { return a.pages + row_page[buf][r] + k_off + row_slot[buf][r] * hd; });
     __pipeline_commit();
   };
   __syncthreads();  // every warp has its fragments: buffer 0 may be overwritten
