@@ -14,48 +14,6 @@
 namespace nsa::cuda {
 namespace {
 
-// EXPERIMENT (wip/lean-dec): the previous copy loops for the prefill kernels.
-using tile::kPad;
-// Copies `rows` rows of `dim` bf16 from `row_ptr(r)` into shared memory (row stride dim + kPad)
-// with asynchronous 16-byte copies spread over the whole block: every load is in flight at once,
-// so a tile costs one memory latency, not one per row. The caller commits the copies
-// (__pipeline_commit), waits for them (__pipeline_wait_prior) and synchronises the block.
-template <typename RowPtr>
-__device__ __forceinline__ void StridedLoadRows(__nv_bfloat16* dst, int rows, int dim, RowPtr row_ptr) {
-  const int vectors = dim / 8;  // 8 bf16 = 16 bytes
-  // (row, vector) of this thread's copies, stepped by blockDim without a division per copy.
-  int r = threadIdx.x / vectors, v = threadIdx.x % vectors;
-  const int dr = blockDim.x / vectors, dv = blockDim.x % vectors;
-  for (; r < rows; r += dr) {
-    __pipeline_memcpy_async(dst + r * (dim + kPad) + v * 8, row_ptr(r) + v * 8, 16);
-    v += dv;
-    if (v >= vectors) v -= vectors, ++r;
-  }
-}
-
-// The 16-byte copies of `rows` rows of `dim` bf16 into padded shared memory, spread over the block
-// like LoadRows, for sources whose address follows from the copy's place cheaply: copy
-// i = r (dim / 8) + v (row r, vector v) lands at dst + 8 (i + r) (the row stride is dim + kPad,
-// kPad = 8) and reads src(r, v, i). Each thread steps i by blockDim.x and (r, v) by a fixed
-// increment: no division, multiply or row-address arithmetic a copy (LoadRows' row_ptr(r) cost
-// about 28 instructions a copy in the decode kernel, a quarter of its instructions at batch 32).
-template <typename Src>
-__device__ __forceinline__ void StridedCopyRows(__nv_bfloat16* dst, int rows, int dim, Src src) {
-  static_assert(kPad == 8, "dst + 8 (i + r) assumes rows padded by 8 bf16");
-  const int vectors = dim / 8, total = rows * vectors;
-  const int dr = blockDim.x / vectors, dv = blockDim.x - dr * vectors;
-  int i = threadIdx.x, r = i / vectors, v = i - r * vectors;
-  for (; i < total; i += blockDim.x) {
-    __pipeline_memcpy_async(dst + 8 * (i + r), src(r, v, i), 16);
-    r += dr, v += dv;
-    if (v >= vectors) v -= vectors, ++r;
-  }
-}
-
-// `rows` rows stored one after another from src (a page's run of tokens, a query's heads).
-__device__ __forceinline__ void StridedLoadContiguousRows(__nv_bfloat16* dst, int rows, int dim, const __nv_bfloat16* src) {
-  StridedCopyRows(dst, rows, dim, [src](int, int, int i) { return src + 8 * i; });
-}
 
 
 
@@ -66,6 +24,8 @@ using tile::Mma;
 using tile::Pack;
 using tile::LdMatrixX4;
 using tile::QkTile;
+using tile::StridedLoadContiguousRows;
+using tile::StridedLoadRows;
 using tile::ZeroRows;
 
 constexpr int kThreads = 128;  // 4 warps, 16 query rows each (32 in the branches' two-row-tile form)

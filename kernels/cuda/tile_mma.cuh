@@ -21,10 +21,9 @@ constexpr int kTileRows = 64;  // rows of a K/V tile: 64 summaries, or one page 
 constexpr int kRowTiles = kTileRows / 8;  // 8-row tiles of S
 
 // One asynchronous 16-byte copy from global memory into shared memory (cp.async.cg: cached in L2
-// only), committed and waited for with __pipeline_commit / __pipeline_wait_prior. The inline form
-// issues the copy alone; __pipeline_memcpy_async's 16-byte form came with three no-op loads. No
-// "memory" clobber: nothing reads the destination before the wait and the barrier after it,
-// which are the compiler's fences, and the clobber would pin every other load and store in place.
+// only), committed and waited for with __pipeline_commit / __pipeline_wait_prior. No "memory"
+// clobber (as CUTLASS's): nothing reads the destination before the wait and the barrier after it,
+// which are the compiler's fences.
 __device__ __forceinline__ void CpAsync16(uint32_t dst, const void* src) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(src));
 }
@@ -37,11 +36,13 @@ __device__ __forceinline__ uint32_t SmemAddr(const void* p) {
 // dim + kPad) with asynchronous 16-byte copies spread over the whole block: every load is in
 // flight at once, so a tile costs one memory latency, not one per row. Thread x copies vector
 // x % (dim / 8) of rows x / (dim / 8) + k dr, dr = blockDim.x / (dim / 8) (threads past
-// dr (dim / 8) copy nothing: none for dims 64 and 128), so a copy is the row's pointer, the copy
-// and two increments: no division and no (row, vector) bookkeeping a copy (they were two thirds
-// of the copy loops' instructions, and the copy loops a quarter to a third of the decode and
-// selected-prefill kernels' instructions). The caller commits the copies (__pipeline_commit),
-// waits for them (__pipeline_wait_prior) and synchronises the block.
+// dr (dim / 8) copy nothing: none for dims 64 and 128): a copy is the row's pointer, the copy and
+// two increments, with no division and no (row, vector) bookkeeping. The decode kernel's form: its
+// copy loops were a quarter of its instructions at 7b 32 x 64k (ncu, thirteenth session), 21 SASS
+// instructions a copy in StridedCopyRows' form; this one made 7b 1 x 64k 1 us and 32 x 64k 1-2%
+// faster, e2e decode steps 2-5%. The prefill kernels were 1-3% slower with it (bench/NOTES.md),
+// so they keep the strided forms below. The caller commits the copies (__pipeline_commit), waits
+// for them (__pipeline_wait_prior) and synchronises the block.
 template <typename RowPtr>
 __device__ __forceinline__ void LoadRows(__nv_bfloat16* dst, int rows, int dim, RowPtr row_ptr) {
   const int vectors = dim / 8;
@@ -62,6 +63,42 @@ __device__ __forceinline__ void LoadContiguousRows(__nv_bfloat16* dst, int rows,
 __device__ __forceinline__ void LoadGatheredRows(__nv_bfloat16* dst, int rows, int dim, const __nv_bfloat16* base,
                                                  const int64_t* row_off) {
   LoadRows(dst, rows, dim, [base, row_off](int r) { return base + row_off[r]; });
+}
+
+// The prefill kernels' copies (the form before the thirteenth session): copy i = r (dim / 8) + v of
+// the block's copies is thread i % blockDim.x's, which steps (r, v) by a fixed increment. Measured
+// faster than LoadRows' form in every prefill kernel but the window branch's (7b 64k selected 29.8
+// against 30.7 ms, paper 64k compressed 27.9 against 29.0): the reason is not known.
+template <typename Src>
+__device__ __forceinline__ void StridedCopyRows(__nv_bfloat16* dst, int rows, int dim, Src src) {
+  static_assert(kPad == 8, "dst + 8 (i + r) assumes rows padded by 8 bf16");
+  const int vectors = dim / 8, total = rows * vectors;
+  const int dr = blockDim.x / vectors, dv = blockDim.x - dr * vectors;
+  int i = threadIdx.x, r = i / vectors, v = i - r * vectors;
+  for (; i < total; i += blockDim.x) {
+    __pipeline_memcpy_async(dst + 8 * (i + r), src(r, v, i), 16);
+    r += dr, v += dv;
+    if (v >= vectors) v -= vectors, ++r;
+  }
+}
+
+// Rows at row_ptr(r), the copies spread like StridedCopyRows' ((row, vector) stepped by blockDim).
+template <typename RowPtr>
+__device__ __forceinline__ void StridedLoadRows(__nv_bfloat16* dst, int rows, int dim, RowPtr row_ptr) {
+  const int vectors = dim / 8;
+  int r = threadIdx.x / vectors, v = threadIdx.x % vectors;
+  const int dr = blockDim.x / vectors, dv = blockDim.x % vectors;
+  for (; r < rows; r += dr) {
+    __pipeline_memcpy_async(dst + r * (dim + kPad) + v * 8, row_ptr(r) + v * 8, 16);
+    v += dv;
+    if (v >= vectors) v -= vectors, ++r;
+  }
+}
+
+// StridedCopyRows of rows stored one after another from src.
+__device__ __forceinline__ void StridedLoadContiguousRows(__nv_bfloat16* dst, int rows, int dim,
+                                                          const __nv_bfloat16* src) {
+  StridedCopyRows(dst, rows, dim, [src](int, int, int i) { return src + 8 * i; });
 }
 
 // Rows [rows, kTileRows) of a tile are zeroed: their P is 0, and 0 times garbage could be NaN.
