@@ -11,7 +11,7 @@ rm -rf stage && mkdir -p stage/bin stage/models
 bins=(build/tests/nsa_decode_test build/tests/nsa_prefill_test build/tests/kv_write_test build/tests/pdl_test build/tests/model_gpu_test build/bench/nsa_decode_bench
       build/bench/e2e_decode_bench build/tests/nsa-logits build/server/nsa-server build/models/nsa-model)
 bins+=(build/tests/sampling_gpu_test build/tests/engine_gpu_test build/tests/model_ops_gpu_test build/bench/serving/nsa-bench-serving)
-bins+=(build/bench/icache_probe)
+bins+=(build/bench/icache_probe build/bench/minmax_probe)
 cp "${bins[@]}" stage/bin/
 strip stage/bin/* 2>/dev/null || true
 cp -r build/tests/models/tiny stage/models/

@@ -412,8 +412,9 @@ __device__ void AttendTilesByKeys(__nv_bfloat16* qs, __nv_bfloat16* ks, __nv_bfl
   }
   __syncthreads();
   const int stride = 2 + vhd;
-  for (int i = threadIdx.x; i < G * vhd; i += blockDim.x) {
-    const int h = i / vhd, col = i % vhd;
+  // Thread x sums column x % vhd of heads x / vhd + k dh (one division a run, none a value).
+  const int dh = blockDim.x / vhd, h0 = threadIdx.x / vhd, col = threadIdx.x - h0 * vhd;
+  for (int h = h0; dh > h0 && h < G; h += dh) {
     float acc = 0.f;
     for (int w = 0; w < kWarps; ++w) acc += o_sh[(w * 16 + h) * vhd + col];
     part[h * stride + 2 + col] = acc;

@@ -14,15 +14,18 @@
 namespace nsa::cuda {
 namespace {
 
+
+
+
 using tile::kPad;
 using tile::kRowTiles;
 using tile::kTileRows;
-using tile::LoadContiguousRows;
-using tile::LoadRows;
 using tile::Mma;
 using tile::Pack;
 using tile::LdMatrixX4;
 using tile::QkTile;
+using tile::StridedLoadContiguousRows;
+using tile::StridedLoadRows;
 using tile::ZeroRows;
 
 constexpr int kThreads = 128;  // 4 warps, 16 query rows each (32 in the branches' two-row-tile form)
@@ -243,7 +246,7 @@ __device__ void PrefillBranch(const NsaPrefillArgs& a, const Keys& keys, KvPlane
 
   // The block's query rows: rows past the chunk are zero.
   const int valid_rows = static_cast<int>(rows_total - row0 < kBlockRows ? rows_total - row0 : kBlockRows);
-  LoadRows(qs, valid_rows, hd, [&](int r) {
+  StridedLoadRows(qs, valid_rows, hd, [&](int r) {
     const int64_t X = row0 + r, query = X / G;
     return a.q + (query * a.num_heads + static_cast<int64_t>(kv) * G + X % G) * hd;
   });
@@ -291,8 +294,8 @@ __device__ void PrefillBranch(const NsaPrefillArgs& a, const Keys& keys, KvPlane
     for (int r = threadIdx.x; r < rows; r += blockDim.x) keys.Locate(i0 + r, &row_page[buf][r], &row_slot[buf][r]);
     __syncthreads();
     __nv_bfloat16 *ks = ks_all + buf * kTileRows * qstride, *vs = vs_all + buf * kTileRows * vstride;
-    LoadRows(ks, rows, hd, [&](int r) { return a.pages + row_page[buf][r] + k_off + row_slot[buf][r] * hd; });
-    LoadRows(vs, rows, vhd, [&](int r) { return a.pages + row_page[buf][r] + v_off + row_slot[buf][r] * vhd; });
+    StridedLoadRows(ks, rows, hd, [&](int r) { return a.pages + row_page[buf][r] + k_off + row_slot[buf][r] * hd; });
+    StridedLoadRows(vs, rows, vhd, [&](int r) { return a.pages + row_page[buf][r] + v_off + row_slot[buf][r] * vhd; });
     // Rows past the tile's keys are masked out of S; V's must be finite (P is 0 there).
     if (rows < kTileRows) ZeroRows(vs, rows, vhd);
     __pipeline_commit();
@@ -387,7 +390,7 @@ size_t SelectedBytes(int head_dim, int v_head_dim, int n) {
 __device__ __forceinline__ void LoadItemQ(const NsaPrefillArgs& a, __nv_bfloat16* qs, int64_t query, int kv, int h0,
                                           int heads) {
   const int G = a.num_heads / a.num_kv_heads, qstride = a.head_dim + kPad;
-  LoadRows(qs, heads, a.head_dim,
+  StridedLoadRows(qs, heads, a.head_dim,
            [&](int r) { return a.q + (query * a.num_heads + static_cast<int64_t>(kv) * G + h0 + r) * a.head_dim; });
   for (int i = heads * qstride + threadIdx.x; i < 16 * qstride; i += blockDim.x) qs[i] = __float2bfloat16(0.f);
 }
@@ -406,8 +409,8 @@ __device__ __forceinline__ void LoadUnionBlock(const NsaPrefillArgs& a, int64_t 
   __syncthreads();  // the previous block's reads of ks and vs are done
   if (rows > 0) {
     const __nv_bfloat16* page = a.pages + static_cast<int64_t>(a.raw_table[j]) * a.layout.page_elems;
-    LoadContiguousRows(ks, rows, hd, page + k_off);
-    LoadContiguousRows(vs, rows, vhd, page + v_off);
+    StridedLoadContiguousRows(ks, rows, hd, page + k_off);
+    StridedLoadContiguousRows(vs, rows, vhd, page + v_off);
   }
   if (rows < kTileRows) ZeroRows(vs, rows, vhd);
   __pipeline_commit();
@@ -431,8 +434,8 @@ __device__ void SplitWalk(const NsaPrefillArgs& a, int64_t query, int h0, int he
     const int rows = VisibleRows(position, j, lp);
     __nv_bfloat16* ks = buf + (b & 1) * buf_elems;
     const __nv_bfloat16* page = a.pages + static_cast<int64_t>(a.raw_table[j]) * L.page_elems;
-    LoadContiguousRows(ks, rows, hd, page + k_off);
-    LoadContiguousRows(ks + kTileRows * qstride, rows, vhd, page + v_off);
+    StridedLoadContiguousRows(ks, rows, hd, page + k_off);
+    StridedLoadContiguousRows(ks + kTileRows * qstride, rows, vhd, page + v_off);
   };
   if (count > 0) load(0);
   __pipeline_commit();
@@ -671,7 +674,7 @@ __global__ void __launch_bounds__(kThreads) PackedSelectedPrefillKernel(NsaPrefi
   // Warp w's q: row r is head r % G of slot w P + r / G (zero rows past the chunk and past P G).
   for (int w = 0; w < 4; ++w) {
     const int valid = std::max(0, std::min(P * G, (slots - w * P) * G));  // the valid rows are a prefix
-    LoadRows(qs + w * 16 * qstride, valid, hd, [&](int r) {
+    StridedLoadRows(qs + w * 16 * qstride, valid, hd, [&](int r) {
       return a.q + ((query0 + w * P + r / G) * a.num_heads + static_cast<int64_t>(kv) * G + r % G) * hd;
     });
     for (int i = valid * qstride + threadIdx.x; i < 16 * qstride; i += blockDim.x) {
@@ -819,7 +822,7 @@ __global__ void __launch_bounds__(kThreads) SelectPrefillKernel(NsaPrefillArgs a
   __shared__ int row_slot[2][kTileRows];
   __shared__ int32_t picks[kThreads / 32][kMaxSelected];
 
-  LoadRows(qs, rows_used, hd, [&](int r) {
+  StridedLoadRows(qs, rows_used, hd, [&](int r) {
     return a.q + ((q_begin + r / G) * a.num_heads + static_cast<int64_t>(kv) * G + r % G) * hd;
   });
   for (int i = rows_used * qstride + threadIdx.x; i < kQueryRows * qstride; i += blockDim.x) qs[i] = __float2bfloat16(0.f);
@@ -861,7 +864,7 @@ __global__ void __launch_bounds__(kThreads) SelectPrefillKernel(NsaPrefillArgs a
     const int rows = static_cast<int>(key_end - i0 < kTileRows ? key_end - i0 : kTileRows);
     for (int r = threadIdx.x; r < rows; r += blockDim.x) keys.Locate(i0 + r, &row_page[buf][r], &row_slot[buf][r]);
     __syncthreads();
-    LoadRows(kbuf[buf], rows, hd, [&](int r) { return a.pages + row_page[buf][r] + k_off + row_slot[buf][r] * hd; });
+    StridedLoadRows(kbuf[buf], rows, hd, [&](int r) { return a.pages + row_page[buf][r] + k_off + row_slot[buf][r] * hd; });
     __pipeline_commit();
   };
   __syncthreads();  // every warp has its fragments: buffer 0 may be overwritten

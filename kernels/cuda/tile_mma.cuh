@@ -20,31 +20,57 @@ constexpr int kPad = 8;
 constexpr int kTileRows = 64;  // rows of a K/V tile: 64 summaries, or one page of tokens
 constexpr int kRowTiles = kTileRows / 8;  // 8-row tiles of S
 
-// Copies `rows` rows of `dim` bf16 from `row_ptr(r)` into shared memory (row stride dim + kPad)
-// with asynchronous 16-byte copies spread over the whole block: every load is in flight at once,
-// so a tile costs one memory latency, not one per row. The caller commits the copies
-// (__pipeline_commit), waits for them (__pipeline_wait_prior) and synchronises the block.
-template <typename RowPtr>
-__device__ __forceinline__ void LoadRows(__nv_bfloat16* dst, int rows, int dim, RowPtr row_ptr) {
-  const int vectors = dim / 8;  // 8 bf16 = 16 bytes
-  // (row, vector) of this thread's copies, stepped by blockDim without a division per copy.
-  int r = threadIdx.x / vectors, v = threadIdx.x % vectors;
-  const int dr = blockDim.x / vectors, dv = blockDim.x % vectors;
-  for (; r < rows; r += dr) {
-    __pipeline_memcpy_async(dst + r * (dim + kPad) + v * 8, row_ptr(r) + v * 8, 16);
-    v += dv;
-    if (v >= vectors) v -= vectors, ++r;
-  }
+// One asynchronous 16-byte copy from global memory into shared memory (cp.async.cg: cached in L2
+// only), committed and waited for with __pipeline_commit / __pipeline_wait_prior. No "memory"
+// clobber (as CUTLASS's): nothing reads the destination before the wait and the barrier after it,
+// which are the compiler's fences.
+__device__ __forceinline__ void CpAsync16(uint32_t dst, const void* src) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(dst), "l"(src));
 }
 
-// The 16-byte copies of `rows` rows of `dim` bf16 into padded shared memory, spread over the block
-// like LoadRows, for sources whose address follows from the copy's place cheaply: copy
-// i = r (dim / 8) + v (row r, vector v) lands at dst + 8 (i + r) (the row stride is dim + kPad,
-// kPad = 8) and reads src(r, v, i). Each thread steps i by blockDim.x and (r, v) by a fixed
-// increment: no division, multiply or row-address arithmetic a copy (LoadRows' row_ptr(r) cost
-// about 28 instructions a copy in the decode kernel, a quarter of its instructions at batch 32).
+__device__ __forceinline__ uint32_t SmemAddr(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// Copies `rows` rows of `dim` bf16 (dim % 8 == 0) from `row_ptr(r)` into shared memory (row stride
+// dim + kPad) with asynchronous 16-byte copies spread over the whole block: every load is in
+// flight at once, so a tile costs one memory latency, not one per row. Thread x copies vector
+// x % (dim / 8) of rows x / (dim / 8) + k dr, dr = blockDim.x / (dim / 8) (threads past
+// dr (dim / 8) copy nothing: none for dims 64 and 128): a copy is the row's pointer, the copy and
+// two increments, with no division and no (row, vector) bookkeeping. The decode kernel's form: its
+// copy loops were a quarter of its instructions at 7b 32 x 64k (ncu, thirteenth session), 21 SASS
+// instructions a copy in StridedCopyRows' form; this one made 7b 1 x 64k 1 us and 32 x 64k 1-2%
+// faster, e2e decode steps 2-5%. The prefill kernels were 1-3% slower with it (bench/NOTES.md),
+// so they keep the strided forms below. The caller commits the copies (__pipeline_commit), waits
+// for them (__pipeline_wait_prior) and synchronises the block.
+template <typename RowPtr>
+__device__ __forceinline__ void LoadRows(__nv_bfloat16* dst, int rows, int dim, RowPtr row_ptr) {
+  const int vectors = dim / 8;
+  int r = threadIdx.x / vectors;
+  const int v = threadIdx.x - r * vectors, dr = blockDim.x / vectors;
+  if (r >= dr) return;
+  uint32_t d = SmemAddr(dst + r * (dim + kPad) + 8 * v);
+  const uint32_t step = static_cast<uint32_t>(dr * (dim + kPad) * sizeof(__nv_bfloat16));
+  for (; r < rows; r += dr, d += step) CpAsync16(d, row_ptr(r) + 8 * v);
+}
+
+// `rows` rows stored one after another from src (a page's run of tokens, a query's heads).
+__device__ __forceinline__ void LoadContiguousRows(__nv_bfloat16* dst, int rows, int dim, const __nv_bfloat16* src) {
+  LoadRows(dst, rows, dim, [src, dim](int r) { return src + static_cast<int64_t>(r) * dim; });
+}
+
+// Row r at base + row_off[r] (element offsets, one a row, in shared memory).
+__device__ __forceinline__ void LoadGatheredRows(__nv_bfloat16* dst, int rows, int dim, const __nv_bfloat16* base,
+                                                 const int64_t* row_off) {
+  LoadRows(dst, rows, dim, [base, row_off](int r) { return base + row_off[r]; });
+}
+
+// The prefill kernels' copies (the form before the thirteenth session): copy i = r (dim / 8) + v of
+// the block's copies is thread i % blockDim.x's, which steps (r, v) by a fixed increment. Measured
+// faster than LoadRows' form in every prefill kernel but the window branch's (7b 64k selected 29.8
+// against 30.7 ms, paper 64k compressed 27.9 against 29.0): the reason is not known.
 template <typename Src>
-__device__ __forceinline__ void CopyRows(__nv_bfloat16* dst, int rows, int dim, Src src) {
+__device__ __forceinline__ void StridedCopyRows(__nv_bfloat16* dst, int rows, int dim, Src src) {
   static_assert(kPad == 8, "dst + 8 (i + r) assumes rows padded by 8 bf16");
   const int vectors = dim / 8, total = rows * vectors;
   const int dr = blockDim.x / vectors, dv = blockDim.x - dr * vectors;
@@ -56,22 +82,31 @@ __device__ __forceinline__ void CopyRows(__nv_bfloat16* dst, int rows, int dim, 
   }
 }
 
-// `rows` rows stored one after another from src (a page's run of tokens, a query's heads).
-__device__ __forceinline__ void LoadContiguousRows(__nv_bfloat16* dst, int rows, int dim, const __nv_bfloat16* src) {
-  CopyRows(dst, rows, dim, [src](int, int, int i) { return src + 8 * i; });
+// Rows at row_ptr(r), the copies spread like StridedCopyRows' ((row, vector) stepped by blockDim).
+template <typename RowPtr>
+__device__ __forceinline__ void StridedLoadRows(__nv_bfloat16* dst, int rows, int dim, RowPtr row_ptr) {
+  const int vectors = dim / 8;
+  int r = threadIdx.x / vectors, v = threadIdx.x % vectors;
+  const int dr = blockDim.x / vectors, dv = blockDim.x % vectors;
+  for (; r < rows; r += dr) {
+    __pipeline_memcpy_async(dst + r * (dim + kPad) + v * 8, row_ptr(r) + v * 8, 16);
+    v += dv;
+    if (v >= vectors) v -= vectors, ++r;
+  }
 }
 
-// Row r at base + row_off[r] (element offsets, one a row, in shared memory).
-__device__ __forceinline__ void LoadGatheredRows(__nv_bfloat16* dst, int rows, int dim, const __nv_bfloat16* base,
-                                                 const int64_t* row_off) {
-  CopyRows(dst, rows, dim, [base, row_off](int r, int v, int) { return base + row_off[r] + 8 * v; });
+// StridedCopyRows of rows stored one after another from src.
+__device__ __forceinline__ void StridedLoadContiguousRows(__nv_bfloat16* dst, int rows, int dim,
+                                                          const __nv_bfloat16* src) {
+  StridedCopyRows(dst, rows, dim, [src](int, int, int i) { return src + 8 * i; });
 }
 
 // Rows [rows, kTileRows) of a tile are zeroed: their P is 0, and 0 times garbage could be NaN.
+// 16 bytes a store (a row is dim + kPad bf16, a multiple of 8).
 __device__ __forceinline__ void ZeroRows(__nv_bfloat16* tile, int rows, int dim) {
-  for (int i = rows * (dim + kPad) + threadIdx.x; i < kTileRows * (dim + kPad); i += blockDim.x) {
-    tile[i] = __float2bfloat16(0.f);
-  }
+  uint4* t = reinterpret_cast<uint4*>(tile);
+  const int vectors = (dim + kPad) / 8;
+  for (int i = rows * vectors + threadIdx.x; i < kTileRows * vectors; i += blockDim.x) t[i] = make_uint4(0, 0, 0, 0);
 }
 
 __device__ __forceinline__ void Mma(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
