@@ -30,6 +30,17 @@ using tile::ZeroRows;
 __device__ __forceinline__ int64_t Max(int64_t a, int64_t b) { return a > b ? a : b; }
 __device__ __forceinline__ int64_t Min(int64_t a, int64_t b) { return a < b ? a : b; }
 
+// Diagnostic builds only (bench/gpu/stage-diag.sh; -DNSA_DECODE_DIAG=mask): the benches' time
+// without one part of a tile's work, to attribute it; the outputs are wrong. 1: the tiles' rows
+// located without the page-table reads (logical page = physical page); 2: the tiles waited for
+// but not computed; 4: the tiles computed without waiting for their copies. 0 (every real build):
+// none, and the same code as without the macro.
+#ifndef NSA_DECODE_DIAG
+#define NSA_DECODE_DIAG 0
+#endif
+constexpr bool kDiagNoTable = NSA_DECODE_DIAG & 1, kDiagNoCompute = NSA_DECODE_DIAG & 2,
+               kDiagNoWait = NSA_DECODE_DIAG & 4;
+
 constexpr int kThreads = 128;
 constexpr int kCmpRows = 64;  // summaries per block in the compressed pass (one tile)
 constexpr int kMaxG = 64;
@@ -183,7 +194,7 @@ __device__ __forceinline__ void AwaitTile(int rows, __nv_bfloat16* ks, __nv_bflo
     ZeroRows(vs, rows, vhd);
   }
   __pipeline_commit();  // the tile's copies (and, the first time, the query's)
-  __pipeline_wait_prior(0);
+  if constexpr (!kDiagNoWait) __pipeline_wait_prior(0);
   __syncthreads();
 }
 
@@ -324,7 +335,7 @@ __device__ void AttendTilesByKeys(__nv_bfloat16* qs, __nv_bfloat16* ks, __nv_bfl
   for (int tile = 0; tile < num_tiles; ++tile) {
     const int rows = load(tile, ks, vs);
     AwaitTile(rows, ks, vs, hd, vhd);
-    if (key0 < rows) {  // uniform in the warp: a short tile leaves the last warps idle
+    if (!kDiagNoCompute && key0 < rows) {  // uniform in the warp: a short tile leaves the last warps idle
       float s[2][4];
       tile::QkTile<2>(qs, ks + key0 * qstride, hd, s);
       // s[j][c]: head g (+ 8 for c >= 2), key key0 + 8 j + 2 t + (c & 1).
@@ -528,7 +539,8 @@ __device__ void CompressedTask(const NsaDecodeArgs& a, const Sizes& z, float* ws
     // Each summary's K and V offsets, once per row (not once per 16-byte copy).
     for (int r = threadIdx.x; r < rows; r += blockDim.x) {
       const int vr = static_cast<int>(i0) + r + L.summary_row_shift, slot = vr % L.summaries_per_page;
-      const int64_t page = static_cast<int64_t>(table[vr / L.summaries_per_page]) * L.page_elems;
+      const int logical = vr / L.summaries_per_page;
+      const int64_t page = static_cast<int64_t>(kDiagNoTable ? logical : table[logical]) * L.page_elems;
       row_k[r] = page + k_off + slot * hd, row_v[r] = page + v_off + slot * vhd;
     }
     __syncthreads();
@@ -875,7 +887,8 @@ __device__ void SegmentTask(const NsaDecodeArgs& a, const Sizes& z, float* ws, i
     hi = Min((page_index + 1) * lp, t + 1);
     if (lo >= hi) return 0;
     const int rows = static_cast<int>(hi - lo), r0 = static_cast<int>(lo - page_index * lp);
-    const __nv_bfloat16* page = a.pages + static_cast<int64_t>(table[page_index]) * a.layout.page_elems;
+    const int64_t physical = kDiagNoTable ? page_index : table[page_index];
+    const __nv_bfloat16* page = a.pages + physical * a.layout.page_elems;
     // Rows of one page are contiguous: the K (then V) run is one stream of 16-byte reads.
     LoadContiguousRows(ks, rows, hd, page + k_off + static_cast<int64_t>(r0) * hd);
     LoadContiguousRows(vs, rows, vhd, page + v_off + static_cast<int64_t>(r0) * vhd);
