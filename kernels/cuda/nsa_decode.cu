@@ -841,6 +841,18 @@ __device__ const int32_t* MergeLists(const NsaDecodeArgs& a, const Sizes& z, con
   return chosen;
 }
 
+// The unit's selection from its score tasks' lists (MergeLists), sorted into `sorted` (shared
+// memory, visible to the block on return) and, when `publish`, copied into the workspace and
+// NsaDecodeArgs::selected. cache: MergeLists'.
+__device__ __forceinline__ void MergedSelection(const NsaDecodeArgs& a, const Sizes& z, float* ws, int b, int g,
+                                                int unit, float2* cache, int32_t* sorted, bool publish) {
+  int count;
+  const int32_t* picked = MergeLists(a, z, ws, b, g, cache, &count);
+  SortInto(picked, count, z.n, sorted);
+  __syncthreads();
+  if (publish) CopySelection(a, z, ws, static_cast<size_t>(unit), sorted);
+}
+
 // Selected or window task: split `split` of unit (b, g) walks a run of selected blocks (split <
 // sel_splits) or of window pages, one page (the part of it in range) a tile; the two branches
 // never share a split, since each has its own softmax. chosen: the unit's selection in shared
@@ -1080,11 +1092,7 @@ __global__ void __launch_bounds__(kThreads, FusedBlocksPerSm(kSlices)) FusedKern
       // all done (no hand-off through a last task), and the first writes the unit's selection.
       if (split < z.sel_splits && !EveryBlock(a, z, b)) {
         WaitAtLeast(&cnt.score_done[unit], z.score_splits);
-        int count;
-        const int32_t* picked = MergeLists(a, z, ws, b, g, reinterpret_cast<float2*>(smem), &count);
-        SortInto(picked, count, z.n, chosen_sorted);
-        __syncthreads();
-        if (split == 0) CopySelection(a, z, ws, static_cast<size_t>(unit), chosen_sorted);
+        MergedSelection(a, z, ws, b, g, unit, reinterpret_cast<float2*>(smem), chosen_sorted, split == 0);
         chosen = chosen_sorted;
         if (trace && threadIdx.x == 0) trace[2] = GlobalTimer();
       }
@@ -1116,12 +1124,8 @@ __global__ void __launch_bounds__(kThreads) ScoreKernel(NsaDecodeArgs a, Sizes z
   const int b = blockIdx.z, g = blockIdx.y, unit = b * a.num_kv_heads + g;
   ScoreTask(a, z, ws, b, g, blockIdx.x, reinterpret_cast<float*>(smem), false);
   if (ArriveLast(&CountersOf(z, ws).score_done[unit], z.score_splits) && !EveryBlock(a, z, b)) {
-    int count;
-    const int32_t* picked = MergeLists(a, z, ws, b, g, reinterpret_cast<float2*>(smem), &count);
     __shared__ int32_t sorted[kMaxSelected];
-    SortInto(picked, count, z.n, sorted);
-    __syncthreads();
-    CopySelection(a, z, ws, static_cast<size_t>(unit), sorted);
+    MergedSelection(a, z, ws, b, g, unit, reinterpret_cast<float2*>(smem), sorted, true);
   }
 }
 template <int kSlices, bool kByKeys>

@@ -14,9 +14,6 @@
 namespace nsa::cuda {
 namespace {
 
-
-
-
 using tile::kPad;
 using tile::kRowTiles;
 using tile::kTileRows;
