@@ -59,6 +59,7 @@ struct Sizes {
   int cmp_splits, cmp_per_split, sel_splits, sel_per_split, win_splits, win_per_split;
   int64_t nmax, nstride;  // summaries of the longest sequence; score row stride (a multiple of 4)
   int units;  // batch x KV heads
+  bool fold_combine;  // the fused kernel's last task of a unit combines it (no merge tasks)
   int score_splits, score_per, score_summaries;  // score tasks a unit, blocks and summaries each
   size_t scores, cmp_part, sel, seg_part, lse, cand, counters;  // float/int offsets into the workspace
   size_t counter_bytes, total_bytes;
@@ -81,6 +82,13 @@ int Oversubscription() {
 int CmpOversubscription() {  // 0: unset
   static const int k = EnvOversub("NSA_DECODE_OVERSUB_CMP");
   return k;
+}
+// A switch from the environment: 0 or 1, else `fallback` (-1: unset).
+int EnvSwitch(const char* name, int fallback) {
+  const char* v = std::getenv(name);
+  if (v && std::string_view(v) == "0") return 0;
+  if (v && std::string_view(v) == "1") return 1;
+  return fallback;
 }
 
 // Blocks of the fused kernel an SM keeps resident for kSlices 16-head slices of the group (its
@@ -114,6 +122,7 @@ Sizes SizesOf(const NsaDecodeArgs& a) {
   s.nstride = std::max<int64_t>((s.nmax + 3) / 4 * 4, 4);
   s.cmp_chunks = static_cast<int>(std::max<int64_t>(1, (s.nmax + kCmpRows - 1) / kCmpRows));
   const int units = a.batch * a.num_kv_heads, sms = NumSms();
+  const int wave = FusedBlocksPerSm((s.G + 15) / 16) * sms;  // resident blocks of the fused kernel
   const int cmp_oversub = CmpOversubscription();
   Split(s.cmp_chunks, units, sms, cmp_oversub ? cmp_oversub : Oversubscription(), &s.cmp_splits, &s.cmp_per_split);
   Split(s.n, units, sms, Oversubscription(), &s.sel_splits, &s.sel_per_split);
@@ -123,12 +132,20 @@ Sizes SizesOf(const NsaDecodeArgs& a) {
   // it gets as many splits as one wave of resident blocks holds, its runs no shorter than the
   // selected ones.
   if (s.cmp_per_split > s.sel_per_split && !cmp_oversub) {
-    const int wave = std::max(1, FusedBlocksPerSm((s.G + 15) / 16) * sms / units);
-    const int per = std::max(s.sel_per_split, (s.cmp_chunks + wave - 1) / wave);
+    const int unit_wave = std::max(1, wave / units);
+    const int per = std::max(s.sel_per_split, (s.cmp_chunks + unit_wave - 1) / unit_wave);
     if (per < s.cmp_per_split) {
       s.cmp_per_split = per;
       s.cmp_splits = (s.cmp_chunks + per - 1) / per;
     }
+  }
+  // One wave of resident blocks for the selected tasks (experiment: NSA_DECODE_SEL_WAVE=1): they
+  // run mostly alone, after the selection, so as many splits as one wave holds.
+  static const int sel_wave = EnvSwitch("NSA_DECODE_SEL_WAVE", 0);
+  if (sel_wave && wave / units > s.sel_splits) {
+    const int want = std::min(s.n, wave / units);
+    s.sel_per_split = (s.n + want - 1) / want;
+    s.sel_splits = (s.n + s.sel_per_split - 1) / s.sel_per_split;
   }
   const size_t bk = static_cast<size_t>(a.batch) * a.num_kv_heads;
   const size_t part = static_cast<size_t>(s.G) * (2 + a.v_head_dim);  // one partial per split
@@ -139,7 +156,8 @@ Sizes SizesOf(const NsaDecodeArgs& a) {
   const int64_t blocks = a.max_context / a.nsa.select_block + 1;
   // About kScoreBlocks blocks a task while units are few, fewer and longer tasks as they grow
   // (as Split), never more than 32 x kScorePerLane blocks a task.
-  const int64_t want = (2 * sms + units - 1) / units;
+  static const int score_wave = EnvSwitch("NSA_DECODE_SCORE_WAVE", 0);  // experiment: a wave of score tasks
+  const int64_t want = score_wave ? std::max(1, wave / units) : (2 * sms + units - 1) / units;
   s.score_splits = static_cast<int>(std::max<int64_t>(
       {1, (blocks + 32 * kScorePerLane - 1) / (32 * kScorePerLane),
        std::min<int64_t>({kMaxScoreSplits, (blocks + kScoreBlocks - 1) / kScoreBlocks, want})}));
@@ -150,6 +168,11 @@ Sizes SizesOf(const NsaDecodeArgs& a) {
   s.cand = s.lse + (bk * s.G + 1) / 2 * 2;  // candidates (float2) 8-byte aligned
   s.counters = s.cand + bk * s.score_splits * s.n * 2;
   s.units = static_cast<int>(bk);
+  // A merge task per head while they fit one wave of resident blocks; beyond, they would queue
+  // behind one another at the end of the launch, so each unit's last task combines it.
+  static const int fold_env = EnvSwitch("NSA_DECODE_FOLD", -1);
+  const int fold = a.fold_combine >= 0 ? a.fold_combine : fold_env;
+  s.fold_combine = fold >= 0 ? fold == 1 : static_cast<int64_t>(bk) * s.G > wave;
   s.counter_bytes = (1 + 3 * bk) * sizeof(int);
   s.total_bytes = s.counters * sizeof(float) + s.counter_bytes;
   return s;
@@ -994,6 +1017,54 @@ __device__ void CombineHead(const NsaDecodeArgs& a, const Sizes& z, float* ws, i
   }
 }
 
+// The combine of all G heads of unit (b, g) by one block (Sizes::fold_combine: the unit's last task
+// to end, its partials all written). Thread p computes the gated merge factors of (head, branch)
+// p, as MergeFactors does (factors: [G][cmp_splits + sel_splits + win_splits] floats of shared
+// memory); then thread x sums two channels at a time of the heads' outputs over every partial in
+// CombineHead's order.
+__device__ void CombineUnit(const NsaDecodeArgs& a, const Sizes& z, float* ws, int b, int g, float* factors) {
+  const int G = z.G, vhd = a.v_head_dim, stride = 2 + vhd;
+  const size_t bk = static_cast<size_t>(b) * a.num_kv_heads + g;
+  const int nc = z.cmp_splits, ns = z.sel_splits, nw = z.win_splits, total = nc + ns + nw;
+  const float* cmp = ws + z.cmp_part + bk * nc * G * stride;  // head h's partial k at + (k G + h) stride
+  const float* seg = ws + z.seg_part + bk * (ns + nw) * G * stride;
+  const int64_t head0 = static_cast<int64_t>(b) * a.num_heads + g * G;
+  for (int p = threadIdx.x; p < 3 * G; p += blockDim.x) {
+    const int h = p / 3, branch = p - 3 * h;
+    const float* parts = (branch == 0 ? cmp : branch == 1 ? seg : seg + ns * G * stride) + h * stride;
+    const int count = branch == 0 ? nc : branch == 1 ? ns : nw, first = branch == 0 ? 0 : branch == 1 ? nc : nc + ns;
+    const float gate = a.gates[(head0 + h) * 3 + branch];
+    float m = -FLT_MAX, l = 0.f;
+    for (int k = 0; k < count; ++k) {
+      if (LoadCg(&parts[k * G * stride + 1]) > 0.f) m = fmaxf(m, LoadCg(&parts[k * G * stride]));
+    }
+    for (int k = 0; k < count; ++k) {
+      const float lk = LoadCg(&parts[k * G * stride + 1]);
+      if (lk > 0.f) l += lk * __expf(LoadCg(&parts[k * G * stride]) - m);
+    }
+    for (int k = 0; k < count; ++k) {
+      const float lk = LoadCg(&parts[k * G * stride + 1]);
+      factors[h * total + first + k] = l > 0.f && lk > 0.f ? gate * (__expf(LoadCg(&parts[k * G * stride]) - m) / l) : 0.f;
+    }
+  }
+  __syncthreads();
+  const int pairs = vhd / 2;
+  for (int i = threadIdx.x; i < G * pairs; i += blockDim.x) {
+    const int h = i / pairs, e = 2 * (i - h * pairs);
+    float y0 = 0.f, y1 = 0.f;
+#pragma unroll 8
+    for (int k = 0; k < total; ++k) {
+      const float* p = (k < nc ? cmp + k * G * stride : seg + (k - nc) * G * stride) + h * stride + 2 + e;
+      const float2 v = __ldcg(reinterpret_cast<const float2*>(p));
+      const float f = factors[h * total + k];
+      y0 += f * v.x, y1 += f * v.y;
+    }
+    const int64_t at = (head0 + h) * vhd + e;
+    if (a.out) *reinterpret_cast<float2*>(a.out + at) = make_float2(y0, y1);
+    if (a.out_bf16) *reinterpret_cast<__nv_bfloat162*>(a.out_bf16 + at) = __floats2bfloat162_rn(y0, y1);
+  }
+}
+
 // ---- the fused kernel --------------------------------------------------------------------------
 // One launch of min(tasks, resident blocks) blocks that take tasks from a queue in this order:
 // every unit's compressed tasks, window tasks, score tasks, selected tasks, then a merge task per
@@ -1036,8 +1107,8 @@ __global__ void __launch_bounds__(kThreads, FusedBlocksPerSm(kSlices)) FusedKern
   // tasks wait for nothing, so they go before the score tasks, which wait.
   const int cmp_end = U * z.cmp_splits, win_end = cmp_end + U * z.win_splits;
   const int score_end = win_end + U * z.score_splits, work_end = U * per_unit;
-  const int total = work_end + U * z.G;
-  __shared__ int task_sh;
+  const int total = work_end + (z.fold_combine ? 0 : U * z.G);
+  __shared__ int task_sh, last_sh;
   for (;;) {
     __syncthreads();  // the previous task is done with shared memory
     if (threadIdx.x == 0) task_sh = atomicAdd(cnt.next_task, 1);
@@ -1045,7 +1116,7 @@ __global__ void __launch_bounds__(kThreads, FusedBlocksPerSm(kSlices)) FusedKern
     const int task = task_sh;
     if (task >= total) break;
     int64_t* trace = a.trace ? a.trace + 8 * static_cast<int64_t>(task) : nullptr;
-    if (trace && threadIdx.x == 0) trace[0] = GlobalTimer(), trace[2] = 0, trace[3] = SmId();
+    if (trace && threadIdx.x == 0) trace[0] = GlobalTimer(), trace[2] = 0, trace[3] = SmId(), trace[4] = 0;
     if (task >= work_end) {  // merge: once every task of the unit is done
       const int k = task - work_end, unit = k / z.G;
       WaitAtLeast(&cnt.done[unit], per_unit);
@@ -1104,7 +1175,13 @@ __global__ void __launch_bounds__(kThreads, FusedBlocksPerSm(kSlices)) FusedKern
       __threadfence();
       if (kind == 0) atomicAdd(&cnt.cmp_done[unit], 1);
       if (kind == 1) atomicAdd(&cnt.score_done[unit], 1);
-      atomicAdd(&cnt.done[unit], 1);
+      last_sh = atomicAdd(&cnt.done[unit], 1) == per_unit - 1 && z.fold_combine;
+      if (last_sh) __threadfence();  // order the reads of the others' partials after their counts
+    }
+    __syncthreads();
+    if (last_sh) {  // the unit's last task: its combine (folded)
+      CombineUnit(a, z, ws, unit / a.num_kv_heads, unit % a.num_kv_heads, reinterpret_cast<float*>(smem));
+      if (trace && threadIdx.x == 0) trace[4] = GlobalTimer();
     }
   }
 }
@@ -1147,7 +1224,8 @@ cudaError_t LaunchSlices(const NsaDecodeArgs& a, const Sizes& z, cudaStream_t st
   const size_t run_smem = TileSmemBytes(z.G, a.head_dim, a.v_head_dim, kByKeys);
   const size_t score_smem = std::max(static_cast<size_t>(z.score_summaries + z.score_per) * sizeof(float),
                                      static_cast<size_t>(z.score_splits) * z.n * sizeof(float2));  // ScoreTask, MergeLists
-  const size_t combine_smem = static_cast<size_t>(z.cmp_splits + z.sel_splits + z.win_splits) * sizeof(float);
+  const size_t combine_smem =
+      static_cast<size_t>(z.cmp_splits + z.sel_splits + z.win_splits) * (z.fold_combine ? z.G : 1) * sizeof(float);
   // Opt in to large shared memory once per process (the attribute is per kernel, not per launch).
   static const cudaError_t opt_in = [] {
     int max_smem = 0;
@@ -1187,8 +1265,8 @@ cudaError_t LaunchSlices(const NsaDecodeArgs& a, const Sizes& z, cudaStream_t st
     const int regs_per_block = (limits.regs * 32 + 255) / 256 * 256 * (kThreads / 32);
     const int per_sm = std::max(1, std::min({limits.threads_per_sm / kThreads, limits.regs_per_sm / regs_per_block,
                                              limits.smem_per_sm / static_cast<int>(smem + limits.static_smem + limits.reserved)}));
-    const int64_t tasks =
-        static_cast<int64_t>(z.units) * (z.cmp_splits + z.score_splits + z.sel_splits + z.win_splits + z.G);
+    const int64_t tasks = static_cast<int64_t>(z.units) *
+                          (z.cmp_splits + z.score_splits + z.sel_splits + z.win_splits + (z.fold_combine ? 0 : z.G));
     const int blocks = static_cast<int>(std::min<int64_t>(tasks, static_cast<int64_t>(per_sm) * NumSms()));
     FusedKernel<kSlices, kByKeys><<<blocks, kThreads, smem, stream>>>(a, z, ws);
     return cudaGetLastError();
@@ -1207,6 +1285,8 @@ size_t NsaDecodeWorkspaceBytes(const NsaDecodeArgs& args) { return SizesOf(args)
 
 int NsaDecodeCompressedRun(const NsaDecodeArgs& args) { return SizesOf(args).cmp_per_split; }
 
+bool NsaDecodeFoldsCombine(const NsaDecodeArgs& args) { return SizesOf(args).fold_combine; }
+
 bool KeySplit() {
   static const bool on = [] {
     const char* v = std::getenv("NSA_DECODE_KEY_SPLIT");
@@ -1218,7 +1298,7 @@ bool KeySplit() {
 NsaDecodeTasks NsaDecodeTaskCounts(const NsaDecodeArgs& args) {
   const Sizes z = SizesOf(args);
   return {z.units * z.cmp_splits, z.units * z.win_splits, z.units * z.score_splits, z.units * z.sel_splits,
-          z.units * z.G};
+          z.fold_combine ? 0 : z.units * z.G};
 }
 
 cudaError_t LaunchNsaDecode(const NsaDecodeArgs& a, cudaStream_t stream) {

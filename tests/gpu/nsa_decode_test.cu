@@ -189,6 +189,36 @@ TEST_P(NsaDecodeTest, MatchesTheCpuTwin) {
     EXPECT_EQ(sel, sel_cols) << "the column split selected other blocks";
     EXPECT_LE(RelativeDifference(out_cols, out), 4e-3) << "key-split and column-split outputs differ";
   }
+  // The combine in the other form (NsaDecodeArgs::fold_combine: the default folds it into each
+  // unit's last task at large batches, else a merge task per head): the same partials merged in
+  // the same order, the merge factors' sums in another (a wrong combine is off by O(1)).
+  {
+    std::vector<float> out_fold;
+    std::vector<int32_t> sel_fold;
+    cuda::NsaDecodeArgs other = a;
+    other.staged = false;
+    other.fold_combine = cuda::NsaDecodeFoldsCombine(a) ? 0 : 1;
+    ASSERT_NE(cuda::NsaDecodeFoldsCombine(other), cuda::NsaDecodeFoldsCombine(a));
+    run_form(other, out_fold, sel_fold);
+    EXPECT_EQ(sel, sel_fold) << "the other combine form selected other blocks";
+    EXPECT_LE(RelativeDifference(out_fold, out), 1e-5) << "folded and per-head combines differ";
+    // Its bf16 output alone: out_fold rounded, bit for bit.
+    __nv_bfloat16* d_out16 = nullptr;
+    CUDA_OK(cudaMalloc(&d_out16, out_n * 2));
+    CUDA_OK(cudaMemset(d_out16, 0xFF, out_n * 2));
+    other.out = nullptr, other.out_bf16 = d_out16;
+    CUDA_OK(cuda::LaunchNsaDecode(other, nullptr));
+    CUDA_OK(cudaDeviceSynchronize());
+    std::vector<__nv_bfloat16> got16(out_n);
+    CUDA_OK(cudaMemcpy(got16.data(), d_out16, out_n * 2, cudaMemcpyDeviceToHost));
+    cudaFree(d_out16);
+    size_t wrong = 0;
+    for (size_t i = 0; i < out_n; ++i) {
+      const __nv_bfloat16 want16 = __float2bfloat16(out_fold[i]);
+      wrong += std::memcmp(&want16, &got16[i], 2) != 0;
+    }
+    EXPECT_EQ(wrong, 0u) << "the other combine form's bf16 outputs are not its fp32 output rounded";
+  }
   // A larger max_context, as a CUDA graph's context bucket gives the runner, where it cuts the
   // summaries into the same runs: only empty tasks more, so the same blocks and the same bits
   // (model_gpu_test's graph = eager rests on this).
