@@ -100,15 +100,6 @@ void PrintTrace(nsa::cuda::NsaDecodeArgs a, cudaStream_t stream) {
     std::fprintf(stderr, "  trace selection merged in %zu selected tasks: median %.2f us, last %.2f us\n", ends.size(),
                  Median(ends), *std::max_element(ends.begin(), ends.end()));
   }
-  // When the tasks that folded their unit's combine had finished it (their fifth stamp).
-  std::vector<float> folded;
-  for (int i = 0; i < total; ++i) {
-    if (h[8 * i + 4]) folded.push_back((h[8 * i + 4] - t0) * 1e-3f);
-  }
-  if (!folded.empty()) {
-    std::fprintf(stderr, "  trace combine folded into %zu tasks: median end %.2f us, last end %.2f us\n", folded.size(),
-                 Median(folded), *std::max_element(folded.begin(), folded.end()));
-  }
 }
 
 // Attention of a whole prompt of `context` tokens as the runner prefills today (issue 8 replaces

@@ -59,7 +59,7 @@ struct Sizes {
   int cmp_splits, cmp_per_split, sel_splits, sel_per_split, win_splits, win_per_split;
   int64_t nmax, nstride;  // summaries of the longest sequence; score row stride (a multiple of 4)
   int units;  // batch x KV heads
-  bool fold_combine;  // the fused kernel's last task of a unit combines it (no merge tasks)
+  int merge_heads;  // heads a merge task of the fused kernel combines (divides G)
   int score_splits, score_per, score_summaries;  // score tasks a unit, blocks and summaries each
   size_t scores, cmp_part, sel, seg_part, lse, cand, counters;  // float/int offsets into the workspace
   size_t counter_bytes, total_bytes;
@@ -83,7 +83,7 @@ int CmpOversubscription() {  // 0: unset
   static const int k = EnvOversub("NSA_DECODE_OVERSUB_CMP");
   return k;
 }
-// A switch from the environment: 0 or 1, else `fallback` (-1: unset).
+// A switch from the environment: 0 or 1, else `fallback`.
 int EnvSwitch(const char* name, int fallback) {
   const char* v = std::getenv(name);
   if (v && std::string_view(v) == "0") return 0;
@@ -169,10 +169,17 @@ Sizes SizesOf(const NsaDecodeArgs& a) {
   s.counters = s.cand + bk * s.score_splits * s.n * 2;
   s.units = static_cast<int>(bk);
   // A merge task per head while they fit one wave of resident blocks; beyond, they would queue
-  // behind one another at the end of the launch, so each unit's last task combines it.
-  static const int fold_env = EnvSwitch("NSA_DECODE_FOLD", -1);
-  const int fold = a.fold_combine >= 0 ? a.fold_combine : fold_env;
-  s.fold_combine = fold >= 0 ? fold == 1 : static_cast<int64_t>(bk) * s.G > wave;
+  // behind one another at the end of the launch: the fewest heads a task (a power of two dividing
+  // G) that fit one wave. NsaDecodeArgs::merge_heads (or NSA_DECODE_MERGE_HEADS) overrides it.
+  static const int merge_env = [] {
+    const char* v = std::getenv("NSA_DECODE_MERGE_HEADS");
+    return v ? std::atoi(v) : 0;
+  }();
+  s.merge_heads = a.merge_heads > 0 ? a.merge_heads : merge_env > 0 && s.G % merge_env == 0 ? merge_env : 0;
+  if (s.merge_heads == 0) {
+    s.merge_heads = 1;
+    while (s.G % (2 * s.merge_heads) == 0 && static_cast<int64_t>(bk) * s.G / s.merge_heads > wave) s.merge_heads *= 2;
+  }
   s.counter_bytes = (1 + 3 * bk) * sizeof(int);
   s.total_bytes = s.counters * sizeof(float) + s.counter_bytes;
   return s;
@@ -1017,47 +1024,81 @@ __device__ void CombineHead(const NsaDecodeArgs& a, const Sizes& z, float* ws, i
   }
 }
 
-// The combine of all G heads of unit (b, g) by one block (Sizes::fold_combine: the unit's last task
-// to end, its partials all written). Thread p computes the gated merge factors of (head, branch)
-// p, as MergeFactors does (factors: [G][cmp_splits + sel_splits + win_splits] floats of shared
-// memory); then thread x sums two channels at a time of the heads' outputs over every partial in
-// CombineHead's order.
-__device__ void CombineUnit(const NsaDecodeArgs& a, const Sizes& z, float* ws, int b, int g, float* factors) {
+// The merge of heads h0 .. h0 + hp - 1 of unit (b, g), hp > 1 (Sizes::merge_heads: large batches,
+// where a task per head would not fit one wave of resident blocks). As CombineHead, but thread p
+// computes the gated merge factors of (head, branch) p (factors: [hp][cmp_splits + sel_splits +
+// win_splits] floats of shared memory), up to kThreadMerge partials' m and l loaded at once, and
+// thread x then sums two channels at a time over every partial in CombineHead's order, a chunk of
+// partials' loads in flight together.
+constexpr int kThreadMerge = 8;
+__device__ void CombineHeads(const NsaDecodeArgs& a, const Sizes& z, float* ws, int b, int g, int h0, int hp,
+                             float* factors) {
   const int G = z.G, vhd = a.v_head_dim, stride = 2 + vhd;
   const size_t bk = static_cast<size_t>(b) * a.num_kv_heads + g;
   const int nc = z.cmp_splits, ns = z.sel_splits, nw = z.win_splits, total = nc + ns + nw;
   const float* cmp = ws + z.cmp_part + bk * nc * G * stride;  // head h's partial k at + (k G + h) stride
   const float* seg = ws + z.seg_part + bk * (ns + nw) * G * stride;
-  const int64_t head0 = static_cast<int64_t>(b) * a.num_heads + g * G;
-  for (int p = threadIdx.x; p < 3 * G; p += blockDim.x) {
+  const int64_t head0 = static_cast<int64_t>(b) * a.num_heads + g * G + h0;
+  for (int p = threadIdx.x; p < 3 * hp; p += blockDim.x) {
     const int h = p / 3, branch = p - 3 * h;
-    const float* parts = (branch == 0 ? cmp : branch == 1 ? seg : seg + ns * G * stride) + h * stride;
+    const float* parts = (branch == 0 ? cmp : branch == 1 ? seg : seg + ns * G * stride) + (h0 + h) * stride;
     const int count = branch == 0 ? nc : branch == 1 ? ns : nw, first = branch == 0 ? 0 : branch == 1 ? nc : nc + ns;
-    const float gate = a.gates[(head0 + h) * 3 + branch];
+    const int ps = G * stride;
+    float mk[kThreadMerge], lk[kThreadMerge];
+#pragma unroll
+    for (int k = 0; k < kThreadMerge; ++k) {
+      mk[k] = k < count ? LoadCg(&parts[k * ps]) : -FLT_MAX;
+      lk[k] = k < count ? LoadCg(&parts[k * ps + 1]) : 0.f;
+    }
     float m = -FLT_MAX, l = 0.f;
-    for (int k = 0; k < count; ++k) {
-      if (LoadCg(&parts[k * G * stride + 1]) > 0.f) m = fmaxf(m, LoadCg(&parts[k * G * stride]));
+#pragma unroll
+    for (int k = 0; k < kThreadMerge; ++k) {
+      if (lk[k] > 0.f) m = fmaxf(m, mk[k]);
     }
-    for (int k = 0; k < count; ++k) {
-      const float lk = LoadCg(&parts[k * G * stride + 1]);
-      if (lk > 0.f) l += lk * __expf(LoadCg(&parts[k * G * stride]) - m);
+    for (int k = kThreadMerge; k < count; ++k) {
+      if (LoadCg(&parts[k * ps + 1]) > 0.f) m = fmaxf(m, LoadCg(&parts[k * ps]));
     }
-    for (int k = 0; k < count; ++k) {
-      const float lk = LoadCg(&parts[k * G * stride + 1]);
-      factors[h * total + first + k] = l > 0.f && lk > 0.f ? gate * (__expf(LoadCg(&parts[k * G * stride]) - m) / l) : 0.f;
+#pragma unroll
+    for (int k = 0; k < kThreadMerge; ++k) {
+      if (lk[k] > 0.f) l += lk[k] * __expf(mk[k] - m);
+    }
+    for (int k = kThreadMerge; k < count; ++k) {
+      const float lr = LoadCg(&parts[k * ps + 1]);
+      if (lr > 0.f) l += lr * __expf(LoadCg(&parts[k * ps]) - m);
+    }
+    const float gate = a.gates[(head0 + h) * 3 + branch];
+    float* f = factors + h * total + first;
+#pragma unroll
+    for (int k = 0; k < kThreadMerge; ++k) {
+      if (k < count) f[k] = l > 0.f && lk[k] > 0.f ? gate * (__expf(mk[k] - m) / l) : 0.f;
+    }
+    for (int k = kThreadMerge; k < count; ++k) {
+      const float lr = LoadCg(&parts[k * ps + 1]);
+      f[k] = l > 0.f && lr > 0.f ? gate * (__expf(LoadCg(&parts[k * ps]) - m) / l) : 0.f;
     }
   }
   __syncthreads();
   const int pairs = vhd / 2;
-  for (int i = threadIdx.x; i < G * pairs; i += blockDim.x) {
+  for (int i = threadIdx.x; i < hp * pairs; i += blockDim.x) {
     const int h = i / pairs, e = 2 * (i - h * pairs);
+    const float* base_c = cmp + (h0 + h) * stride + 2 + e;
+    const float* base_s = seg + (h0 + h) * stride + 2 + e;
     float y0 = 0.f, y1 = 0.f;
-#pragma unroll 8
-    for (int k = 0; k < total; ++k) {
-      const float* p = (k < nc ? cmp + k * G * stride : seg + (k - nc) * G * stride) + h * stride + 2 + e;
-      const float2 v = __ldcg(reinterpret_cast<const float2*>(p));
-      const float f = factors[h * total + k];
-      y0 += f * v.x, y1 += f * v.y;
+    for (int k0 = 0; k0 < total; k0 += kThreadMerge) {
+      float2 v[kThreadMerge];
+#pragma unroll
+      for (int u = 0; u < kThreadMerge; ++u) {
+        const int k = k0 + u;
+        const float* q = k < nc ? base_c + k * G * stride : base_s + (k - nc) * G * stride;
+        v[u] = k < total ? __ldcg(reinterpret_cast<const float2*>(q)) : make_float2(0.f, 0.f);
+      }
+#pragma unroll
+      for (int u = 0; u < kThreadMerge; ++u) {
+        if (k0 + u < total) {
+          const float f = factors[h * total + k0 + u];
+          y0 += f * v[u].x, y1 += f * v[u].y;
+        }
+      }
     }
     const int64_t at = (head0 + h) * vhd + e;
     if (a.out) *reinterpret_cast<float2*>(a.out + at) = make_float2(y0, y1);
@@ -1107,8 +1148,8 @@ __global__ void __launch_bounds__(kThreads, FusedBlocksPerSm(kSlices)) FusedKern
   // tasks wait for nothing, so they go before the score tasks, which wait.
   const int cmp_end = U * z.cmp_splits, win_end = cmp_end + U * z.win_splits;
   const int score_end = win_end + U * z.score_splits, work_end = U * per_unit;
-  const int total = work_end + (z.fold_combine ? 0 : U * z.G);
-  __shared__ int task_sh, last_sh;
+  const int total = work_end + U * z.G / z.merge_heads;
+  __shared__ int task_sh;
   for (;;) {
     __syncthreads();  // the previous task is done with shared memory
     if (threadIdx.x == 0) task_sh = atomicAdd(cnt.next_task, 1);
@@ -1116,11 +1157,16 @@ __global__ void __launch_bounds__(kThreads, FusedBlocksPerSm(kSlices)) FusedKern
     const int task = task_sh;
     if (task >= total) break;
     int64_t* trace = a.trace ? a.trace + 8 * static_cast<int64_t>(task) : nullptr;
-    if (trace && threadIdx.x == 0) trace[0] = GlobalTimer(), trace[2] = 0, trace[3] = SmId(), trace[4] = 0;
+    if (trace && threadIdx.x == 0) trace[0] = GlobalTimer(), trace[2] = 0, trace[3] = SmId();
     if (task >= work_end) {  // merge: once every task of the unit is done
-      const int k = task - work_end, unit = k / z.G;
+      const int per = z.G / z.merge_heads, k = task - work_end, unit = k / per, h0 = k % per * z.merge_heads;
       WaitAtLeast(&cnt.done[unit], per_unit);
-      CombineHead(a, z, ws, unit / a.num_kv_heads, unit % a.num_kv_heads, k % z.G, reinterpret_cast<float*>(smem));
+      const int b = unit / a.num_kv_heads, g = unit % a.num_kv_heads;
+      if (z.merge_heads == 1) {
+        CombineHead(a, z, ws, b, g, h0, reinterpret_cast<float*>(smem));
+      } else {
+        CombineHeads(a, z, ws, b, g, h0, z.merge_heads, reinterpret_cast<float*>(smem));
+      }
       if (trace && threadIdx.x == 0) trace[1] = GlobalTimer();
       continue;
     }
@@ -1175,13 +1221,7 @@ __global__ void __launch_bounds__(kThreads, FusedBlocksPerSm(kSlices)) FusedKern
       __threadfence();
       if (kind == 0) atomicAdd(&cnt.cmp_done[unit], 1);
       if (kind == 1) atomicAdd(&cnt.score_done[unit], 1);
-      last_sh = atomicAdd(&cnt.done[unit], 1) == per_unit - 1 && z.fold_combine;
-      if (last_sh) __threadfence();  // order the reads of the others' partials after their counts
-    }
-    __syncthreads();
-    if (last_sh) {  // the unit's last task: its combine (folded)
-      CombineUnit(a, z, ws, unit / a.num_kv_heads, unit % a.num_kv_heads, reinterpret_cast<float*>(smem));
-      if (trace && threadIdx.x == 0) trace[4] = GlobalTimer();
+      atomicAdd(&cnt.done[unit], 1);
     }
   }
 }
@@ -1225,7 +1265,7 @@ cudaError_t LaunchSlices(const NsaDecodeArgs& a, const Sizes& z, cudaStream_t st
   const size_t score_smem = std::max(static_cast<size_t>(z.score_summaries + z.score_per) * sizeof(float),
                                      static_cast<size_t>(z.score_splits) * z.n * sizeof(float2));  // ScoreTask, MergeLists
   const size_t combine_smem =
-      static_cast<size_t>(z.cmp_splits + z.sel_splits + z.win_splits) * (z.fold_combine ? z.G : 1) * sizeof(float);
+      static_cast<size_t>(z.cmp_splits + z.sel_splits + z.win_splits) * z.merge_heads * sizeof(float);
   // Opt in to large shared memory once per process (the attribute is per kernel, not per launch).
   static const cudaError_t opt_in = [] {
     int max_smem = 0;
@@ -1266,7 +1306,7 @@ cudaError_t LaunchSlices(const NsaDecodeArgs& a, const Sizes& z, cudaStream_t st
     const int per_sm = std::max(1, std::min({limits.threads_per_sm / kThreads, limits.regs_per_sm / regs_per_block,
                                              limits.smem_per_sm / static_cast<int>(smem + limits.static_smem + limits.reserved)}));
     const int64_t tasks = static_cast<int64_t>(z.units) *
-                          (z.cmp_splits + z.score_splits + z.sel_splits + z.win_splits + (z.fold_combine ? 0 : z.G));
+                          (z.cmp_splits + z.score_splits + z.sel_splits + z.win_splits + z.G / z.merge_heads);
     const int blocks = static_cast<int>(std::min<int64_t>(tasks, static_cast<int64_t>(per_sm) * NumSms()));
     FusedKernel<kSlices, kByKeys><<<blocks, kThreads, smem, stream>>>(a, z, ws);
     return cudaGetLastError();
@@ -1285,7 +1325,7 @@ size_t NsaDecodeWorkspaceBytes(const NsaDecodeArgs& args) { return SizesOf(args)
 
 int NsaDecodeCompressedRun(const NsaDecodeArgs& args) { return SizesOf(args).cmp_per_split; }
 
-bool NsaDecodeFoldsCombine(const NsaDecodeArgs& args) { return SizesOf(args).fold_combine; }
+int NsaDecodeMergeHeads(const NsaDecodeArgs& args) { return SizesOf(args).merge_heads; }
 
 bool KeySplit() {
   static const bool on = [] {
@@ -1298,7 +1338,7 @@ bool KeySplit() {
 NsaDecodeTasks NsaDecodeTaskCounts(const NsaDecodeArgs& args) {
   const Sizes z = SizesOf(args);
   return {z.units * z.cmp_splits, z.units * z.win_splits, z.units * z.score_splits, z.units * z.sel_splits,
-          z.fold_combine ? 0 : z.units * z.G};
+          z.units * z.G / z.merge_heads};
 }
 
 cudaError_t LaunchNsaDecode(const NsaDecodeArgs& a, cudaStream_t stream) {
@@ -1315,6 +1355,7 @@ cudaError_t LaunchNsaDecode(const NsaDecodeArgs& a, cudaStream_t stream) {
   if (a.v_head_dim % 16 != 0 || a.v_head_dim < 16 || a.v_head_dim > 128) return cudaErrorInvalidValue;
   if (a.max_context / a.nsa.select_block + 1 > kMaxBlocks || a.batch < 1) return cudaErrorInvalidValue;
   if (!a.out && !a.out_bf16) return cudaErrorInvalidValue;
+  if (a.merge_heads < 0 || (a.merge_heads > 0 && z.G % a.merge_heads != 0)) return cudaErrorInvalidValue;
   // One page is one tile: pages longer than kTileRows tokens would need a loop the kernel lacks.
   if (a.nsa.select_block > kTileRows) return cudaErrorInvalidValue;
   switch ((z.G + 15) / 16) {

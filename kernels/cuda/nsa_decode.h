@@ -13,8 +13,8 @@
 //               the blocks' scores (geometric map, group sum) and the range's best picks, sorted
 //   selected    once the unit's score tasks are done: their lists merged and the forced blocks
 //               added (the top-n), then the chosen blocks
-// and a merge task per head combines each branch's partials, applies the gates, writes the output
-// (at large batches the unit's last task to end does that for its G heads instead).
+// and a merge task per head (several at large batches) combines each branch's partials, applies the
+// gates, writes the output.
 // One launch runs them all: a fused kernel whose resident blocks take tasks from a queue in that
 // order, so even one sequence spreads over every SM and no pass waits for a kernel boundary.
 // `staged` runs the same tasks as five launches instead (a pass per launch), for comparison.
@@ -65,14 +65,13 @@ struct NsaDecodeArgs {
   // For G <= 16: 1 splits each tile's keys across the block's warps, 0 V's columns (every warp
   // computing the whole S), -1 the process's default (KeySplit()). Tests run both.
   int key_split = -1;
-  // Fused kernel: 1 the last task of each unit to end combines the unit's G heads itself (no merge
-  // tasks in the queue), 0 a merge task per head, -1 the default (folded when the merge tasks
-  // would not fit one wave of resident blocks; NSA_DECODE_FOLD=0/1 overrides it). Tests run both.
-  int fold_combine = -1;
+  // Fused kernel: heads a merge task combines (a divisor of G); 0 the default: one while a task a
+  // head fits one wave of resident blocks, else the fewest (a power of two) that fit one. Tests
+  // run a second form.
+  int merge_heads = 0;
   // Benchmarks only, fused kernel: per task of the queue (compressed, window, score, selected,
   // combine; unit-major within each kind) eight int64: start and end (%globaltimer ns), when a
-  // selected task had merged the selection (0 for other tasks), the SM it ran on, when a task
-  // that folded its unit's combine (fold_combine) had finished it (else 0), and three unused.
+  // selected task had merged the selection (0 for other tasks), the SM it ran on, and four unused.
   int64_t* trace = nullptr;
 };
 
@@ -87,9 +86,9 @@ NsaDecodeTasks NsaDecodeTaskCounts(const NsaDecodeArgs& args);
 // places; the larger one only adds empty tasks, which change no output bit (a CUDA graph's context
 // bucket against the eager step).
 int NsaDecodeCompressedRun(const NsaDecodeArgs& args);
-// Whether the fused kernel folds the merge into each unit's last task for these arguments
-// (NsaDecodeArgs::fold_combine and its default).
-bool NsaDecodeFoldsCombine(const NsaDecodeArgs& args);
+// Heads a merge task of the fused kernel combines for these arguments (NsaDecodeArgs::merge_heads
+// and its default).
+int NsaDecodeMergeHeads(const NsaDecodeArgs& args);
 // Bytes of workspace LaunchNsaDecode needs for these arguments.
 size_t NsaDecodeWorkspaceBytes(const NsaDecodeArgs& args);
 

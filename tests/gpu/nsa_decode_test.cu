@@ -189,20 +189,20 @@ TEST_P(NsaDecodeTest, MatchesTheCpuTwin) {
     EXPECT_EQ(sel, sel_cols) << "the column split selected other blocks";
     EXPECT_LE(RelativeDifference(out_cols, out), 4e-3) << "key-split and column-split outputs differ";
   }
-  // The combine in the other form (NsaDecodeArgs::fold_combine: the default folds it into each
-  // unit's last task at large batches, else a merge task per head): the same partials merged in
-  // the same order, the merge factors' sums in another (a wrong combine is off by O(1)).
-  {
-    std::vector<float> out_fold;
-    std::vector<int32_t> sel_fold;
+  // The merge in another form (NsaDecodeArgs::merge_heads: the default, one head a merge task at
+  // these batches, against four (or two) heads a task, as large batches take): the same partials
+  // merged in the same order, the merge factors' sums in another (a wrong merge is off by O(1)).
+  if (cuda::NsaDecodeMergeHeads(a) == 1 && G % 2 == 0) {
+    std::vector<float> out_heads;
+    std::vector<int32_t> sel_heads;
     cuda::NsaDecodeArgs other = a;
     other.staged = false;
-    other.fold_combine = cuda::NsaDecodeFoldsCombine(a) ? 0 : 1;
-    ASSERT_NE(cuda::NsaDecodeFoldsCombine(other), cuda::NsaDecodeFoldsCombine(a));
-    run_form(other, out_fold, sel_fold);
-    EXPECT_EQ(sel, sel_fold) << "the other combine form selected other blocks";
-    EXPECT_LE(RelativeDifference(out_fold, out), 1e-5) << "folded and per-head combines differ";
-    // Its bf16 output alone: out_fold rounded, bit for bit.
+    other.merge_heads = G % 4 == 0 ? 4 : 2;
+    ASSERT_EQ(cuda::NsaDecodeMergeHeads(other), other.merge_heads);
+    run_form(other, out_heads, sel_heads);
+    EXPECT_EQ(sel, sel_heads) << "the other merge form selected other blocks";
+    EXPECT_LE(RelativeDifference(out_heads, out), 1e-5) << "merges of one and of several heads a task differ";
+    // Its bf16 output alone: out_heads rounded, bit for bit.
     __nv_bfloat16* d_out16 = nullptr;
     CUDA_OK(cudaMalloc(&d_out16, out_n * 2));
     CUDA_OK(cudaMemset(d_out16, 0xFF, out_n * 2));
@@ -214,10 +214,10 @@ TEST_P(NsaDecodeTest, MatchesTheCpuTwin) {
     cudaFree(d_out16);
     size_t wrong = 0;
     for (size_t i = 0; i < out_n; ++i) {
-      const __nv_bfloat16 want16 = __float2bfloat16(out_fold[i]);
+      const __nv_bfloat16 want16 = __float2bfloat16(out_heads[i]);
       wrong += std::memcmp(&want16, &got16[i], 2) != 0;
     }
-    EXPECT_EQ(wrong, 0u) << "the other combine form's bf16 outputs are not its fp32 output rounded";
+    EXPECT_EQ(wrong, 0u) << "the other merge form's bf16 outputs are not its fp32 output rounded";
   }
   // A larger max_context, as a CUDA graph's context bucket gives the runner, where it cuts the
   // summaries into the same runs: only empty tasks more, so the same blocks and the same bits
