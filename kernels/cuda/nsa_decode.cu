@@ -60,6 +60,7 @@ struct Sizes {
   int64_t nmax, nstride;  // summaries of the longest sequence; score row stride (a multiple of 4)
   int units;  // batch x KV heads
   int merge_heads;  // heads a merge task of the fused kernel combines (divides G)
+  bool win_late;  // the fused kernel's queue has the window tasks after the score tasks
   int score_splits, score_per, score_summaries;  // score tasks a unit, blocks and summaries each
   size_t scores, cmp_part, sel, seg_part, lse, cand, counters;  // float/int offsets into the workspace
   size_t counter_bytes, total_bytes;
@@ -139,9 +140,10 @@ Sizes SizesOf(const NsaDecodeArgs& a) {
       s.cmp_splits = (s.cmp_chunks + per - 1) / per;
     }
   }
-  // One wave of resident blocks for the selected tasks (experiment: NSA_DECODE_SEL_WAVE=1): they
-  // run mostly alone, after the selection, so as many splits as one wave holds.
-  static const int sel_wave = EnvSwitch("NSA_DECODE_SEL_WAVE", 0);
+  // The selected tasks run mostly alone, after the selection: as many splits as one wave of
+  // resident blocks holds (NSA_DECODE_SEL_WAVE=0: as the other branches; 7b 32 x 64k 96 us against
+  // 100, paper 185 against 190, fourteenth session call 3).
+  static const int sel_wave = EnvSwitch("NSA_DECODE_SEL_WAVE", 1);
   if (sel_wave && wave / units > s.sel_splits) {
     const int want = std::min(s.n, wave / units);
     s.sel_per_split = (s.n + want - 1) / want;
@@ -157,6 +159,8 @@ Sizes SizesOf(const NsaDecodeArgs& a) {
   // About kScoreBlocks blocks a task while units are few, fewer and longer tasks as they grow
   // (as Split), never more than 32 x kScorePerLane blocks a task.
   static const int score_wave = EnvSwitch("NSA_DECODE_SCORE_WAVE", 0);  // experiment: a wave of score tasks
+  static const int win_late = EnvSwitch("NSA_DECODE_WIN_LATE", 0);  // experiment: Sizes::win_late
+  s.win_late = win_late == 1;
   const int64_t want = score_wave ? std::max(1, wave / units) : (2 * sms + units - 1) / units;
   s.score_splits = static_cast<int>(std::max<int64_t>(
       {1, (blocks + 32 * kScorePerLane - 1) / (32 * kScorePerLane),
@@ -1144,10 +1148,11 @@ __global__ void __launch_bounds__(kThreads, FusedBlocksPerSm(kSlices)) FusedKern
   extern __shared__ __align__(16) unsigned char smem[];
   const Counters cnt = CountersOf(z, ws);
   const int U = z.units, per_unit = z.cmp_splits + z.score_splits + z.win_splits + z.sel_splits;
-  // The queue: compressed, window, score, selected tasks, then a merge task per head. Window
-  // tasks wait for nothing, so they go before the score tasks, which wait.
-  const int cmp_end = U * z.cmp_splits, win_end = cmp_end + U * z.win_splits;
-  const int score_end = win_end + U * z.score_splits, work_end = U * per_unit;
+  // The queue: compressed, window, score, selected tasks, then the merge tasks. Window tasks wait
+  // for nothing, so they go before the score tasks, which wait (Sizes::win_late: after them).
+  const int cmp_end = U * z.cmp_splits, n_win = U * z.win_splits, n_score = U * z.score_splits;
+  const int win_begin = z.win_late ? cmp_end + n_score : cmp_end, score_begin = z.win_late ? cmp_end : cmp_end + n_win;
+  const int sel_begin = cmp_end + n_win + n_score, work_end = U * per_unit;
   const int total = work_end + U * z.G / z.merge_heads;
   __shared__ int task_sh;
   for (;;) {
@@ -1156,7 +1161,11 @@ __global__ void __launch_bounds__(kThreads, FusedBlocksPerSm(kSlices)) FusedKern
     __syncthreads();
     const int task = task_sh;
     if (task >= total) break;
-    int64_t* trace = a.trace ? a.trace + 8 * static_cast<int64_t>(task) : nullptr;
+    const bool is_win = task >= win_begin && task < win_begin + n_win;
+    const bool is_score = task >= score_begin && task < score_begin + n_score;
+    // The trace's rows in NsaDecodeArgs::trace's order whatever the queue's.
+    const int row = is_win ? cmp_end + task - win_begin : is_score ? cmp_end + n_win + task - score_begin : task;
+    int64_t* trace = a.trace ? a.trace + 8 * static_cast<int64_t>(row) : nullptr;
     if (trace && threadIdx.x == 0) trace[0] = GlobalTimer(), trace[2] = 0, trace[3] = SmId();
     if (task >= work_end) {  // merge: once every task of the unit is done
       const int per = z.G / z.merge_heads, k = task - work_end, unit = k / per, h0 = k % per * z.merge_heads;
@@ -1176,8 +1185,8 @@ __global__ void __launch_bounds__(kThreads, FusedBlocksPerSm(kSlices)) FusedKern
       const int b = unit / a.num_kv_heads, g = unit % a.num_kv_heads;
       CompressedTask<kSlices, kByKeys>(a, z, ws, b, g, task % z.cmp_splits, smem);
       if (trace && threadIdx.x == 0) trace[1] = GlobalTimer();
-    } else if (task >= win_end && task < score_end) {
-      const int k = task - win_end, split = k % z.score_splits;
+    } else if (is_score) {
+      const int k = task - score_begin, split = k % z.score_splits;
       unit = k / z.score_splits, kind = 1;
       const int b = unit / a.num_kv_heads, g = unit % a.num_kv_heads;
       if (EveryBlock(a, z, b)) {
@@ -1194,11 +1203,11 @@ __global__ void __launch_bounds__(kThreads, FusedBlocksPerSm(kSlices)) FusedKern
     } else {
       int split;
       kind = 2;
-      if (task < win_end) {
-        const int k = task - cmp_end;
+      if (is_win) {
+        const int k = task - win_begin;
         unit = k / z.win_splits, split = z.sel_splits + k % z.win_splits;
       } else {
-        const int k = task - score_end;
+        const int k = task - sel_begin;
         unit = k / z.sel_splits, split = k % z.sel_splits;
       }
       const int b = unit / a.num_kv_heads, g = unit % a.num_kv_heads;
