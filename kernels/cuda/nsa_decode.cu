@@ -60,7 +60,6 @@ struct Sizes {
   int64_t nmax, nstride;  // summaries of the longest sequence; score row stride (a multiple of 4)
   int units;  // batch x KV heads
   int merge_heads;  // heads a merge task of the fused kernel combines (divides G)
-  bool win_late;  // the fused kernel's queue has the window tasks after the score tasks
   int score_splits, score_per, score_summaries;  // score tasks a unit, blocks and summaries each
   size_t scores, cmp_part, sel, seg_part, lse, cand, counters;  // float/int offsets into the workspace
   size_t counter_bytes, total_bytes;
@@ -158,10 +157,8 @@ Sizes SizesOf(const NsaDecodeArgs& a) {
   const int64_t blocks = a.max_context / a.nsa.select_block + 1;
   // About kScoreBlocks blocks a task while units are few, fewer and longer tasks as they grow
   // (as Split), never more than 32 x kScorePerLane blocks a task.
-  static const int score_wave = EnvSwitch("NSA_DECODE_SCORE_WAVE", 0);  // experiment: a wave of score tasks
-  static const int win_late = EnvSwitch("NSA_DECODE_WIN_LATE", 0);  // experiment: Sizes::win_late
-  s.win_late = win_late == 1;
-  const int64_t want = score_wave ? std::max(1, wave / units) : (2 * sms + units - 1) / units;
+  // (A wave of score tasks instead gained nothing at 7b 32 x 64k: fourteenth session call 2.)
+  const int64_t want = (2 * sms + units - 1) / units;
   s.score_splits = static_cast<int>(std::max<int64_t>(
       {1, (blocks + 32 * kScorePerLane - 1) / (32 * kScorePerLane),
        std::min<int64_t>({kMaxScoreSplits, (blocks + kScoreBlocks - 1) / kScoreBlocks, want})}));
@@ -1032,9 +1029,9 @@ __device__ void CombineHead(const NsaDecodeArgs& a, const Sizes& z, float* ws, i
 // where a task per head would not fit one wave of resident blocks). As CombineHead, but thread p
 // computes the gated merge factors of (head, branch) p (factors: [hp][cmp_splits + sel_splits +
 // win_splits] floats of shared memory), up to kThreadMerge partials' m and l loaded at once, and
-// thread x then sums two channels at a time over every partial in CombineHead's order, a chunk of
-// partials' loads in flight together.
-constexpr int kThreadMerge = 8;
+// thread x then sums two channels at a time over every partial in CombineHead's order, up to
+// kMergeChunk partials' loads in flight together (at 32 x 64k a head has 10-11 partials).
+constexpr int kThreadMerge = 8, kMergeChunk = 12;
 __device__ void CombineHeads(const NsaDecodeArgs& a, const Sizes& z, float* ws, int b, int g, int h0, int hp,
                              float* factors) {
   const int G = z.G, vhd = a.v_head_dim, stride = 2 + vhd;
@@ -1088,16 +1085,16 @@ __device__ void CombineHeads(const NsaDecodeArgs& a, const Sizes& z, float* ws, 
     const float* base_c = cmp + (h0 + h) * stride + 2 + e;
     const float* base_s = seg + (h0 + h) * stride + 2 + e;
     float y0 = 0.f, y1 = 0.f;
-    for (int k0 = 0; k0 < total; k0 += kThreadMerge) {
-      float2 v[kThreadMerge];
+    for (int k0 = 0; k0 < total; k0 += kMergeChunk) {
+      float2 v[kMergeChunk];
 #pragma unroll
-      for (int u = 0; u < kThreadMerge; ++u) {
+      for (int u = 0; u < kMergeChunk; ++u) {
         const int k = k0 + u;
         const float* q = k < nc ? base_c + k * G * stride : base_s + (k - nc) * G * stride;
         v[u] = k < total ? __ldcg(reinterpret_cast<const float2*>(q)) : make_float2(0.f, 0.f);
       }
 #pragma unroll
-      for (int u = 0; u < kThreadMerge; ++u) {
+      for (int u = 0; u < kMergeChunk; ++u) {
         if (k0 + u < total) {
           const float f = factors[h * total + k0 + u];
           y0 += f * v[u].x, y1 += f * v[u].y;
@@ -1149,10 +1146,10 @@ __global__ void __launch_bounds__(kThreads, FusedBlocksPerSm(kSlices)) FusedKern
   const Counters cnt = CountersOf(z, ws);
   const int U = z.units, per_unit = z.cmp_splits + z.score_splits + z.win_splits + z.sel_splits;
   // The queue: compressed, window, score, selected tasks, then the merge tasks. Window tasks wait
-  // for nothing, so they go before the score tasks, which wait (Sizes::win_late: after them).
-  const int cmp_end = U * z.cmp_splits, n_win = U * z.win_splits, n_score = U * z.score_splits;
-  const int win_begin = z.win_late ? cmp_end + n_score : cmp_end, score_begin = z.win_late ? cmp_end : cmp_end + n_win;
-  const int sel_begin = cmp_end + n_win + n_score, work_end = U * per_unit;
+  // for nothing, so they go before the score tasks, which wait (after them, the window tasks lost
+  // 6% at 7b 32 x 64k: fourteenth session call 4).
+  const int cmp_end = U * z.cmp_splits, win_end = cmp_end + U * z.win_splits;
+  const int score_end = win_end + U * z.score_splits, work_end = U * per_unit;
   const int total = work_end + U * z.G / z.merge_heads;
   __shared__ int task_sh;
   for (;;) {
@@ -1161,11 +1158,7 @@ __global__ void __launch_bounds__(kThreads, FusedBlocksPerSm(kSlices)) FusedKern
     __syncthreads();
     const int task = task_sh;
     if (task >= total) break;
-    const bool is_win = task >= win_begin && task < win_begin + n_win;
-    const bool is_score = task >= score_begin && task < score_begin + n_score;
-    // The trace's rows in NsaDecodeArgs::trace's order whatever the queue's.
-    const int row = is_win ? cmp_end + task - win_begin : is_score ? cmp_end + n_win + task - score_begin : task;
-    int64_t* trace = a.trace ? a.trace + 8 * static_cast<int64_t>(row) : nullptr;
+    int64_t* trace = a.trace ? a.trace + 8 * static_cast<int64_t>(task) : nullptr;
     if (trace && threadIdx.x == 0) trace[0] = GlobalTimer(), trace[2] = 0, trace[3] = SmId();
     if (task >= work_end) {  // merge: once every task of the unit is done
       const int per = z.G / z.merge_heads, k = task - work_end, unit = k / per, h0 = k % per * z.merge_heads;
@@ -1185,8 +1178,8 @@ __global__ void __launch_bounds__(kThreads, FusedBlocksPerSm(kSlices)) FusedKern
       const int b = unit / a.num_kv_heads, g = unit % a.num_kv_heads;
       CompressedTask<kSlices, kByKeys>(a, z, ws, b, g, task % z.cmp_splits, smem);
       if (trace && threadIdx.x == 0) trace[1] = GlobalTimer();
-    } else if (is_score) {
-      const int k = task - score_begin, split = k % z.score_splits;
+    } else if (task >= win_end && task < score_end) {
+      const int k = task - win_end, split = k % z.score_splits;
       unit = k / z.score_splits, kind = 1;
       const int b = unit / a.num_kv_heads, g = unit % a.num_kv_heads;
       if (EveryBlock(a, z, b)) {
@@ -1203,11 +1196,11 @@ __global__ void __launch_bounds__(kThreads, FusedBlocksPerSm(kSlices)) FusedKern
     } else {
       int split;
       kind = 2;
-      if (is_win) {
-        const int k = task - win_begin;
+      if (task < win_end) {
+        const int k = task - cmp_end;
         unit = k / z.win_splits, split = z.sel_splits + k % z.win_splits;
       } else {
-        const int k = task - sel_begin;
+        const int k = task - score_end;
         unit = k / z.sel_splits, split = k % z.sel_splits;
       }
       const int b = unit / a.num_kv_heads, g = unit % a.num_kv_heads;

@@ -387,8 +387,9 @@ size_t SelectedBytes(int head_dim, int v_head_dim, int n) {
 __device__ __forceinline__ void LoadItemQ(const NsaPrefillArgs& a, __nv_bfloat16* qs, int64_t query, int kv, int h0,
                                           int heads) {
   const int G = a.num_heads / a.num_kv_heads, qstride = a.head_dim + kPad;
-  StridedLoadRows(qs, heads, a.head_dim,
-           [&](int r) { return a.q + (query * a.num_heads + static_cast<int64_t>(kv) * G + h0 + r) * a.head_dim; });
+  // The item's heads are consecutive rows of the query's q.
+  const __nv_bfloat16* q = a.q + (query * a.num_heads + static_cast<int64_t>(kv) * G + h0) * a.head_dim;
+  StridedLoadContiguousRows(qs, heads, a.head_dim, q);
   for (int i = heads * qstride + threadIdx.x; i < 16 * qstride; i += blockDim.x) qs[i] = __float2bfloat16(0.f);
 }
 
