@@ -2,10 +2,6 @@
 #include "kernels/cuda/model_ops.h"
 #include "kernels/cuda/small_gemm.h"
 
-#include <algorithm>
-#include <cstdlib>
-#include <limits>
-
 #include "absl/strings/str_cat.h"
 
 namespace nsa::cuda {
@@ -38,48 +34,10 @@ absl::Status Gemm::Init(size_t workspace_bytes) {
     return absl::ResourceExhaustedError(absl::StrCat("GEMM workspace: ", cudaGetErrorString(e)));
   }
   workspace_bytes_ = workspace_bytes;
-  if (tune_rows_ < 0) {
-    const char* v = std::getenv("NSA_GEMM_TUNE_ROWS");
-    tune_rows_ = v ? std::max(0, std::atoi(v)) : kDefaultTuneRows;
-  }
   return absl::OkStatus();
 }
 
-int Gemm::Fastest(const Plan& p, const cublasLtMatmulHeuristicResult_t* candidates, int count, const __nv_bfloat16* x,
-                  int m, const __nv_bfloat16* w, int ldy, cudaStream_t stream) {
-  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
-  if (cudaStreamIsCapturing(stream, &capture) != cudaSuccess || capture != cudaStreamCaptureStatusNone) return -1;
-  float* y = nullptr;
-  cudaEvent_t start = nullptr, stop = nullptr;
-  int best = -1;
-  if (cudaMalloc(&y, static_cast<size_t>(m) * ldy * sizeof(float)) == cudaSuccess &&
-      cudaEventCreate(&start) == cudaSuccess && cudaEventCreate(&stop) == cudaSuccess) {
-    const float alpha = 1.0f, beta = 0.0f;
-    auto run = [&](int i) {
-      return cublasLtMatmul(handle_, p.desc, &alpha, w, p.a, x, p.b, &beta, y, p.c, y, p.c, &candidates[i].algo, workspace_,
-                            workspace_bytes_, stream) == CUBLAS_STATUS_SUCCESS;
-    };
-    constexpr int kRuns = 5;
-    float best_ms = std::numeric_limits<float>::max();
-    for (int i = 0; i < count; ++i) {
-      if (candidates[i].state != CUBLAS_STATUS_SUCCESS || !run(i)) continue;  // the first run warms up
-      bool ok = cudaEventRecord(start, stream) == cudaSuccess;
-      for (int r = 0; ok && r < kRuns; ++r) ok = run(i);
-      float ms = 0;
-      ok = ok && cudaEventRecord(stop, stream) == cudaSuccess && cudaEventSynchronize(stop) == cudaSuccess &&
-           cudaEventElapsedTime(&ms, start, stop) == cudaSuccess;
-      if (ok && ms < best_ms) best_ms = ms, best = i;
-    }
-  }
-  if (start) cudaEventDestroy(start);
-  if (stop) cudaEventDestroy(stop);
-  if (y) cudaFree(y);
-  cudaGetLastError();  // a candidate that failed leaves nothing behind
-  return best;
-}
-
-absl::Status Gemm::MakePlan(const __nv_bfloat16* x, int m, int k, const __nv_bfloat16* w, int n, int ldy,
-                            cudaStream_t stream, Plan* p) {
+absl::Status Gemm::MakePlan(int m, int k, int n, int ldy, Plan* p) {
   NSA_LT(cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F), "desc");
   const cublasOperation_t t = CUBLAS_OP_T, nop = CUBLAS_OP_N;
   NSA_LT(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &t, sizeof(t)), "transa");
@@ -90,15 +48,13 @@ absl::Status Gemm::MakePlan(const __nv_bfloat16* x, int m, int k, const __nv_bfl
   cublasLtMatmulPreference_t pref;
   NSA_LT(cublasLtMatmulPreferenceCreate(&pref), "preference");
   cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace_bytes_, sizeof(workspace_bytes_));
-  cublasLtMatmulHeuristicResult_t results[kTuneCandidates]{};
+  cublasLtMatmulHeuristicResult_t result{};
   int found = 0;
-  const int want = m <= tune_rows_ ? kTuneCandidates : 1;
-  const cublasStatus_t s = cublasLtMatmulAlgoGetHeuristic(handle_, p->desc, p->a, p->b, p->c, p->c, pref, want, results, &found);
+  const cublasStatus_t s = cublasLtMatmulAlgoGetHeuristic(handle_, p->desc, p->a, p->b, p->c, p->c, pref, 1, &result, &found);
   cublasLtMatmulPreferenceDestroy(pref);
   NSA_LT(s, "heuristic");
   if (found == 0) return absl::InternalError(absl::StrCat("cuBLASLt has no algorithm for ", m, "x", k, " . ", n, "x", k));
-  const int best = found > 1 ? Fastest(*p, results, found, x, m, w, ldy, stream) : -1;
-  p->algo = results[best >= 0 ? best : 0].algo;
+  p->algo = result.algo;
   return absl::OkStatus();
 }
 
@@ -115,7 +71,7 @@ absl::Status Gemm::Run(const __nv_bfloat16* x, int m, int k, const __nv_bfloat16
   auto it = plans_.find(key);
   if (it == plans_.end()) {
     Plan p;
-    if (absl::Status s = MakePlan(x, m, k, w, n, ldy, stream, &p); !s.ok()) return s;
+    if (absl::Status s = MakePlan(m, k, n, ldy, &p); !s.ok()) return s;
     it = plans_.emplace(key, p).first;
   }
   const Plan& p = it->second;

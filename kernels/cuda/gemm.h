@@ -4,10 +4,7 @@
 //
 // cuBLASLt is column-major, so the call computes Y^T (n x m) = op_T(W as k x n) . X^T (k x m).
 // Algorithms come from cuBLASLt's heuristic once per shape and are cached; the workspace is
-// fixed at creation, so calls can be captured in CUDA graphs. For products of few rows (decode
-// steps of a batch) the heuristic's first choice is not always the fastest: up to kTuneCandidates
-// of its choices are timed on the first call of a shape (outside a stream capture) and the
-// fastest is kept (set_tune_rows, NSA_GEMM_TUNE_ROWS).
+// fixed at creation, so calls can be captured in CUDA graphs.
 #pragma once
 
 #include <cstddef>
@@ -37,12 +34,6 @@ class Gemm {
   // Products of up to `rows` rows (at most kSmallGemmMaxRows) go to the small-m kernel
   // (kernels/cuda/small_gemm.h); 0 sends everything to cuBLASLt.
   void set_small_m_rows(int rows) { small_m_rows_ = rows; }
-  // Products of up to `rows` rows time the heuristic's candidates on their first call and keep
-  // the fastest (0: the heuristic's first choice always). The default: NSA_GEMM_TUNE_ROWS, else
-  // kDefaultTuneRows. Timing picks by speed, so two processes may keep different algorithms
-  // (results equal up to rounding).
-  void set_tune_rows(int rows) { tune_rows_ = rows; }
-  static constexpr int kDefaultTuneRows = 64, kTuneCandidates = 8;
   // SwiGLU after the fused gate|up projection: out[m][half] = bf16(silu(g) u) for [g | u] = X
   // W^T, W [2 half][k]. In one kernel where the small-m GEMM takes the product
   // (LaunchSmallGemmSiluMul), else the product into scratch ([m][2 half] fp32) and LaunchSiluMul:
@@ -56,17 +47,11 @@ class Gemm {
     cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
     cublasLtMatmulAlgo_t algo{};
   };
-  absl::Status MakePlan(const __nv_bfloat16* x, int m, int k, const __nv_bfloat16* w, int n, int ldy, cudaStream_t stream,
-                        Plan* plan);
-  // Index of the fastest of `count` candidate algorithms for the plan's product (each run into a
-  // scratch Y), or -1 when they cannot be timed here.
-  int Fastest(const Plan& p, const cublasLtMatmulHeuristicResult_t* candidates, int count, const __nv_bfloat16* x,
-              int m, const __nv_bfloat16* w, int ldy, cudaStream_t stream);
+  absl::Status MakePlan(int m, int k, int n, int ldy, Plan* plan);
   cublasLtHandle_t handle_ = nullptr;
   void* workspace_ = nullptr;
   size_t workspace_bytes_ = 0;
   int small_m_rows_ = 1;
-  int tune_rows_ = -1;  // -1: NSA_GEMM_TUNE_ROWS or kDefaultTuneRows, read at Init
   std::map<std::tuple<int, int, int, int>, Plan> plans_;
 };
 
