@@ -1,10 +1,6 @@
 #include "kernels/cuda/gemm.h"
 #include "kernels/cuda/model_ops.h"
-#include "kernels/cuda/skinny_gemm.h"
 #include "kernels/cuda/small_gemm.h"
-
-#include <algorithm>
-#include <cstdlib>
 
 #include "absl/strings/str_cat.h"
 
@@ -38,10 +34,6 @@ absl::Status Gemm::Init(size_t workspace_bytes) {
     return absl::ResourceExhaustedError(absl::StrCat("GEMM workspace: ", cudaGetErrorString(e)));
   }
   workspace_bytes_ = workspace_bytes;
-  if (skinny_rows_ < 0) {
-    const char* v = std::getenv("NSA_SKINNY_GEMM_ROWS");
-    skinny_rows_ = v ? std::clamp(std::atoi(v), 0, kSkinnyGemmMaxRows) : kSkinnyGemmMaxRows;
-  }
   return absl::OkStatus();
 }
 
@@ -73,11 +65,6 @@ absl::Status Gemm::Run(const __nv_bfloat16* x, int m, int k, const __nv_bfloat16
   if (m <= small_m_rows_ && SmallGemmApplies(x, m, k, w)) {
     const cudaError_t e = LaunchSmallGemm(x, m, k, w, n, y, ldy, accumulate, stream);
     if (e != cudaSuccess) return absl::InternalError(absl::StrCat("small-m gemm: ", cudaGetErrorString(e)));
-    return absl::OkStatus();
-  }
-  if (m <= skinny_rows_ && SkinnyGemmApplies(x, m, k, w)) {
-    const cudaError_t e = LaunchSkinnyGemm(x, m, k, w, n, y, ldy, accumulate, stream);
-    if (e != cudaSuccess) return absl::InternalError(absl::StrCat("skinny gemm: ", cudaGetErrorString(e)));
     return absl::OkStatus();
   }
   const auto key = std::make_tuple(m, k, n, ldy);

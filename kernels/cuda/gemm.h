@@ -4,8 +4,7 @@
 //
 // cuBLASLt is column-major, so the call computes Y^T (n x m) = op_T(W as k x n) . X^T (k x m).
 // Algorithms come from cuBLASLt's heuristic once per shape and are cached; the workspace is
-// fixed at creation, so calls can be captured in CUDA graphs. Products of few rows go to the
-// project's own kernels instead (set_small_m_rows, set_skinny_rows).
+// fixed at creation, so calls can be captured in CUDA graphs.
 #pragma once
 
 #include <cstddef>
@@ -35,10 +34,6 @@ class Gemm {
   // Products of up to `rows` rows (at most kSmallGemmMaxRows) go to the small-m kernel
   // (kernels/cuda/small_gemm.h); 0 sends everything to cuBLASLt.
   void set_small_m_rows(int rows) { small_m_rows_ = rows; }
-  // Products of more rows than that, up to `rows` (at most kSkinnyGemmMaxRows), go to the
-  // tensor-core kernel for few rows (kernels/cuda/skinny_gemm.h) where it applies; 0 sends them to
-  // cuBLASLt. The default: NSA_SKINNY_GEMM_ROWS, else kSkinnyGemmMaxRows.
-  void set_skinny_rows(int rows) { skinny_rows_ = rows; }
   // SwiGLU after the fused gate|up projection: out[m][half] = bf16(silu(g) u) for [g | u] = X
   // W^T, W [2 half][k]. In one kernel where the small-m GEMM takes the product
   // (LaunchSmallGemmSiluMul), else the product into scratch ([m][2 half] fp32) and LaunchSiluMul:
@@ -57,7 +52,6 @@ class Gemm {
   void* workspace_ = nullptr;
   size_t workspace_bytes_ = 0;
   int small_m_rows_ = 1;
-  int skinny_rows_ = -1;  // -1: NSA_SKINNY_GEMM_ROWS or kSkinnyGemmMaxRows, read at Init
   std::map<std::tuple<int, int, int, int>, Plan> plans_;
 };
 
