@@ -1330,10 +1330,7 @@ int NsaDecodeCompressedRun(const NsaDecodeArgs& args) { return SizesOf(args).cmp
 int NsaDecodeMergeHeads(const NsaDecodeArgs& args) { return SizesOf(args).merge_heads; }
 
 bool KeySplit() {
-  static const bool on = [] {
-    const char* v = std::getenv("NSA_DECODE_KEY_SPLIT");
-    return !(v && std::string_view(v) == "0");
-  }();
+  static const bool on = EnvSwitch("NSA_DECODE_KEY_SPLIT", 1) == 1;
   return on;
 }
 

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <limits>
 #include <numeric>
@@ -143,26 +144,32 @@ TEST_P(NsaDecodeTest, MatchesTheCpuTwin) {
       EXPECT_EQ(0, std::memcmp(before.data(), o.data(), out_n * 4)) << "fused run " << run << " differs from run 0";
     }
   }
-  // The bf16 output alone (NsaDecodeArgs::out_bf16, out null) and no selection asked for
-  // (selected null): the runner's decode steps, where short contexts skip the selection stage
-  // altogether. The fused output rounded, bit for bit.
-  {
+  // A form's bf16 output alone (NsaDecodeArgs::out_bf16, out null) against `fp32` rounded: how
+  // many values differ (poisoned first).
+  auto bf16_mismatches = [&](cuda::NsaDecodeArgs form, const std::vector<float>& fp32, size_t* wrong) {
     __nv_bfloat16* d_out16 = nullptr;
     CUDA_OK(cudaMalloc(&d_out16, out_n * 2));
     CUDA_OK(cudaMemset(d_out16, 0xFF, out_n * 2));
-    cuda::NsaDecodeArgs b16 = a;
-    b16.staged = false, b16.out = nullptr, b16.out_bf16 = d_out16, b16.selected = nullptr;
-    CUDA_OK(cuda::LaunchNsaDecode(b16, nullptr));
+    form.staged = false, form.out = nullptr, form.out_bf16 = d_out16;
+    CUDA_OK(cuda::LaunchNsaDecode(form, nullptr));
     CUDA_OK(cudaDeviceSynchronize());
     std::vector<__nv_bfloat16> got16(out_n);
     CUDA_OK(cudaMemcpy(got16.data(), d_out16, out_n * 2, cudaMemcpyDeviceToHost));
-    size_t wrong = 0;
-    for (size_t i = 0; i < out_n; ++i) {
-      const __nv_bfloat16 want16 = __float2bfloat16(out[i]);
-      wrong += std::memcmp(&want16, &got16[i], 2) != 0;
-    }
-    EXPECT_EQ(wrong, 0u) << "bf16 outputs that are not the fp32 output rounded";
     cudaFree(d_out16);
+    *wrong = 0;
+    for (size_t i = 0; i < out_n; ++i) {
+      const __nv_bfloat16 want16 = __float2bfloat16(fp32[i]);
+      *wrong += std::memcmp(&want16, &got16[i], 2) != 0;
+    }
+  };
+  // The bf16 output alone with no selection asked for (selected null): the runner's decode steps,
+  // where short contexts skip the selection stage altogether. The fused output rounded, bit for bit.
+  {
+    cuda::NsaDecodeArgs b16 = a;
+    b16.selected = nullptr;
+    size_t wrong = SIZE_MAX;
+    bf16_mismatches(b16, out, &wrong);
+    EXPECT_EQ(wrong, 0u) << "bf16 outputs that are not the fp32 output rounded";
   }
   // One more launch of another form from poisoned outputs; its output and selection.
   auto run_form = [&](const cuda::NsaDecodeArgs& form, std::vector<float>& o, std::vector<int32_t>& s) {
@@ -203,20 +210,8 @@ TEST_P(NsaDecodeTest, MatchesTheCpuTwin) {
     EXPECT_EQ(sel, sel_heads) << "the other merge form selected other blocks";
     EXPECT_LE(RelativeDifference(out_heads, out), 1e-5) << "merges of one and of several heads a task differ";
     // Its bf16 output alone: out_heads rounded, bit for bit.
-    __nv_bfloat16* d_out16 = nullptr;
-    CUDA_OK(cudaMalloc(&d_out16, out_n * 2));
-    CUDA_OK(cudaMemset(d_out16, 0xFF, out_n * 2));
-    other.out = nullptr, other.out_bf16 = d_out16;
-    CUDA_OK(cuda::LaunchNsaDecode(other, nullptr));
-    CUDA_OK(cudaDeviceSynchronize());
-    std::vector<__nv_bfloat16> got16(out_n);
-    CUDA_OK(cudaMemcpy(got16.data(), d_out16, out_n * 2, cudaMemcpyDeviceToHost));
-    cudaFree(d_out16);
-    size_t wrong = 0;
-    for (size_t i = 0; i < out_n; ++i) {
-      const __nv_bfloat16 want16 = __float2bfloat16(out_heads[i]);
-      wrong += std::memcmp(&want16, &got16[i], 2) != 0;
-    }
+    size_t wrong = SIZE_MAX;
+    bf16_mismatches(other, out_heads, &wrong);
     EXPECT_EQ(wrong, 0u) << "the other merge form's bf16 outputs are not its fp32 output rounded";
   }
   // A larger max_context, as a CUDA graph's context bucket gives the runner, where it cuts the
